@@ -1,0 +1,106 @@
+"""People, groups and the pre-authorized roles they may request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractUser, Group
+from django.db import models
+from django.db.models import Q
+from knox.models import AbstractAuthToken
+
+from inventory.models import Resource, selector_q
+
+MAX_ROLE_DURATION = timedelta(days=14)
+
+
+class User(AbstractUser):
+    """A person. Group membership decides what they may request and review."""
+
+    class Meta:
+        ordering = ["username"]
+        permissions = [("review_accessrequest", "Can review access requests")]
+
+
+class RoleQuerySet(models.QuerySet):
+    def requestable_by(self, user) -> "RoleQuerySet":
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return self.filter(requestable_by__user=user).distinct()
+
+    def reviewable_by(self, user) -> "RoleQuerySet":
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return self.filter(reviewers__user=user).distinct()
+
+
+class Role(models.Model):
+    """A pre-authorized role: what it reaches, who may ask for it, who reviews it."""
+
+    class ReasonMode(models.TextChoices):
+        REQUIRED = "required"
+        OPTIONAL = "optional"
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    resource_kinds = models.JSONField(default=list, blank=True)
+    # key -> list of allowed values, "*" for any value.
+    resource_labels = models.JSONField(default=dict, blank=True)
+    logins = models.JSONField(default=list, blank=True)
+    max_duration = models.DurationField(default=timedelta(hours=1))
+    requestable_by = models.ManyToManyField(Group, related_name="requestable_roles", blank=True)
+    reviewers = models.ManyToManyField(Group, related_name="reviewable_roles", blank=True)
+    approvals = models.PositiveSmallIntegerField(default=1)
+    denials = models.PositiveSmallIntegerField(default=1)
+    reason = models.CharField(max_length=16, choices=ReasonMode.choices, default=ReasonMode.OPTIONAL)
+    reason_hint = models.CharField(max_length=255, blank=True)
+    auto_approve = models.BooleanField(default=False)
+    pending_ttl = models.DurationField(default=timedelta(hours=24))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RoleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_duration__gt=timedelta(0)) & Q(max_duration__lte=MAX_ROLE_DURATION),
+                name="role_max_duration_range",
+            ),
+            models.CheckConstraint(condition=Q(pending_ttl__gt=timedelta(0)), name="role_pending_ttl_positive"),
+            models.CheckConstraint(condition=Q(approvals__gte=1), name="role_approvals_positive"),
+            models.CheckConstraint(condition=Q(denials__gte=1), name="role_denials_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def reason_required(self) -> bool:
+        return self.reason == self.ReasonMode.REQUIRED
+
+    def matches(self, resource: Resource) -> bool:
+        return resource.matches(self.resource_kinds, self.resource_labels)
+
+    def resource_q(self) -> Q:
+        return selector_q(self.resource_kinds, self.resource_labels)
+
+
+class ApiToken(AbstractAuthToken):
+    """An API token: shown once, stored as a hash, with an expiry.
+
+    Deleting the row (in the admin) revokes it at once.
+    """
+
+    name = models.CharField(max_length=100, blank=True)
+    # Lets an integration (a host agent, a proxy) ask the access check about
+    # other users; people's own tokens never carry it.
+    can_check_access = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.token_key}… ({self.user})"

@@ -1,0 +1,98 @@
+"""The inventory: things people can be given access to."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Exists, OuterRef, Q
+
+
+class ResourceQuerySet(models.QuerySet):
+    def matching_selector(self, kinds: list[str], labels: dict[str, list[str]]) -> "ResourceQuerySet":
+        """Resources whose kind is listed and whose labels satisfy every key.
+
+        A selector with no kinds matches nothing (deny by default).
+        """
+        return self.filter(selector_q(kinds, labels))
+
+    def with_label(self, key: str, value: str | None = None) -> "ResourceQuerySet":
+        rows = ResourceLabel.objects.filter(resource=OuterRef("pk"), key=key)
+        if value is not None:
+            rows = rows.filter(value=value)
+        return self.filter(Exists(rows))
+
+
+def selector_q(kinds: list[str], labels: dict[str, list[str]]) -> Q:
+    """The Q for a role selector, expressed over the indexed label rows."""
+    if not kinds:
+        return Q(pk__in=[])
+    q = Q(kind__in=list(kinds))
+    for key, values in (labels or {}).items():
+        rows = ResourceLabel.objects.filter(resource=OuterRef("pk"), key=key)
+        if "*" not in values:
+            rows = rows.filter(value__in=list(values))
+        q &= Q(Exists(rows))
+    return q
+
+
+class Resource(models.Model):
+    """A server, database, cluster, app or desktop that access can be granted to."""
+
+    class Kind(models.TextChoices):
+        NODE = "node", "SSH server"
+        DB = "db", "Database"
+        KUBE_CLUSTER = "kube_cluster", "Kubernetes cluster"
+        APP = "app", "Application"
+        WINDOWS_DESKTOP = "windows_desktop", "Windows desktop"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    name = models.CharField(max_length=253)
+    address = models.CharField(max_length=255, blank=True)
+    # The labels as written; ResourceLabel holds the same pairs, one per row,
+    # so that selectors and searches use an index on every database.
+    labels = models.JSONField(default=dict, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ResourceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["kind", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "name"], name="resource_kind_name_unique"),
+        ]
+        indexes = [models.Index(fields=["name"], name="resource_name_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    def matches(self, kinds: list[str], labels: dict[str, list[str]]) -> bool:
+        if self.kind not in (kinds or []):
+            return False
+        for key, values in (labels or {}).items():
+            if key not in self.labels:
+                return False
+            if "*" not in values and self.labels[key] not in values:
+                return False
+        return True
+
+
+class ResourceLabel(models.Model):
+    """One label of a resource, kept in step with ``Resource.labels`` by the service."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="label_rows")
+    key = models.CharField(max_length=63)
+    value = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["resource", "key"], name="resource_label_key_unique"),
+        ]
+        indexes = [models.Index(fields=["key", "value", "resource"], name="resource_label_kv_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"

@@ -1,0 +1,68 @@
+"""Writes to the inventory. Labels go through here so their index rows stay in step."""
+
+from __future__ import annotations
+
+import re
+
+from django.db import transaction
+
+from inventory.models import Resource, ResourceLabel
+from jitportal.errors import DomainError
+
+LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
+
+
+def validate_labels(labels: object, *, field: str = "labels") -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, dict):
+        raise DomainError("labels must be a mapping of key to value", field=field)
+    clean: dict[str, str] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise DomainError(f"label key {key!r} is not valid (letters, digits, '.', '_', '-', '/')", field=field)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise DomainError(f"label {key!r} must have a string value", field=field)
+        value = str(value)
+        if len(value) > 255:
+            raise DomainError(f"label {key!r} is longer than 255 characters", field=field)
+        clean[key] = value
+    return clean
+
+
+def resource_set_labels(*, resource: Resource, labels: dict[str, str]) -> None:
+    """Make the index rows of ``resource`` equal to ``labels`` (already saved on it)."""
+    with transaction.atomic():
+        ResourceLabel.objects.filter(resource=resource).delete()
+        ResourceLabel.objects.bulk_create(
+            [ResourceLabel(resource=resource, key=k, value=v) for k, v in labels.items()]
+        )
+
+
+def resource_upsert(
+    *, kind: str, name: str, address: str = "", labels: dict | None = None, description: str = ""
+) -> tuple[Resource, bool]:
+    """Create or update a resource by (kind, name); returns (resource, changed)."""
+    if kind not in Resource.Kind.values:
+        raise DomainError(f"kind {kind!r} is not one of {', '.join(Resource.Kind.values)}", field="kind")
+    if not name or not isinstance(name, str) or len(name) > 253:
+        raise DomainError("name is required (at most 253 characters)", field="name")
+    labels = validate_labels(labels)
+    with transaction.atomic():
+        resource = Resource.objects.select_for_update().filter(kind=kind, name=name).first()
+        if resource is None:
+            resource = Resource.objects.create(
+                kind=kind, name=name, address=address or "", labels=labels, description=description or ""
+            )
+            resource_set_labels(resource=resource, labels=labels)
+            return resource, True
+        changed = []
+        for attr, value in (("address", address or ""), ("labels", labels), ("description", description or "")):
+            if getattr(resource, attr) != value:
+                setattr(resource, attr, value)
+                changed.append(attr)
+        if changed:
+            resource.save(update_fields=[*changed, "updated_at"])
+            if "labels" in changed:
+                resource_set_labels(resource=resource, labels=labels)
+        return resource, bool(changed)

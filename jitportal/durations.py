@@ -1,0 +1,56 @@
+"""Durations as people and scripts write them: seconds or Go-style strings."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``3600``, ``"3600"``, ``"45s"``, ``"90m"``, ``"1h30m"`` or a timedelta.
+
+    Raises ``ValueError`` with a readable message for anything else, including
+    zero and negative values: a duration here always bounds access, so it must
+    be positive.
+    """
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '90m' or '1h30m'")
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            seconds = float(text)
+        else:
+            if not text or not re.fullmatch(r"(\d+(?:\.\d+)?(ms|s|m|h|d))+", text):
+                raise ValueError(
+                    f"{value!r} is not a duration; use seconds or a string like '45s', '90m' or '1h30m'"
+                )
+            seconds = sum(float(num) * _UNITS[unit] for num, unit in _PART.findall(text))
+    else:
+        raise ValueError("a duration is a number of seconds or a string like '90m' or '1h30m'")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError("a duration must be a finite number of seconds")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    if seconds > 10 * 365 * 86400:
+        raise ValueError("a duration that long is not accepted")
+    return timedelta(seconds=round(seconds))
+
+
+def format_duration(delta: timedelta) -> str:
+    """``timedelta(seconds=5400)`` -> ``"1h30m"``; the inverse of parse_duration."""
+    total = int(delta.total_seconds())
+    if total <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, total = divmod(total, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts)

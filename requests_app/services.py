@@ -1,0 +1,430 @@
+"""The request lifecycle: one function per transition.
+
+Each transition runs in one transaction that locks the request row, checks
+the current state, changes it, writes the audit event and queues side effects
+with ``transaction.on_commit``. Views, the admin, the API, the CLI and tasks
+all call these functions, so every rule exists once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from accounts.models import Role
+from accounts.selectors import roles_matching, roles_requestable_by
+from inventory.models import Resource
+from jitportal.durations import format_duration, parse_duration
+from jitportal.errors import DomainError, PermissionRefused, StateConflict
+from requests_app.audit import audit_record
+from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review
+
+DEFAULT_DURATION = timedelta(hours=1)
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+class _Refusal(Exception):
+    """Carries a refusal out of a rolled-back transaction so it can be audited."""
+
+    def __init__(self, error: DomainError, action: str, data: dict):
+        self.error = error
+        self.action = action
+        self.data = data
+
+
+def _clean_reason(reason: object, *, field: str = "reason") -> str:
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        raise DomainError("must be text", field=field)
+    reason = reason.strip()
+    if len(reason) > MAX_REASON_LENGTH:
+        raise DomainError(f"must be at most {MAX_REASON_LENGTH} characters", field=field)
+    return reason
+
+
+def _request_audit_data(access_request: AccessRequest) -> dict:
+    return {"requester": access_request.requester.username, "state": access_request.state}
+
+
+# --- create -----------------------------------------------------------------
+
+
+def _pick_roles(*, resources: list[Resource], roles: list[Role], requestable: list[Role]) -> list[Role]:
+    """Roles for a resource-based request; never guesses between privileges."""
+    if roles:
+        used: set[int] = set()
+        for resource in resources:
+            matching = roles_matching(resource, roles)
+            if not matching:
+                names = ", ".join(r.name for r in roles)
+                raise DomainError(f"{resource.ref}: none of the requested roles ({names}) grants access to it", field="resources")
+            used.update(r.pk for r in matching)
+        unused = [r.name for r in roles if r.pk not in used]
+        if unused:
+            raise DomainError(f"{', '.join(unused)}: matches none of the requested resources", field="roles")
+        return roles
+    picked: dict[int, Role] = {}
+    for resource in resources:
+        matching = roles_matching(resource, requestable)
+        if not matching:
+            raise DomainError(f"{resource.ref}: no role you may request grants access to it", field="resources")
+        if len(matching) > 1:
+            names = ", ".join(r.name for r in matching)
+            raise DomainError(
+                f"{resource.ref}: several roles you may request grant access to it ({names}); choose with 'roles'",
+                field="roles",
+            )
+        picked[matching[0].pk] = matching[0]
+    return sorted(picked.values(), key=lambda r: r.name)
+
+
+def _resolve_duration(duration: object, roles: list[Role]) -> timedelta:
+    cap_role = min(roles, key=lambda r: r.max_duration)
+    cap = cap_role.max_duration
+    if duration is None or duration == "":
+        return min(DEFAULT_DURATION, cap)
+    try:
+        value = parse_duration(duration)
+    except ValueError as exc:
+        raise DomainError(str(exc), field="duration") from exc
+    if value > cap:
+        raise DomainError(
+            f"{format_duration(value)} is longer than the maximum of {format_duration(cap)} (role {cap_role.name})",
+            field="duration",
+        )
+    return value
+
+
+def _resolve_start(start_time: datetime | None, now: datetime) -> datetime | None:
+    if start_time is None:
+        return None
+    if timezone.is_naive(start_time):
+        raise DomainError("must include a time zone (e.g. 2026-01-01T09:00:00Z)", field="start_time")
+    if start_time < now - CLOCK_SKEW:
+        raise DomainError("is in the past", field="start_time")
+    if start_time > now + settings.JITPORTAL_MAX_START_AHEAD:
+        raise DomainError(
+            f"is more than {format_duration(settings.JITPORTAL_MAX_START_AHEAD)} ahead", field="start_time"
+        )
+    return start_time
+
+
+def request_create(
+    *,
+    requester,
+    resources: list[Resource] | None = None,
+    roles: list[Role] | None = None,
+    reason: str = "",
+    duration: object = None,
+    start_time: datetime | None = None,
+    suggested_reviewers: list | None = None,
+    now: datetime | None = None,
+) -> AccessRequest:
+    """Create a request for roles, or for resources (roles picked when not named).
+
+    A request whose roles all auto-approve is approved at once (still audited);
+    no other path creates an approved request.
+    """
+    now = now or timezone.now()
+    resources = list(dict.fromkeys(resources or []))
+    roles = list(dict.fromkeys(roles or []))
+    if not requester.is_active:
+        raise PermissionRefused("your account is not active")
+    if len(resources) > settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST:
+        raise DomainError(
+            f"at most {settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST} resources per request", field="resources"
+        )
+    if not resources and not roles:
+        raise DomainError("name at least one resource or role", field="resources")
+
+    requestable = roles_requestable_by(requester)
+    requestable_ids = {r.pk for r in requestable}
+    refused = [r.name for r in roles if r.pk not in requestable_ids]
+    if refused:
+        raise DomainError(f"you may not request {', '.join(refused)}", field="roles")
+    if resources:
+        roles = _pick_roles(resources=resources, roles=roles, requestable=requestable)
+
+    reason = _clean_reason(reason)
+    if not reason:
+        needing = [r for r in roles if r.reason_required]
+        if needing:
+            hint = next((r.reason_hint for r in needing if r.reason_hint), "")
+            message = f"a reason is required by role {', '.join(r.name for r in needing)}"
+            raise DomainError(f"{message} ({hint})" if hint else message, field="reason")
+    value = _resolve_duration(duration, roles)
+    start = _resolve_start(start_time, now)
+    reviewers = list(dict.fromkeys(suggested_reviewers or []))
+    if any(u.pk == requester.pk for u in reviewers):
+        raise DomainError("you cannot suggest yourself as a reviewer", field="suggested_reviewers")
+
+    with transaction.atomic():
+        access_request = AccessRequest.objects.create(
+            requester=requester,
+            reason=reason,
+            duration=value,
+            start_time=start,
+            created_at=now,
+            pending_expires_at=now + min(r.pending_ttl for r in roles),
+            approvals_required=max(r.approvals for r in roles),
+            denials_required=min(r.denials for r in roles),
+        )
+        access_request.roles.set(roles)
+        if resources:
+            access_request.resources.set(resources)
+        if reviewers:
+            access_request.suggested_reviewers.set(reviewers)
+        audit_record(
+            action="request.created",
+            actor=requester,
+            target=access_request,
+            data={
+                "roles": [r.name for r in roles],
+                "resources": [r.ref for r in resources],
+                "reason": reason,
+                "duration": int(value.total_seconds()),
+                "start_time": start.isoformat() if start else None,
+                "suggested_reviewers": [u.username for u in reviewers],
+            },
+        )
+        if all(r.auto_approve for r in roles):
+            _approve(access_request, at=now, resolution="auto-approved by role policy", actor=requester, auto=True)
+    return access_request
+
+
+# --- review -----------------------------------------------------------------
+
+
+def reviewer_is_eligible(*, reviewer, roles: list[Role]) -> bool:
+    """Eligible when the reviewer is in a reviewer group of every role."""
+    if not reviewer.is_active or not roles:
+        return False
+    reviewable = set(Role.objects.reviewable_by(reviewer).filter(pk__in=[r.pk for r in roles]).values_list("pk", flat=True))
+    return all(r.pk in reviewable for r in roles)
+
+
+def _lock(access_request: AccessRequest) -> AccessRequest:
+    return AccessRequest.objects.select_for_update().select_related("requester").get(pk=access_request.pk)
+
+
+def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
+    if access_request.state == AccessRequest.State.PENDING and access_request.pending_expires_at <= at:
+        access_request.state = AccessRequest.State.EXPIRED
+        access_request.resolved_at = at
+        access_request.resolution_reason = "pending time to live passed"
+        access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
+        audit_record(action="request.expired", target=access_request, data=_request_audit_data(access_request))
+        return True
+    return False
+
+
+def request_review(*, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None) -> Review:
+    """Record one reviewer's decision and resolve the request when a threshold is met."""
+    now = now or timezone.now()
+    if decision not in Review.Decision.values:
+        raise DomainError("must be 'approve' or 'deny'", field="decision")
+    reason = _clean_reason(reason)
+    expired = False
+    try:
+        with transaction.atomic():
+            access_request = _lock(request)
+            roles = list(access_request.roles.all())
+            audit_data = {"decision": decision, "request": str(access_request.pk), "requester": access_request.requester.username}
+            if access_request.requester_id == reviewer.pk:
+                raise _Refusal(PermissionRefused("you cannot review your own request"), "review.refused_self", audit_data)
+            if not reviewer_is_eligible(reviewer=reviewer, roles=roles):
+                raise _Refusal(
+                    PermissionRefused("you are not a reviewer for every role of this request"),
+                    "review.refused_ineligible",
+                    audit_data,
+                )
+            if _expire_if_due(access_request, now):
+                expired = True
+            else:
+                if access_request.state != AccessRequest.State.PENDING:
+                    raise StateConflict(f"the request is {access_request.state}; only pending requests can be reviewed")
+                if Review.objects.filter(request=access_request, reviewer=reviewer).exists():
+                    raise StateConflict("you have already reviewed this request")
+                review = Review.objects.create(
+                    request=access_request, reviewer=reviewer, decision=decision, reason=reason, created_at=now
+                )
+                audit_record(action="review.created", actor=reviewer, target=access_request, data={**audit_data, "reason": reason})
+                counts = Review.objects.filter(request=access_request).aggregate(
+                    approvals=Count("pk", filter=Q(decision=Review.Decision.APPROVE)),
+                    denials=Count("pk", filter=Q(decision=Review.Decision.DENY)),
+                )
+                if counts["denials"] >= access_request.denials_required:
+                    access_request.state = AccessRequest.State.DENIED
+                    access_request.resolved_at = now
+                    access_request.resolution_reason = reason
+                    access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
+                    audit_record(action="request.denied", actor=reviewer, target=access_request, data=_request_audit_data(access_request))
+                elif counts["approvals"] >= access_request.approvals_required:
+                    _approve(access_request, at=now, resolution=reason, actor=reviewer)
+                request.state = access_request.state
+                return review
+    except _Refusal as refusal:
+        audit_record(action=refusal.action, actor=reviewer, target=request, data={**refusal.data, "message": refusal.error.message})
+        raise refusal.error from None
+    if expired:
+        request.state = AccessRequest.State.EXPIRED
+        raise StateConflict("the request expired before it was reviewed")
+    raise AssertionError("unreachable")
+
+
+def _approve(access_request: AccessRequest, *, at: datetime, resolution: str, actor, auto: bool = False) -> list[Grant]:
+    access_request.state = AccessRequest.State.APPROVED
+    access_request.resolved_at = at
+    access_request.resolution_reason = resolution
+    access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
+    grants = _grants_create(access_request, at=at)
+    audit_record(
+        action="request.approved",
+        actor=actor,
+        target=access_request,
+        data={**_request_audit_data(access_request), "auto": auto, "grants": [g.pk for g in grants]},
+    )
+    return grants
+
+
+def _grants_create(access_request: AccessRequest, *, at: datetime) -> list[Grant]:
+    roles = sorted(access_request.roles.all(), key=lambda r: r.name)
+    resources = list(access_request.resources.all())
+    starts_at = max(access_request.start_time or at, at)
+
+    def window(role: Role) -> dict:
+        return {"starts_at": starts_at, "expires_at": starts_at + min(access_request.duration, role.max_duration)}
+
+    common = {"request": access_request, "user_id": access_request.requester_id, "created_at": at}
+    if resources:
+        grants = []
+        for resource in resources:
+            # The role is chosen again here, against the labels as they are now.
+            role = next(iter(roles_matching(resource, roles)), roles[0])
+            grants.append(Grant(role=role, resource=resource, **window(role), **common))
+    else:
+        grants = [Grant(role=role, resource=None, **window(role), **common) for role in roles]
+    return Grant.objects.bulk_create(grants)
+
+
+# --- cancel, expire, revoke ---------------------------------------------------
+
+
+def request_cancel(*, request: AccessRequest, user, reason: str = "", now: datetime | None = None) -> AccessRequest:
+    now = now or timezone.now()
+    reason = _clean_reason(reason)
+    with transaction.atomic():
+        access_request = _lock(request)
+        if access_request.requester_id != user.pk:
+            raise PermissionRefused("only the requester can cancel a request")
+        if access_request.state != AccessRequest.State.PENDING:
+            raise StateConflict(f"the request is {access_request.state}; only pending requests can be cancelled")
+        access_request.state = AccessRequest.State.CANCELLED
+        access_request.resolved_at = now
+        access_request.resolution_reason = reason or "cancelled by the requester"
+        access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
+        audit_record(action="request.cancelled", actor=user, target=access_request, data=_request_audit_data(access_request))
+    return access_request
+
+
+def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) -> int:
+    """Expire pending requests past their pending time to live; returns how many."""
+    now = now or timezone.now()
+    expired = 0
+    ids = list(AccessRequest.objects.due_for_expiry(at=now).order_by("pending_expires_at").values_list("pk", flat=True)[:limit])
+    for pk in ids:
+        with transaction.atomic():
+            access_request = AccessRequest.objects.select_for_update().select_related("requester").get(pk=pk)
+            if _expire_if_due(access_request, now):
+                expired += 1
+    return expired
+
+
+def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) -> Grant:
+    """End a grant now (staff only); the request is revoked once none of its grants is left."""
+    now = now or timezone.now()
+    if not (by.is_active and by.is_staff):
+        raise PermissionRefused("only staff can revoke access")
+    reason = _clean_reason(reason)
+    if not reason:
+        raise DomainError("a reason is required to revoke access", field="reason")
+    with transaction.atomic():
+        access_request = _lock(grant.request)
+        locked = Grant.objects.select_for_update().get(pk=grant.pk)
+        if locked.revoked_at is not None:
+            raise StateConflict("the grant is already revoked")
+        if locked.expires_at <= now:
+            raise StateConflict("the grant has already ended")
+        locked.revoked_at = now
+        locked.revoked_by = by
+        locked.revoke_reason = reason
+        locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
+        audit_record(
+            action="grant.revoked",
+            actor=by,
+            target=locked,
+            data={"request": str(access_request.pk), "user": access_request.requester.username, "reason": reason},
+        )
+        if (
+            access_request.state == AccessRequest.State.APPROVED
+            and not access_request.grants.filter(revoked_at__isnull=True).exists()
+        ):
+            access_request.state = AccessRequest.State.REVOKED
+            access_request.resolution_reason = reason
+            access_request.save(update_fields=["state", "resolution_reason"])
+            audit_record(action="request.revoked", actor=by, target=access_request, data=_request_audit_data(access_request))
+    grant.refresh_from_db()
+    return grant
+
+
+# --- access check -----------------------------------------------------------
+
+
+@dataclass
+class AccessDecision:
+    allowed: bool
+    grant: Grant | None = None
+    reason: str = ""
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self.grant.expires_at if self.grant else None
+
+
+def access_check(*, user, resource: Resource, login: str | None = None, at: datetime | None = None) -> AccessDecision:
+    """Decide from timestamps, now: an ended grant denies even if no sweep ran.
+
+    Two queries whatever the number of grants: the user's live grants that
+    could cover the resource, and the roles the user is still eligible for.
+    """
+    at = at or timezone.now()
+    if not user.is_active:
+        return AccessDecision(False, reason="the user is not active")
+    grants = list(
+        Grant.objects.active(at=at)
+        .filter(user=user)
+        .filter(Q(resource=resource) | Q(resource__isnull=True))
+        .select_related("role")
+        .order_by("-expires_at")
+    )
+    if not grants:
+        return AccessDecision(False, reason="no active grant covers this resource")
+    eligible = set(Role.objects.requestable_by(user).values_list("pk", flat=True))
+    reason = "no active grant covers this resource"
+    for grant in grants:
+        if not grant.role.matches(resource):
+            continue
+        if grant.role_id not in eligible:
+            reason = f"no longer eligible for role {grant.role.name}"
+            continue
+        if login is not None and login not in grant.role.logins:
+            reason = f"login {login!r} is not allowed by role {grant.role.name}"
+            continue
+        return AccessDecision(True, grant=grant)
+    return AccessDecision(False, reason=reason)

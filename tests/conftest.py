@@ -1,0 +1,117 @@
+"""Factories and personas shared by the whole suite.
+
+Personas: ``requester`` (in engineers), ``reviewer`` and ``reviewer2`` (in
+sre-leads), ``outsider`` (in no group), ``staff`` (an auditor: staff, no
+groups). Role ``prod-ssh`` (nodes with env=prod, login ubuntu, two approvals)
+is requestable by engineers and reviewed by sre-leads; ``web-1``/``web-2``
+are prod nodes, ``dev-1`` a dev node and ``db-1`` a prod database.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from itertools import count
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from accounts.models import Role, User
+from inventory.models import Resource
+from inventory.services import resource_upsert
+
+_seq = count(1)
+
+
+def make_user(username: str | None = None, *, groups: tuple[str, ...] = (), password: str = "pw-correct-horse", **extra) -> User:
+    username = username or f"user{next(_seq)}"
+    user = User.objects.create_user(username=username, password=password, email=f"{username}@example.com", **extra)
+    for name in groups:
+        group, _ = Group.objects.get_or_create(name=name)
+        user.groups.add(group)
+    return user
+
+
+def make_role(
+    name: str | None = None,
+    *,
+    requestable_by: tuple[str, ...] = ("engineers",),
+    reviewers: tuple[str, ...] = ("sre-leads",),
+    **fields,
+) -> Role:
+    fields.setdefault("resource_kinds", ["node"])
+    fields.setdefault("resource_labels", {"env": ["prod"]})
+    fields.setdefault("logins", ["ubuntu"])
+    fields.setdefault("max_duration", timedelta(hours=1))
+    role = Role.objects.create(name=name or f"role{next(_seq)}", **fields)
+    role.requestable_by.set([Group.objects.get_or_create(name=n)[0] for n in requestable_by])
+    role.reviewers.set([Group.objects.get_or_create(name=n)[0] for n in reviewers])
+    return role
+
+
+def make_resource(name: str | None = None, *, kind: str = "node", labels: dict | None = None, **fields) -> Resource:
+    resource, _ = resource_upsert(kind=kind, name=name or f"host{next(_seq)}", labels=labels or {}, **fields)
+    return resource
+
+
+@pytest.fixture
+def requester(db):
+    return make_user("alice", groups=("engineers",))
+
+
+@pytest.fixture
+def reviewer(db):
+    return make_user("bob", groups=("sre-leads",))
+
+
+@pytest.fixture
+def reviewer2(db):
+    return make_user("carol", groups=("sre-leads",))
+
+
+@pytest.fixture
+def outsider(db):
+    return make_user("mallory")
+
+
+@pytest.fixture
+def staff(db):
+    return make_user("auditor", is_staff=True)
+
+
+@pytest.fixture
+def prod_ssh(db):
+    return make_role("prod-ssh", approvals=2, reason="required", reason_hint="link the ticket")
+
+
+@pytest.fixture
+def web1(db):
+    return make_resource("web-1", labels={"env": "prod", "team": "web"}, address="10.0.0.5:22")
+
+
+@pytest.fixture
+def web2(db):
+    return make_resource("web-2", labels={"env": "prod", "team": "web"}, address="10.0.0.6:22")
+
+
+@pytest.fixture
+def dev1(db):
+    return make_resource("dev-1", labels={"env": "dev", "team": "web"})
+
+
+@pytest.fixture
+def db1(db):
+    return make_resource("orders", kind="db", labels={"env": "prod"})
+
+
+@pytest.fixture
+def api():
+    """Returns a function giving an APIClient authenticated as a user (or anonymous)."""
+
+    def client(user=None) -> APIClient:
+        c = APIClient()
+        if user is not None:
+            c.force_authenticate(user=user)
+        return c
+
+    return client
