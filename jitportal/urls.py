@@ -1,22 +1,29 @@
-"""
-URL configuration for jitportal project.
-
-The `urlpatterns` list routes URLs to views. For more information please see:
-    https://docs.djangoproject.com/en/5.2/topics/http/urls/
-Examples:
-Function views
-    1. Add an import:  from my_app import views
-    2. Add a URL to urlpatterns:  path('', views.home, name='home')
-Class-based views
-    1. Add an import:  from other_app.views import Home
-    2. Add a URL to urlpatterns:  path('', Home.as_view(), name='home')
-Including another URLconf
-    1. Import the include() function: from django.urls import include, path
-    2. Add a URL to urlpatterns:  path('blog/', include('blog.urls'))
-"""
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from accounts.api.views import MeView, ResourceViewSet, RoleViewSet, TokenView
+from requests_app.api.views import AccessCheckView, AccessRequestViewSet, AuditEventViewSet, GrantViewSet
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("resources", ResourceViewSet, basename="resource")
+router.register("roles", RoleViewSet, basename="role")
+router.register("requests", AccessRequestViewSet, basename="accessrequest")
+router.register("grants", GrantViewSet, basename="grant")
+router.register("audit", AuditEventViewSet, basename="auditevent")
+
+api_v1 = [
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("me/", MeView.as_view(), name="api-me"),
+    path("access-check/", AccessCheckView.as_view(), name="api-access-check"),
+    path("", include(router.urls)),
+]
 
 urlpatterns = [
-    path('admin/', admin.site.urls),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -1,0 +1,51 @@
+# `make run` and `make test` each set up their own virtualenv from the pinned
+# requirements; nothing but Python 3 and make is needed on the machine.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Development defaults; a local .env (not committed) may override them.
+LOAD_ENV := set -a; . ./.env.example; if [ -f .env ]; then . ./.env; fi; set +a
+
+.PHONY: run test venv migrate demo lint clean bench
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+migrate: $(STAMP)
+	@$(LOAD_ENV); $(PY) manage.py migrate --noinput
+
+demo: migrate
+	@$(LOAD_ENV); $(PY) manage.py apply -f demo/policy.yaml
+
+run: demo
+	@$(LOAD_ENV); \
+	echo ""; \
+	echo "  jitportal is starting on http://$(HOST):$(PORT)/"; \
+	echo "  API docs:  http://$(HOST):$(PORT)/api/docs/"; \
+	echo "  Admin:     http://$(HOST):$(PORT)/admin/"; \
+	echo ""; \
+	echo "  Demo logins (from demo/policy.yaml):"; \
+	sed -n 's/^# login: /    /p' demo/policy.yaml; \
+	echo ""; \
+	exec $(VENV)/bin/gunicorn jitportal.wsgi:application --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile -
+
+test: $(STAMP)
+	@$(LOAD_ENV); unset DJANGO_DEBUG; $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: migrate
+	@$(LOAD_ENV); unset DJANGO_DEBUG; $(PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from accounts.api.serializers import (
+    MeSerializer,
+    RoleSerializer,
+    SearchResultSerializer,
+    TokenRequestSerializer,
+    TokenResponseSerializer,
+)
+from accounts.models import ApiToken, Role
+from accounts.selectors import resources_searchable_by, roles_requestable_by
+from inventory.filters import ResourceFilterSet
+
+
+class TokenThrottle(SimpleRateThrottle):
+    """Per client address: enough for scripts, too few for password guessing."""
+
+    scope = "token"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class TokenView(APIView):
+    """Exchange a username and password for an API token (shown once, stored hashed)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [TokenThrottle]
+
+    @extend_schema(request=TokenRequestSerializer, responses={201: TokenResponseSerializer})
+    def post(self, request):
+        from requests_app.audit import audit_record  # entry point: may reach the audit log
+
+        data = TokenRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(
+            request, username=data.validated_data["username"], password=data.validated_data["password"]
+        )
+        if user is None or not user.is_active:
+            audit_record(
+                action="token.refused", target_type="user", target_id=data.validated_data["username"][:64]
+            )
+            return Response({"detail": "invalid username or password"}, status=status.HTTP_400_BAD_REQUEST)
+        instance, token = ApiToken.objects.create(user=user, name=data.validated_data.get("name", ""))
+        audit_record(action="token.created", actor=user, target_type="apitoken", target_id=instance.token_key)
+        body = {"token": token, "expires_at": instance.expiry, "username": user.username}
+        return Response(TokenResponseSerializer(body).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request):
+        """Revoke the token this request authenticates with."""
+        from knox.auth import TokenAuthentication
+
+        from requests_app.audit import audit_record
+
+        result = TokenAuthentication().authenticate(request)
+        if result is None:
+            return Response({"detail": "send the token to revoke in the Authorization header"}, status=400)
+        user, token = result
+        audit_record(action="token.revoked", actor=user, target_type="apitoken", target_id=token.token_key)
+        token.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=MeSerializer)
+    def get(self, request):
+        user = request.user
+        body = {
+            "username": user.username,
+            "email": user.email,
+            "is_staff": user.is_staff,
+            "groups": sorted(user.groups.values_list("name", flat=True)),
+        }
+        return Response(MeSerializer(body).data)
+
+
+class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
+    """Resources the caller may search: those a role they may request matches."""
+
+    serializer_class = SearchResultSerializer
+    filterset_class = ResourceFilterSet
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.roles = roles_requestable_by(request.user)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            from inventory.models import Resource
+
+            return Resource.objects.none()
+        return resources_searchable_by(self.request.user, roles=self.roles).order_by("kind", "name")
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "roles": getattr(self, "roles", [])}
+
+
+class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Roles the caller may request."""
+
+    serializer_class = RoleSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[^/]+"
+
+    def get_queryset(self):
+        return Role.objects.requestable_by(self.request.user).prefetch_related("reviewers").order_by("name")

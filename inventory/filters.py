@@ -1,0 +1,62 @@
+"""The one resource FilterSet, shared by the API and the search page."""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
+
+from inventory.models import Resource
+
+
+class LabelSelectorField(forms.Field):
+    """``env=prod`` (repeatable, or comma-separated); ``key`` alone means the label is present."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value):
+        if not value:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        pairs: list[tuple[str, str | None]] = []
+        for item in value:
+            for part in str(item).split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                key, sep, val = part.partition("=")
+                key = key.strip()
+                if not key:
+                    raise forms.ValidationError(f"{part!r} is not a label selector; use key=value")
+                pairs.append((key, val.strip() if sep else None))
+        return pairs
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "description": "key=value; repeatable"})
+class LabelFilter(django_filters.Filter):
+    field_class = LabelSelectorField
+
+    def filter(self, qs, value):
+        for key, val in value or []:
+            qs = qs.with_label(key, val)
+        return qs
+
+
+class ResourceFilterSet(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(choices=Resource.Kind.choices)
+    label = LabelFilter(label="Labels (key=value)")
+    search = django_filters.CharFilter(method="filter_search", label="Text")
+
+    class Meta:
+        model = Resource
+        fields = ["kind", "label", "search"]
+
+    def filter_search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.filter(
+            Q(name__icontains=value) | Q(address__icontains=value) | Q(description__icontains=value)
+        )

@@ -1,0 +1,59 @@
+"""Reads of the inventory."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+
+from inventory.models import Resource
+from jitportal.errors import DomainError, NotFound
+
+
+def _parse_ref(ref: object, *, field: str) -> tuple[str, int | tuple[str, str]]:
+    if isinstance(ref, bool):
+        raise DomainError(f"{ref!r} is not a resource id or kind/name", field=field)
+    if isinstance(ref, int):
+        return "id", ref
+    if isinstance(ref, str):
+        text = ref.strip()
+        if text.isdigit():
+            return "id", int(text)
+        kind, sep, name = text.partition("/")
+        if sep and kind and name:
+            return "ref", (kind, name)
+    raise DomainError(f"{ref!r} is not a resource id or kind/name", field=field)
+
+
+def resources_resolve(refs: list, *, field: str = "resources") -> list[Resource]:
+    """Resources named by id or ``kind/name``, in the order given, in one query.
+
+    Any that does not exist is a DomainError naming it.
+    """
+    parsed = [_parse_ref(ref, field=field) for ref in refs]
+    ids = [value for how, value in parsed if how == "id"]
+    pairs = [value for how, value in parsed if how == "ref"]
+    q = Q(pk__in=ids)
+    for kind, name in pairs:
+        q |= Q(kind=kind, name=name)
+    found = list(Resource.objects.filter(q)) if parsed else []
+    by_id = {r.pk: r for r in found}
+    by_ref = {(r.kind, r.name): r for r in found}
+    resolved, missing = [], []
+    for ref, (how, value) in zip(refs, parsed):
+        resource = by_id.get(value) if how == "id" else by_ref.get(value)
+        if resource is None:
+            missing.append(str(ref))
+        else:
+            resolved.append(resource)
+    if missing:
+        raise DomainError(f"no such resource: {', '.join(missing)}", field=field)
+    return resolved
+
+
+def resource_get(ref: object, *, field: str = "resource") -> Resource:
+    """One resource by id or ``kind/name``; NotFound when it does not exist."""
+    how, value = _parse_ref(ref, field=field)
+    lookup = {"pk": value} if how == "id" else {"kind": value[0], "name": value[1]}
+    resource = Resource.objects.filter(**lookup).first()
+    if resource is None:
+        raise NotFound(f"no such resource: {ref}")
+    return resource

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.api.serializers import DurationSecondsField
+from inventory.api.serializers import ResourceRefSerializer
+from requests_app.models import MAX_REASON_LENGTH, AccessRequest, AuditEvent, Grant, Review
+
+
+class ReviewSerializer(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.username", read_only=True)
+
+    class Meta:
+        model = Review
+        fields = ["reviewer", "decision", "reason", "created_at"]
+
+
+class GrantSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+    role = serializers.CharField(source="role.name", read_only=True)
+    logins = serializers.ListField(source="role.logins", child=serializers.CharField(), read_only=True)
+    resource = ResourceRefSerializer(read_only=True, allow_null=True)
+    request = serializers.UUIDField(source="request_id", read_only=True)
+    revoked_by = serializers.CharField(source="revoked_by.username", read_only=True, allow_null=True, default=None)
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Grant
+        fields = [
+            "id",
+            "request",
+            "user",
+            "role",
+            "logins",
+            "resource",
+            "state",
+            "starts_at",
+            "expires_at",
+            "revoked_at",
+            "revoked_by",
+            "revoke_reason",
+        ]
+
+    @extend_schema_field(serializers.ChoiceField(choices=Grant.State.choices))
+    def get_state(self, grant) -> str:
+        return grant.state_at(self.context.get("now") or timezone.now())
+
+
+class AccessRequestSerializer(serializers.ModelSerializer):
+    requester = serializers.CharField(source="requester.username", read_only=True)
+    roles = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    resources = ResourceRefSerializer(many=True, read_only=True)
+    suggested_reviewers = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
+    duration = DurationSecondsField(read_only=True)
+    approvals = serializers.SerializerMethodField()
+    denials = serializers.SerializerMethodField()
+    reviews = ReviewSerializer(many=True, read_only=True)
+    grants = GrantSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = AccessRequest
+        fields = [
+            "id",
+            "requester",
+            "state",
+            "roles",
+            "resources",
+            "reason",
+            "duration",
+            "start_time",
+            "suggested_reviewers",
+            "approvals_required",
+            "approvals",
+            "denials_required",
+            "denials",
+            "created_at",
+            "pending_expires_at",
+            "resolved_at",
+            "resolution_reason",
+            "reviews",
+            "grants",
+        ]
+
+    def _count(self, obj, decision: str) -> int:
+        # Counted from the prefetched reviews: no query per row.
+        return sum(1 for review in obj.reviews.all() if review.decision == decision)
+
+    def get_approvals(self, obj) -> int:
+        return self._count(obj, Review.Decision.APPROVE)
+
+    def get_denials(self, obj) -> int:
+        return self._count(obj, Review.Decision.DENY)
+
+
+class AccessRequestCreateSerializer(serializers.Serializer):
+    """Shape only: the rules are the service's."""
+
+    resources = serializers.ListField(
+        child=serializers.JSONField(), required=False, default=list, help_text="ids or kind/name"
+    )
+    roles = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
+    duration = serializers.JSONField(
+        required=False, default=None, help_text="seconds, or a Go-style string such as 90m or 1h30m"
+    )
+    start_time = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    suggested_reviewers = serializers.ListField(
+        child=serializers.CharField(max_length=150), required=False, default=list
+    )
+
+
+class ReviewCreateSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=Review.Decision.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
+
+
+class AccessCheckSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    grant = serializers.IntegerField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_username", read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "created_at", "actor", "action", "target_type", "target_id", "data", "prev_hash", "hash"]

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db.models import Prefetch
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Role
+from inventory.selectors import resource_get, resources_resolve
+from jitportal.errors import DomainError, PermissionRefused
+from requests_app import services
+from requests_app.api.serializers import (
+    AccessCheckSerializer,
+    AccessRequestCreateSerializer,
+    AccessRequestSerializer,
+    AuditEventSerializer,
+    GrantSerializer,
+    ReasonSerializer,
+    ReviewCreateSerializer,
+    ReviewSerializer,
+)
+from requests_app.filters import AccessRequestFilterSet, AuditEventFilterSet, GrantFilterSet
+from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+
+User = get_user_model()
+
+
+class IsAuditor(BasePermission):
+    message = "only auditors (staff) can read the audit log"
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_authenticated and request.user.is_active and request.user.is_staff)
+
+
+def _users_resolve(usernames: list[str], *, field: str) -> list:
+    users = {u.username: u for u in User.objects.filter(username__in=usernames, is_active=True)}
+    missing = [name for name in usernames if name not in users]
+    if missing:
+        raise DomainError(f"no such user: {', '.join(missing)}", field=field)
+    return [users[name] for name in usernames]
+
+
+def _roles_resolve(names: list[str]) -> list[Role]:
+    roles = {r.name: r for r in Role.objects.filter(name__in=names)}
+    missing = [name for name in names if name not in roles]
+    if missing:
+        raise DomainError(f"no such role: {', '.join(missing)}", field="roles")
+    return [roles[name] for name in names]
+
+
+class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Access requests: your own, those you may review, all of them for auditors."""
+
+    serializer_class = AccessRequestSerializer
+    filterset_class = AccessRequestFilterSet
+    # Only well-formed UUIDs route here, so a malformed id is a plain 404.
+    lookup_value_regex = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+    def get_queryset(self):
+        return (
+            AccessRequest.objects.visible_to(self.request.user)
+            .select_related("requester")
+            .prefetch_related(
+                "roles",
+                "resources",
+                "suggested_reviewers",
+                Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
+                Prefetch("grants", queryset=Grant.objects.select_related("user", "role", "resource", "revoked_by")),
+            )
+            .order_by("-created_at")
+        )
+
+    def _detail(self, pk) -> Response:
+        obj = self.get_queryset().filter(pk=pk).first()
+        return Response(self.get_serializer(obj).data)
+
+    @extend_schema(request=AccessRequestCreateSerializer, responses={201: AccessRequestSerializer})
+    def create(self, request):
+        data = AccessRequestCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        created = services.request_create(
+            requester=request.user,
+            resources=resources_resolve(values["resources"]) if values["resources"] else [],
+            roles=_roles_resolve(values["roles"]) if values["roles"] else [],
+            reason=values["reason"],
+            duration=values["duration"],
+            start_time=values["start_time"],
+            suggested_reviewers=_users_resolve(values["suggested_reviewers"], field="suggested_reviewers"),
+        )
+        response = self._detail(created.pk)
+        response.status_code = status.HTTP_201_CREATED
+        return response
+
+    def _request_for_action(self, pk) -> AccessRequest:
+        access_request = AccessRequest.objects.filter(pk=pk).first()
+        if access_request is None:
+            raise NotFound("no such request")
+        return access_request
+
+    @extend_schema(request=ReviewCreateSerializer, responses={201: ReviewSerializer})
+    @action(detail=True, methods=["post"])
+    def reviews(self, request, pk=None):
+        """Approve or deny. Looked up outside visible_to so refused attempts are audited."""
+        access_request = self._request_for_action(pk)
+        data = ReviewCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        review = services.request_review(
+            request=access_request,
+            reviewer=request.user,
+            decision=data.validated_data["decision"],
+            reason=data.validated_data["reason"],
+        )
+        access_request.refresh_from_db(fields=["state"])
+        body = {**ReviewSerializer(review).data, "request_state": access_request.state}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ReasonSerializer, responses={200: AccessRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        access_request = self.get_object()
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.request_cancel(request=access_request, user=request.user, reason=data.validated_data["reason"])
+        return self._detail(access_request.pk)
+
+    def get_object(self):
+        obj = AccessRequest.objects.visible_to(self.request.user).filter(pk=self.kwargs["pk"]).first()
+        if obj is None:
+            raise NotFound("no such request")
+        return obj
+
+    def retrieve(self, request, pk=None):
+        return self._detail(self.get_object().pk)
+
+
+class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Grants: your own, all of them for auditors."""
+
+    serializer_class = GrantSerializer
+    filterset_class = GrantFilterSet
+
+    def get_queryset(self):
+        return (
+            Grant.objects.visible_to(self.request.user)
+            .select_related("user", "role", "resource", "revoked_by")
+            .order_by("-starts_at", "-id")
+        )
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "now": timezone.now()}
+
+    @extend_schema(request=ReasonSerializer, responses={200: GrantSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        grant = self.get_object()
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        grant = services.grant_revoke(grant=grant, by=request.user, reason=data.validated_data["reason"])
+        return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
+
+
+class AccessCheckView(APIView):
+    """May this user use this login on this resource right now?"""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("user", str, description="username; default: the caller"),
+            OpenApiParameter("resource", str, required=True, description="id or kind/name"),
+            OpenApiParameter("login", str, description="the login (principal) to check"),
+        ],
+        responses=AccessCheckSerializer,
+    )
+    def get(self, request):
+        params = request.query_params
+        resource_ref = params.get("resource", "").strip()
+        if not resource_ref:
+            raise DomainError("this parameter is required (an id or kind/name)", field="resource")
+        username = params.get("user", "").strip()
+        user = request.user
+        if username and username != request.user.username:
+            token = request.auth
+            may_check_others = request.user.is_staff or bool(getattr(token, "can_check_access", False))
+            if not may_check_others:
+                raise PermissionRefused("checking another user's access needs staff or a token with the check permission")
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                raise NotFound(f"no such user: {username}")
+        resource = resource_get(resource_ref)
+        login = params.get("login")
+        decision = services.access_check(user=user, resource=resource, login=login.strip() if login else None)
+        body = {
+            "allowed": decision.allowed,
+            "grant": decision.grant.pk if decision.grant else None,
+            "expires_at": decision.expires_at,
+            "reason": decision.reason,
+        }
+        return Response(AccessCheckSerializer(body).data)
+
+
+class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """The audit log, newest first (auditors only)."""
+
+    serializer_class = AuditEventSerializer
+    filterset_class = AuditEventFilterSet
+    permission_classes = [IsAuditor]
+    queryset = AuditEvent.objects.order_by("-id")

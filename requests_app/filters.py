@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import django_filters
+from django.utils import timezone
+
+from requests_app.models import AccessRequest, AuditEvent, Grant
+
+
+class AccessRequestFilterSet(django_filters.FilterSet):
+    state = django_filters.MultipleChoiceFilter(choices=AccessRequest.State.choices)
+    scope = django_filters.ChoiceFilter(
+        choices=[("mine", "My requests"), ("review", "Requests I may review")], method="filter_scope"
+    )
+    role = django_filters.CharFilter(field_name="roles__name", distinct=True)
+
+    class Meta:
+        model = AccessRequest
+        fields = ["state", "scope", "role"]
+
+    def filter_scope(self, queryset, name, value):
+        user = self.request.user
+        if value == "mine":
+            return queryset.filter(requester=user)
+        if value == "review":
+            return queryset.filter(pk__in=AccessRequest.objects.reviewable_by(user).values("pk"))
+        return queryset
+
+
+class GrantFilterSet(django_filters.FilterSet):
+    active = django_filters.BooleanFilter(method="filter_active")
+    request = django_filters.UUIDFilter(field_name="request_id")
+    user = django_filters.CharFilter(field_name="user__username")
+
+    class Meta:
+        model = Grant
+        fields = ["active", "request", "user"]
+
+    def filter_active(self, queryset, name, value):
+        if value is None:
+            return queryset
+        active = Grant.objects.active(at=timezone.now()).values("pk")
+        return queryset.filter(pk__in=active) if value else queryset.exclude(pk__in=active)
+
+
+class AuditEventFilterSet(django_filters.FilterSet):
+    action = django_filters.CharFilter()
+    actor = django_filters.CharFilter(field_name="actor_username")
+    target_type = django_filters.CharFilter()
+    target_id = django_filters.CharFilter()
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["action", "actor", "target_type", "target_id", "since", "until"]
