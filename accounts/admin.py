@@ -1,3 +1,268 @@
-from django.contrib import admin
+"""People, roles and API tokens in the admin."""
 
-# Register your models here.
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import transaction
+from django.utils import timezone
+from django.utils.html import format_html
+
+from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
+from inventory.models import Resource
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ("username", "email", "first_name", "last_name", "group_names", "is_staff", "is_active")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("groups")
+
+    @admin.display(description="groups")
+    def group_names(self, obj: User) -> str:
+        # Reads the prefetched groups: no query per row.
+        return ", ".join(sorted(g.name for g in obj.groups.all()))
+
+
+def _string_list(value: object, what: str) -> list[str]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise forms.ValidationError(f"{what} must be a JSON list of non-empty strings")
+    return list(dict.fromkeys(value))
+
+
+class RoleAdminForm(forms.ModelForm):
+    """Checks the shape of the JSON fields so a selector means what it says.
+
+    (A selector value given as a string instead of a list would otherwise be
+    read letter by letter by the database query.)
+    """
+
+    class Meta:
+        model = Role
+        fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        help_texts = {
+            "resource_kinds": f'JSON list, any of: {", ".join(Resource.Kind.values)}; e.g. ["node"].',
+            "resource_labels": 'JSON object of key to a list of allowed values, "*" for any; e.g. {"env": ["prod"]}.',
+            "logins": 'JSON list of principals, e.g. ["ubuntu"].',
+            "max_duration": f"At most {MAX_ROLE_DURATION.days} days; e.g. 01:00:00 for one hour.",
+        }
+        for name, text in help_texts.items():
+            if name in self.fields:
+                self.fields[name].help_text = text
+
+    def clean_resource_kinds(self) -> list[str]:
+        kinds = _string_list(self.cleaned_data.get("resource_kinds"), "resource kinds")
+        unknown = [k for k in kinds if k not in Resource.Kind.values]
+        if unknown:
+            raise forms.ValidationError(
+                f"unknown kind {', '.join(unknown)}; expected any of {', '.join(Resource.Kind.values)}"
+            )
+        return kinds
+
+    def clean_resource_labels(self) -> dict[str, list[str]]:
+        labels = self.cleaned_data.get("resource_labels")
+        if labels in (None, ""):
+            return {}
+        if not isinstance(labels, dict):
+            raise forms.ValidationError("resource labels must be a JSON object of key to a list of values")
+        clean: dict[str, list[str]] = {}
+        for key, values in labels.items():
+            if not key:
+                raise forms.ValidationError("a label key cannot be empty")
+            if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+                raise forms.ValidationError(f'label {key!r} must map to a non-empty list of strings (["*"] for any)')
+            clean[key] = values
+        return clean
+
+    def clean_logins(self) -> list[str]:
+        return _string_list(self.cleaned_data.get("logins"), "logins")
+
+
+@admin.register(Role)
+class RoleAdmin(admin.ModelAdmin):
+    form = RoleAdminForm
+    list_display = (
+        "name",
+        "kinds_display",
+        "selector_display",
+        "logins_display",
+        "max_duration",
+        "approvals",
+        "denials",
+        "reason",
+        "auto_approve",
+        "requestable_by_display",
+        "reviewers_display",
+    )
+    list_filter = ("auto_approve", "reason")
+    search_fields = ("name",)
+    filter_horizontal = ("requestable_by", "reviewers")
+    readonly_fields = ("created_at", "updated_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("requestable_by", "reviewers")
+
+    @admin.display(description="kinds")
+    def kinds_display(self, obj: Role) -> str:
+        return ", ".join(obj.resource_kinds or [])
+
+    @admin.display(description="labels")
+    def selector_display(self, obj: Role) -> str:
+        labels = obj.resource_labels or {}
+        return ", ".join(f"{key}={'|'.join(values)}" for key, values in sorted(labels.items()))
+
+    @admin.display(description="logins")
+    def logins_display(self, obj: Role) -> str:
+        return ", ".join(obj.logins or [])
+
+    @admin.display(description="requestable by")
+    def requestable_by_display(self, obj: Role) -> str:
+        return ", ".join(sorted(g.name for g in obj.requestable_by.all()))
+
+    @admin.display(description="reviewers")
+    def reviewers_display(self, obj: Role) -> str:
+        return ", ".join(sorted(g.name for g in obj.reviewers.all()))
+
+
+VALID_FOR_CHOICES = [
+    ("1", "1 day"),
+    ("7", "7 days"),
+    ("30", "30 days"),
+    ("90", "90 days"),
+    ("365", "365 days"),
+]
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    """Who the token is for and how long it lives; the secret is made by knox on save."""
+
+    valid_for = forms.TypedChoiceField(
+        choices=VALID_FOR_CHOICES,
+        coerce=lambda days: timedelta(days=int(days)),
+        initial="30",
+        help_text="The token stops working after this long; delete it to revoke it earlier.",
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name", "can_check_access")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["can_check_access"].help_text = (
+            "Lets an integration (a host agent, a proxy) ask the access check about other users. "
+            "Never give it to a person's own token."
+        )
+
+
+def revoke_tokens(request, tokens) -> int:
+    """Delete ``tokens`` (which revokes them at once), one audit event each."""
+    # Imported here, not at the top: dependencies point requests_app -> accounts,
+    # so accounts must not import requests_app when it is loaded.
+    from requests_app.audit import audit_record
+
+    revoked = 0
+    with transaction.atomic():
+        for token in tokens:
+            audit_record(
+                action="token.revoked",
+                actor=request.user,
+                target_type="apitoken",
+                target_id=token.token_key,
+                data={"user": token.user.username, "name": token.name},
+            )
+            token.delete()
+            revoked += 1
+    return revoked
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("token_prefix", "name", "user", "created", "expiry", "can_check_access", "expired")
+    list_display_links = ("token_prefix", "name")
+    list_filter = ("can_check_access",)
+    search_fields = ("user__username", "name", "token_key")
+    list_select_related = ("user",)
+    autocomplete_fields = ("user",)
+    actions = ("revoke_selected",)
+
+    # --- display ---------------------------------------------------------------
+
+    @admin.display(description="token", ordering="token_key")
+    def token_prefix(self, obj: ApiToken) -> str:
+        return f"{obj.token_key}…"
+
+    @admin.display(description="expired", boolean=True)
+    def expired(self, obj: ApiToken) -> bool:
+        return obj.expiry is not None and obj.expiry <= timezone.now()
+
+    # --- forms: add picks user, name, lifetime; change edits only the name ------
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["user", "name", "valid_for", "can_check_access"]
+        # The digest is never shown.
+        return ["token_prefix", "name", "user", "created", "expiry", "expired", "can_check_access"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["token_prefix", "user", "created", "expiry", "expired", "can_check_access"]
+
+    def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        token, secret = ApiToken.objects.create(
+            user=form.cleaned_data["user"],
+            expiry=form.cleaned_data["valid_for"],
+            name=form.cleaned_data.get("name") or "",
+            can_check_access=form.cleaned_data.get("can_check_access", False),
+        )
+        # The admin goes on with the object it built (log entry, redirect): make
+        # it the row knox saved.
+        for field in ApiToken._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(token, field.attname))
+        obj._state.adding = False
+        obj._state.db = token._state.db
+        messages.success(
+            request,
+            format_html(
+                "The new token for {} is <code>{}</code>. Copy it now: it will not be shown again.",
+                token.user.get_username(),
+                secret,
+            ),
+        )
+
+    # --- revoking is deleting -----------------------------------------------------
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        # "Revoke selected tokens" replaces the generic delete so every revocation is audited.
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Revoke selected tokens", permissions=["delete"])
+    def revoke_selected(self, request, queryset) -> None:
+        count = revoke_tokens(request, queryset.select_related("user"))
+        self.message_user(request, f"Revoked {count} token{'s' if count != 1 else ''}.", messages.SUCCESS)
+
+    def delete_model(self, request, obj: ApiToken) -> None:
+        revoke_tokens(request, [obj])
+
+    def delete_queryset(self, request, queryset) -> None:
+        revoke_tokens(request, queryset.select_related("user"))
