@@ -21,7 +21,10 @@ def parse_duration(value: object) -> timedelta:
     elif isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '90m' or '1h30m'")
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float (JSON has no limit)
+            raise ValueError("a duration that long is not accepted") from None
     elif isinstance(value, str):
         text = value.strip().lower()
         if re.fullmatch(r"-?\d+(\.\d+)?", text):
@@ -40,6 +43,9 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError("a duration must be positive")
     if seconds > 10 * 365 * 86400:
         raise ValueError("a duration that long is not accepted")
+    # Whole seconds: a value that rounds to zero would be a zero-length grant.
+    if round(seconds) <= 0:
+        raise ValueError("a duration must be at least one second")
     return timedelta(seconds=round(seconds))
 
 

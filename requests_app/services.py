@@ -210,7 +210,13 @@ def reviewer_is_eligible(*, reviewer, roles: list[Role]) -> bool:
 
 
 def _lock(access_request: AccessRequest) -> AccessRequest:
-    return AccessRequest.objects.select_for_update().select_related("requester").get(pk=access_request.pk)
+    # Lock the request row only: FOR UPDATE on the joined requester row would
+    # block the foreign-key checks (FOR KEY SHARE) of other transactions that
+    # insert rows naming that user, and deadlock two people reviewing each
+    # other's requests at once.
+    return (
+        AccessRequest.objects.select_for_update(of=("self",)).select_related("requester").get(pk=access_request.pk)
+    )
 
 
 def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
@@ -340,14 +346,14 @@ def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) ->
     ids = list(AccessRequest.objects.due_for_expiry(at=now).order_by("pending_expires_at").values_list("pk", flat=True)[:limit])
     for pk in ids:
         with transaction.atomic():
-            access_request = AccessRequest.objects.select_for_update().select_related("requester").get(pk=pk)
+            access_request = AccessRequest.objects.select_for_update(of=("self",)).select_related("requester").get(pk=pk)
             if _expire_if_due(access_request, now):
                 expired += 1
     return expired
 
 
 def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) -> Grant:
-    """End a grant now (staff only); the request is revoked once none of its grants is left."""
+    """End a grant now (staff only); the request is revoked once none of its grants is still live."""
     now = now or timezone.now()
     if not (by.is_active and by.is_staff):
         raise PermissionRefused("only staff can revoke access")
@@ -373,7 +379,7 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
         )
         if (
             access_request.state == AccessRequest.State.APPROVED
-            and not access_request.grants.filter(revoked_at__isnull=True).exists()
+            and not access_request.grants.filter(revoked_at__isnull=True, expires_at__gt=now).exists()
         ):
             access_request.state = AccessRequest.State.REVOKED
             access_request.resolution_reason = reason
