@@ -19,7 +19,6 @@ class User(AbstractUser):
 
     class Meta:
         ordering = ["username"]
-        permissions = [("review_accessrequest", "Can review access requests")]
 
 
 class RoleQuerySet(models.QuerySet):

@@ -7,6 +7,8 @@ from django.db.models import Q
 from inventory.models import Resource
 from jitportal.errors import DomainError, NotFound
 
+_MAX_ID = 2**63 - 1
+
 
 def _parse_ref(ref: object, *, field: str) -> tuple[str, int | tuple[str, str]]:
     if isinstance(ref, bool):
@@ -29,7 +31,8 @@ def resources_resolve(refs: list, *, field: str = "resources") -> list[Resource]
     Any that does not exist is a DomainError naming it.
     """
     parsed = [_parse_ref(ref, field=field) for ref in refs]
-    ids = [value for how, value in parsed if how == "id"]
+    # An id beyond the database's integer range cannot exist (and would crash the query).
+    ids = [value for how, value in parsed if how == "id" and 0 < value <= _MAX_ID]
     pairs = [value for how, value in parsed if how == "ref"]
     q = Q(pk__in=ids)
     for kind, name in pairs:

@@ -6,6 +6,8 @@ Kubernetes secrets), which wins over the plain variable.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 
@@ -66,3 +68,9 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None:
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def derive_dev_key(secret: str, purpose: str) -> str:
+    """A development-only Fernet key derived from the secret key, one per purpose."""
+    digest = hashlib.sha256(f"jitportal-dev:{purpose}:{secret}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()

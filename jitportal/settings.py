@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from jitportal.env import env_bool, env_int, env_list, env_required, env_str
+from jitportal.env import derive_dev_key, env_bool, env_int, env_list, env_required, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("JITPORTAL_DATA_DIR", str(BASE_DIR / "var")))
@@ -25,6 +25,12 @@ if DEBUG:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-insecure-jitportal-key-do-not-use-in-production")
 else:
     SECRET_KEY = env_required("DJANGO_SECRET_KEY")
+
+# Fernet keys for secrets at rest, newest first (see jitportal/crypto.py).
+if DEBUG:
+    JITPORTAL_ENCRYPTION_KEYS = env_list("JITPORTAL_ENCRYPTION_KEYS", [derive_dev_key(SECRET_KEY, "encryption")])
+else:
+    JITPORTAL_ENCRYPTION_KEYS = env_list("JITPORTAL_ENCRYPTION_KEYS") or [env_required("JITPORTAL_ENCRYPTION_KEYS")]
 
 ALLOWED_HOSTS = env_list(
     "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
@@ -177,6 +183,10 @@ REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
 }
 KNOX_TOKEN_MODEL = "accounts.ApiToken"
+# knox's migrations would create its own token table although the model is
+# swapped for accounts.ApiToken; without migrations Django creates nothing for
+# a swapped model.
+MIGRATION_MODULES = {"knox": None}
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "jitportal API",

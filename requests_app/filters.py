@@ -26,8 +26,13 @@ class AccessRequestFilterSet(django_filters.FilterSet):
         return queryset
 
 
+_TRUE, _FALSE = ("true", "True", "1"), ("false", "False", "0")
+
+
 class GrantFilterSet(django_filters.FilterSet):
-    active = django_filters.BooleanFilter(method="filter_active")
+    # A choice, not a BooleanFilter: that one ignores values it does not know
+    # (``?active=yes``), silently listing ended grants as if they were current.
+    active = django_filters.ChoiceFilter(choices=[(v, v) for v in (*_TRUE, *_FALSE)], method="filter_active")
     request = django_filters.UUIDFilter(field_name="request_id")
     user = django_filters.CharFilter(field_name="user__username")
 
@@ -36,10 +41,8 @@ class GrantFilterSet(django_filters.FilterSet):
         fields = ["active", "request", "user"]
 
     def filter_active(self, queryset, name, value):
-        if value is None:
-            return queryset
         active = Grant.objects.active(at=timezone.now()).values("pk")
-        return queryset.filter(pk__in=active) if value else queryset.exclude(pk__in=active)
+        return queryset.filter(pk__in=active) if value in _TRUE else queryset.exclude(pk__in=active)
 
 
 class AuditEventFilterSet(django_filters.FilterSet):

@@ -88,6 +88,7 @@ class AccessRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("review_accessrequest", "Can review access requests")]
         constraints = [
             models.CheckConstraint(condition=Q(duration__gt=timedelta(0)), name="request_duration_positive"),
             models.CheckConstraint(condition=Q(approvals_required__gte=1), name="request_approvals_positive"),

@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
+# A fixed Fernet key for tests only.
+os.environ.setdefault("JITPORTAL_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OWE=")
 
 from jitportal.settings import *  # noqa: E402,F403
 

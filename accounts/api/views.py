@@ -36,6 +36,12 @@ class TokenView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [TokenThrottle]
 
+    def get_authenticate_header(self, request):
+        # DELETE checks the token itself: a bad one is a 401 (as elsewhere), not a 403.
+        from knox.auth import TokenAuthentication
+
+        return TokenAuthentication().authenticate_header(request)
+
     @extend_schema(request=TokenRequestSerializer, responses={201: TokenResponseSerializer})
     def post(self, request):
         from requests_app.audit import audit_record  # entry point: may reach the audit log

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -97,13 +98,21 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 class AccessRequestCreateSerializer(serializers.Serializer):
     """Shape only: the rules are the service's."""
 
+    # Bounded here, before any lookup: each kind/name becomes one OR term of a query.
     resources = serializers.ListField(
-        child=serializers.JSONField(), required=False, default=list, help_text="ids or kind/name"
+        child=serializers.JSONField(),
+        required=False,
+        default=list,
+        max_length=settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST,
+        help_text="ids or kind/name",
     )
     roles = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
     duration = serializers.JSONField(
-        required=False, default=None, help_text="seconds, or a Go-style string such as 90m or 1h30m"
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="seconds, or a Go-style string such as 90m or 1h30m; null or absent for the default",
     )
     start_time = serializers.DateTimeField(required=False, allow_null=True, default=None)
     suggested_reviewers = serializers.ListField(

@@ -194,7 +194,8 @@ class AccessCheckView(APIView):
                 raise NotFound(f"no such user: {username}")
         resource = resource_get(resource_ref)
         login = params.get("login")
-        decision = services.access_check(user=user, resource=resource, login=login.strip() if login else None)
+        # A login that is sent but blank is checked (and matches nothing): fail closed.
+        decision = services.access_check(user=user, resource=resource, login=login.strip() if login is not None else None)
         body = {
             "allowed": decision.allowed,
             "grant": decision.grant.pk if decision.grant else None,

@@ -1,0 +1,236 @@
+"""Resource search and the role list: scoped to what the caller may request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tests.conftest import make_resource, make_role, make_user
+
+RESOURCES = "/api/v1/resources/"
+
+
+def names(response) -> list[str]:
+    assert response.status_code == 200, response.content
+    return [r["name"] for r in response.json()["results"]]
+
+
+@pytest.fixture
+def inventory(web1, web2, dev1, db1):
+    return {"web-1": web1, "web-2": web2, "dev-1": dev1, "orders": db1}
+
+
+# --- scoping --------------------------------------------------------------------
+
+
+def test_user_sees_only_resources_a_requestable_role_matches(api, requester, prod_ssh, inventory):
+    assert names(api(requester).get(RESOURCES)) == ["web-1", "web-2"]
+
+
+def test_outsider_sees_no_resources(api, outsider, prod_ssh, inventory):
+    response = api(outsider).get(RESOURCES)
+
+    assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
+
+
+def test_staff_without_groups_sees_no_resources(api, staff, prod_ssh, inventory):
+    assert names(api(staff).get(RESOURCES)) == []
+
+
+def test_role_requestable_by_another_group_does_not_widen_search(api, requester, prod_ssh, inventory):
+    make_role("dev-ssh", requestable_by=("developers",), resource_labels={"env": ["dev"]})
+
+    assert names(api(requester).get(RESOURCES)) == ["web-1", "web-2"]
+    assert names(api(make_user(groups=("developers",))).get(RESOURCES)) == ["dev-1"]
+
+
+def test_resource_outside_the_callers_scope_is_404_in_detail(api, requester, prod_ssh, inventory):
+    client = api(requester)
+
+    assert client.get(f"{RESOURCES}{inventory['web-1'].pk}/").json()["name"] == "web-1"
+    assert client.get(f"{RESOURCES}{inventory['dev-1'].pk}/").status_code == 404
+    assert client.get(f"{RESOURCES}not-an-id/").status_code == 404
+
+
+def test_each_result_lists_the_roles_that_would_grant_it(api, requester, prod_ssh, inventory):
+    make_role("any-node", resource_labels={"env": ["*"]})
+    make_role("not-mine", requestable_by=("developers",), resource_labels={"env": ["*"]})
+
+    results = api(requester).get(RESOURCES).json()["results"]
+
+    assert {r["name"]: r["requestable_roles"] for r in results} == {
+        "dev-1": ["any-node"],
+        "web-1": ["any-node", "prod-ssh"],
+        "web-2": ["any-node", "prod-ssh"],
+    }
+
+
+def test_result_shape(api, requester, prod_ssh, web1):
+    result = api(requester).get(RESOURCES).json()["results"][0]
+
+    assert result == {
+        "id": web1.pk,
+        "kind": "node",
+        "name": "web-1",
+        "address": "10.0.0.5:22",
+        "labels": {"env": "prod", "team": "web"},
+        "description": "",
+        "requestable_roles": ["prod-ssh"],
+    }
+
+
+# --- filters --------------------------------------------------------------------
+
+
+@pytest.fixture
+def wide_role(db):
+    """Nodes and databases in any environment, requestable by engineers."""
+    return make_role("wide", resource_kinds=["node", "db"], resource_labels={})
+
+
+def test_filter_by_kind(api, requester, wide_role, inventory):
+    client = api(requester)
+
+    assert names(client.get(RESOURCES, {"kind": "db"})) == ["orders"]
+    assert names(client.get(RESOURCES, {"kind": "node"})) == ["dev-1", "web-1", "web-2"]
+    assert names(client.get(RESOURCES, {"kind": "app"})) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["label=env=prod&label=team=web", "label=env=prod,team=web", "label=env%3Dprod%2Cteam%3Dweb", "label=env=prod&label=team"],
+)
+def test_label_selectors_repeatable_or_comma_separated_all_must_match(api, requester, wide_role, inventory, query):
+    assert names(api(requester).get(f"{RESOURCES}?{query}")) == ["web-1", "web-2"]
+
+
+def test_single_label_selector(api, requester, wide_role, inventory):
+    client = api(requester)
+
+    assert names(client.get(RESOURCES, {"label": "env=prod"})) == ["orders", "web-1", "web-2"]
+    assert names(client.get(RESOURCES, {"label": "env=dev"})) == ["dev-1"]
+    assert names(client.get(RESOURCES, {"label": "team"})) == ["dev-1", "web-1", "web-2"]
+    assert names(client.get(RESOURCES, {"label": "env=staging"})) == []
+
+
+def test_label_filter_cannot_reach_past_the_callers_scope(api, requester, prod_ssh, inventory):
+    assert names(api(requester).get(RESOURCES, {"label": "env=dev"})) == []
+
+
+def test_search_matches_name_address_and_description(api, requester, wide_role, inventory):
+    make_resource("billing", labels={"env": "prod"}, description="Billing API host")
+    client = api(requester)
+
+    assert names(client.get(RESOURCES, {"search": "web-"})) == ["web-1", "web-2"]
+    assert names(client.get(RESOURCES, {"search": "10.0.0.6"})) == ["web-2"]
+    assert names(client.get(RESOURCES, {"search": "BILLING api"})) == ["billing"]
+    assert names(client.get(RESOURCES, {"search": "nothing-like-this"})) == []
+
+
+def test_filters_combine(api, requester, wide_role, inventory):
+    response = api(requester).get(RESOURCES, {"kind": "node", "label": "env=prod", "search": "web-2"})
+
+    assert names(response) == ["web-2"]
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [("kind=spaceship", "kind"), ("label==prod", "label"), ("label=env=prod,=dev", "label")],
+)
+def test_bad_filters_are_400_naming_the_filter(api, requester, prod_ssh, inventory, query, field):
+    response = api(requester).get(f"{RESOURCES}?{query}")
+
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+
+
+def test_page_past_the_end_is_404(api, requester, prod_ssh, inventory):
+    assert api(requester).get(RESOURCES, {"page_size": 2, "page": 99}).status_code == 404
+
+
+# --- pagination and queries -------------------------------------------------------
+
+
+def test_pagination_shape_and_page_size(api, requester, wide_role):
+    for i in range(5):
+        make_resource(f"node-{i}")
+    client = api(requester)
+
+    first = client.get(RESOURCES, {"page_size": 2}).json()
+    last = client.get(RESOURCES, {"page_size": 2, "page": 3}).json()
+
+    assert set(first) == {"count", "next", "previous", "results"}
+    assert first["count"] == 5
+    assert [r["name"] for r in first["results"]] == ["node-0", "node-1"]
+    assert first["previous"] is None
+    assert "page=2" in first["next"] and "page_size=2" in first["next"]
+    assert [r["name"] for r in last["results"]] == ["node-4"]
+    assert last["next"] is None
+    assert last["previous"] is not None
+
+
+def _list_queries(client) -> tuple[int, int]:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(RESOURCES, {"page_size": 100})
+    assert response.status_code == 200
+    return len(queries.captured_queries), response.json()["count"]
+
+
+def test_resource_search_runs_a_constant_number_of_queries(api, requester, prod_ssh):
+    make_role("any-node", resource_labels={"env": ["*"]})
+    client = api(requester)
+    for i in range(5):
+        make_resource(f"few-{i}", labels={"env": "prod"})
+    few_queries, few = _list_queries(client)
+    for i in range(55):
+        make_resource(f"many-{i}", labels={"env": "prod" if i % 2 else "dev"})
+
+    many_queries, many = _list_queries(client)
+
+    assert (few, many) == (5, 60)
+    assert many_queries == few_queries
+
+
+# --- roles ------------------------------------------------------------------------
+
+
+def test_roles_lists_only_requestable_roles_with_durations_in_seconds(api, requester, prod_ssh):
+    make_role("dev-ssh", requestable_by=("developers",))
+    make_role("db-read", resource_kinds=["db"], max_duration=timedelta(minutes=90), pending_ttl=timedelta(hours=2))
+
+    response = api(requester).get("/api/v1/roles/")
+
+    assert response.status_code == 200
+    roles = {r["name"]: r for r in response.json()["results"]}
+    assert sorted(roles) == ["db-read", "prod-ssh"]
+    assert roles["db-read"]["max_duration"] == 5400
+    assert roles["db-read"]["pending_ttl"] == 7200
+    assert roles["prod-ssh"]["max_duration"] == 3600
+    assert roles["prod-ssh"]["approvals"] == 2
+    assert roles["prod-ssh"]["reason"] == "required"
+    assert roles["prod-ssh"]["reviewers"] == ["sre-leads"]
+    assert roles["prod-ssh"]["logins"] == ["ubuntu"]
+
+
+def test_user_in_several_requesting_groups_sees_each_role_once(api, prod_ssh):
+    make_role("ops", requestable_by=("engineers", "oncall"))
+    user = make_user(groups=("engineers", "oncall"))
+
+    assert [r["name"] for r in api(user).get("/api/v1/roles/").json()["results"]] == ["ops", "prod-ssh"]
+
+
+def test_outsider_and_reviewer_list_no_roles(api, outsider, reviewer, prod_ssh):
+    assert api(outsider).get("/api/v1/roles/").json()["count"] == 0
+    assert api(reviewer).get("/api/v1/roles/").json()["count"] == 0
+
+
+def test_role_detail_by_name_only_for_requestable_roles(api, requester, prod_ssh):
+    make_role("dev-ssh", requestable_by=("developers",))
+    client = api(requester)
+
+    assert client.get("/api/v1/roles/prod-ssh/").json()["name"] == "prod-ssh"
+    assert client.get("/api/v1/roles/dev-ssh/").status_code == 404
+    assert client.get("/api/v1/roles/nope/").status_code == 404
