@@ -55,6 +55,10 @@ class Role(models.Model):
     reason_hint = models.CharField(max_length=255, blank=True)
     auto_approve = models.BooleanField(default=False)
     pending_ttl = models.DurationField(default=timedelta(hours=24))
+    # Extensions of the SSH certificates issued for this role's grants.
+    ssh_permit_pty = models.BooleanField(default=True)
+    ssh_permit_port_forwarding = models.BooleanField(default=False)
+    ssh_permit_agent_forwarding = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

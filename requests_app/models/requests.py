@@ -1,9 +1,7 @@
-"""Access requests, their reviews, the grants they become, and the audit log."""
+"""Access requests, their reviews and the grants they become."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import datetime, timedelta
 
@@ -172,6 +170,10 @@ class Grant(models.Model):
     )
     revoke_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set by the expiry sweep once the end has been recorded and announced.
+    # Access never depends on it: the check reads expires_at.
+    ended_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
 
     objects = GrantQuerySet.as_manager()
 
@@ -183,6 +185,9 @@ class Grant(models.Model):
         indexes = [
             models.Index(fields=["user", "expires_at"], name="grant_user_expiry_idx"),
             models.Index(fields=["expires_at"], name="grant_expiry_idx"),
+            models.Index(
+                fields=["expires_at"], condition=Q(ended_at__isnull=True), name="grant_unended_expiry_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -209,78 +214,3 @@ class Grant(models.Model):
         if self.resource_id is not None:
             return self.resource_id == resource.pk
         return self.role.matches(resource)
-
-
-class AuditChainHead(models.Model):
-    """A single row locked while an event is appended, so the chain stays a line.
-
-    Its ``last_hash`` also makes deleting the newest event detectable.
-    """
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    last_hash = models.CharField(max_length=64, blank=True)
-    count = models.PositiveBigIntegerField(default=0)
-
-
-class AuditEventQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # noqa: D102 - history is not editable
-        raise TypeError("audit events are append-only")
-
-    def delete(self):
-        raise TypeError("audit events are append-only")
-
-
-class AuditEvent(models.Model):
-    """One append-only entry of the audit log, chained to the previous by hash."""
-
-    created_at = models.DateTimeField()
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    # Kept as text so the record survives the user and enters the hash.
-    actor_username = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=64)
-    target_type = models.CharField(max_length=32, blank=True)
-    target_id = models.CharField(max_length=64, blank=True)
-    data = models.JSONField(default=dict, blank=True)
-    prev_hash = models.CharField(max_length=64, blank=True)
-    hash = models.CharField(max_length=64, unique=True)
-
-    objects = AuditEventQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-id"]
-        indexes = [
-            models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
-            models.Index(fields=["action", "-id"], name="audit_action_idx"),
-            models.Index(fields=["actor_username", "-id"], name="audit_actor_idx"),
-            models.Index(fields=["created_at"], name="audit_created_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username or '-'} {self.action}"
-
-    def compute_hash(self) -> str:
-        payload = json.dumps(
-            {
-                "prev": self.prev_hash,
-                "at": self.created_at.isoformat(),
-                "actor": self.actor_username,
-                "action": self.action,
-                "target_type": self.target_type,
-                "target_id": self.target_id,
-                "data": self.data,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            default=str,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise TypeError("audit events are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise TypeError("audit events are append-only")
