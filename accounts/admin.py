@@ -12,7 +12,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
+from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
 from inventory.models import Resource
+from jitportal.errors import DomainError
 
 
 @admin.register(User)
@@ -28,12 +30,11 @@ class UserAdmin(DjangoUserAdmin):
         return ", ".join(sorted(g.name for g in obj.groups.all()))
 
 
-def _string_list(value: object, what: str) -> list[str]:
-    if value in (None, ""):
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise forms.ValidationError(f"{what} must be a JSON list of non-empty strings")
-    return list(dict.fromkeys(value))
+def _form_rule(rule, value):
+    try:
+        return rule(value)
+    except DomainError as exc:
+        raise forms.ValidationError(exc.message) from None
 
 
 class RoleAdminForm(forms.ModelForm):
@@ -45,7 +46,7 @@ class RoleAdminForm(forms.ModelForm):
 
     class Meta:
         model = Role
-        fields = "__all__"
+        fields = "__all__"  # noqa: DJ007 - the ModelAdmin chooses the fields shown
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -59,32 +60,15 @@ class RoleAdminForm(forms.ModelForm):
             if name in self.fields:
                 self.fields[name].help_text = text
 
+    # The same rules as the policy loader (accounts.services).
     def clean_resource_kinds(self) -> list[str]:
-        kinds = _string_list(self.cleaned_data.get("resource_kinds"), "resource kinds")
-        unknown = [k for k in kinds if k not in Resource.Kind.values]
-        if unknown:
-            raise forms.ValidationError(
-                f"unknown kind {', '.join(unknown)}; expected any of {', '.join(Resource.Kind.values)}"
-            )
-        return kinds
+        return _form_rule(role_clean_kinds, self.cleaned_data.get("resource_kinds"))
 
     def clean_resource_labels(self) -> dict[str, list[str]]:
-        labels = self.cleaned_data.get("resource_labels")
-        if labels in (None, ""):
-            return {}
-        if not isinstance(labels, dict):
-            raise forms.ValidationError("resource labels must be a JSON object of key to a list of values")
-        clean: dict[str, list[str]] = {}
-        for key, values in labels.items():
-            if not key:
-                raise forms.ValidationError("a label key cannot be empty")
-            if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-                raise forms.ValidationError(f'label {key!r} must map to a non-empty list of strings (["*"] for any)')
-            clean[key] = values
-        return clean
+        return _form_rule(role_clean_selector, self.cleaned_data.get("resource_labels"))
 
     def clean_logins(self) -> list[str]:
-        return _string_list(self.cleaned_data.get("logins"), "logins")
+        return _form_rule(role_clean_logins, self.cleaned_data.get("logins"))
 
 
 @admin.register(Role)

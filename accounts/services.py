@@ -1,0 +1,66 @@
+"""Rules for role definitions, shared by the policy loader and the admin form."""
+
+from __future__ import annotations
+
+from inventory.models import Resource
+from inventory.services import LABEL_KEY
+from jitportal.errors import DomainError
+
+
+def role_clean_kinds(value: object) -> list[str]:
+    kinds = _string_list(value, field="resource_kinds")
+    unknown = [kind for kind in kinds if kind not in Resource.Kind.values]
+    if unknown:
+        raise DomainError(
+            f"{', '.join(map(repr, unknown))} is not one of {', '.join(Resource.Kind.values)}", field="resource_kinds"
+        )
+    return kinds
+
+
+def role_clean_selector(value: object) -> dict[str, list[str]]:
+    """key -> list of allowed values, ``"*"`` for any; a single value becomes a one-item list.
+
+    Values are kept as strings: a string where a list belongs would otherwise
+    be read letter by letter.
+    """
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise DomainError("must be a mapping of label key to a list of values ('*' for any)", field="resource_labels")
+    selector: dict[str, list[str]] = {}
+    for key, values in value.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise DomainError(
+                f"label key {key!r} is not valid (letters, digits, '.', '_', '-', '/')", field="resource_labels"
+            )
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise DomainError(f"{key}: needs at least one value ('*' for any)", field="resource_labels")
+        clean = []
+        for item in values:
+            # Numbers are accepted as resource label values too, so the selector agrees with them.
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)) or item == "":
+                raise DomainError(f"{key}: {item!r} is not a label value", field="resource_labels")
+            clean.append(str(item))
+        selector[key] = list(dict.fromkeys(clean))
+    return selector
+
+
+def role_clean_logins(value: object) -> list[str]:
+    logins = _string_list(value, field="logins")
+    for login in logins:
+        # A login becomes the certificate principal "login@resource"; these would make it ambiguous.
+        if any(ch.isspace() or ch in "@," for ch in login):
+            raise DomainError(f"{login!r} may not contain spaces, '@' or ','", field="logins")
+        if len(login) > 64:
+            raise DomainError(f"{login[:20]!r}… is longer than 64 characters", field="logins")
+    return logins
+
+
+def _string_list(value: object, *, field: str) -> list[str]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise DomainError("must be a list of non-empty strings", field=field)
+    return list(dict.fromkeys(value))
