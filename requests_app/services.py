@@ -8,12 +8,13 @@ all call these functions, so every rule exists once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from accounts.models import Role
@@ -21,8 +22,9 @@ from accounts.selectors import roles_matching, roles_requestable_by
 from inventory.models import Resource
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.audit import audit_record
+from requests_app.audit import audit_record, audit_record_many
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review
+from requests_app.notifications import Event, notify, notify_many
 
 DEFAULT_DURATION = timedelta(hours=1)
 CLOCK_SKEW = timedelta(seconds=60)
@@ -195,6 +197,8 @@ def request_create(
         )
         if all(r.auto_approve for r in roles):
             _approve(access_request, at=now, resolution="auto-approved by role policy", actor=requester, auto=True)
+        else:
+            notify(event=Event.REQUEST_CREATED, access_request=access_request)
     return access_request
 
 
@@ -223,9 +227,10 @@ def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
     if access_request.state == AccessRequest.State.PENDING and access_request.pending_expires_at <= at:
         access_request.state = AccessRequest.State.EXPIRED
         access_request.resolved_at = at
-        access_request.resolution_reason = "pending time to live passed"
+        access_request.resolution_reason = PENDING_TTL_PASSED
         access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
         audit_record(action="request.expired", target=access_request, data=_request_audit_data(access_request))
+        notify(event=Event.REQUEST_EXPIRED, access_request=access_request)
         return True
     return False
 
@@ -271,6 +276,7 @@ def request_review(*, request: AccessRequest, reviewer, decision: str, reason: s
                     access_request.resolution_reason = reason
                     access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
                     audit_record(action="request.denied", actor=reviewer, target=access_request, data=_request_audit_data(access_request))
+                    notify(event=Event.REQUEST_DENIED, access_request=access_request)
                 elif counts["approvals"] >= access_request.approvals_required:
                     _approve(access_request, at=now, resolution=reason, actor=reviewer)
                 request.state = access_request.state
@@ -296,6 +302,7 @@ def _approve(access_request: AccessRequest, *, at: datetime, resolution: str, ac
         target=access_request,
         data={**_request_audit_data(access_request), "auto": auto, "grants": [g.pk for g in grants]},
     )
+    notify(event=Event.REQUEST_APPROVED, access_request=access_request)
     return grants
 
 
@@ -339,17 +346,125 @@ def request_cancel(*, request: AccessRequest, user, reason: str = "", now: datet
     return access_request
 
 
+PENDING_TTL_PASSED = "pending time to live passed"
+
+
 def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) -> int:
-    """Expire pending requests past their pending time to live; returns how many."""
+    """Expire pending requests past their pending time to live; returns how many (at most ``limit``).
+
+    Set-based and claim-safe: each batch is one transaction that locks due
+    rows no one else holds (SKIP LOCKED; SQLite serialises writers instead),
+    flips them with one conditional update, and writes their audit events and
+    notifications. A worker dying mid-sweep leaves whole batches done or
+    undone, and two sweeps never expire a request twice.
+    """
     now = now or timezone.now()
     expired = 0
-    ids = list(AccessRequest.objects.due_for_expiry(at=now).order_by("pending_expires_at").values_list("pk", flat=True)[:limit])
-    for pk in ids:
+    while expired < limit:
+        size = min(settings.JITPORTAL_SWEEP_BATCH_SIZE, limit - expired)
         with transaction.atomic():
-            access_request = AccessRequest.objects.select_for_update(of=("self",)).select_related("requester").get(pk=pk)
-            if _expire_if_due(access_request, now):
-                expired += 1
+            ids = list(
+                AccessRequest.objects.due_for_expiry(at=now)
+                .select_for_update(skip_locked=True, of=("self",))
+                .order_by("pending_expires_at")
+                .values_list("pk", flat=True)[:size]
+            )
+            if not ids:
+                break
+            AccessRequest.objects.due_for_expiry(at=now).filter(pk__in=ids).update(
+                state=AccessRequest.State.EXPIRED, resolved_at=now, resolution_reason=PENDING_TTL_PASSED
+            )
+            batch = list(
+                AccessRequest.objects.filter(pk__in=ids, state=AccessRequest.State.EXPIRED, resolved_at=now)
+                .select_related("requester")
+                .order_by("pending_expires_at")
+            )
+            audit_record_many(
+                {"action": "request.expired", "target": r, "data": _request_audit_data(r)} for r in batch
+            )
+            notify_many(event=Event.REQUEST_EXPIRED, subjects=[(r, None) for r in batch], now=now)
+        expired += len(batch)
     return expired
+
+
+def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[Grant]], object]) -> int:
+    """Claim due grants in batches, ``handle`` each inside its transaction; returns how many.
+
+    A batch locks rows no other sweep holds (SKIP LOCKED; SQLite serialises
+    writers instead), claims them with one conditional update and hands them
+    to ``handle`` to audit and announce, so each batch commits or rolls back
+    whole and no grant is claimed twice.
+    """
+    done = 0
+    while True:
+        with transaction.atomic():
+            locked = Grant.objects.filter(due).select_for_update(skip_locked=True).order_by("expires_at")
+            ids = list(locked.values_list("pk", flat=True)[: settings.JITPORTAL_SWEEP_BATCH_SIZE])
+            if not ids:
+                return done
+            Grant.objects.filter(due, pk__in=ids).update(**claim)
+            batch = list(
+                Grant.objects.filter(pk__in=ids, **claim)
+                .select_related("request__requester", "role", "resource", "revoked_by")
+                .order_by("expires_at", "pk")
+            )
+            handle(batch)
+        done += len(batch)
+
+
+def grants_end_expired(*, now: datetime | None = None) -> int:
+    """Record the end of grants whose window closed or that were revoked; returns how many.
+
+    Access never waited for this (the check reads the timestamps): the sweep
+    sets ``ended_at``, audits ``grant.ended`` and tells the requester.
+    """
+    now = now or timezone.now()
+
+    def handle(batch: list[Grant]) -> None:
+        audit_record_many(
+            {
+                "action": "grant.ended",
+                "target": g,
+                "data": {
+                    "request": str(g.request_id),
+                    "user": g.request.requester.username,
+                    "role": g.role.name,
+                    "resource": g.resource.ref if g.resource_id else None,
+                    "expires_at": g.expires_at.isoformat(),
+                    "why": "revoked" if g.revoked_at is not None else "expired",
+                },
+            }
+            for g in batch
+        )
+        notify_many(event=Event.GRANT_ENDED, subjects=[(g.request, g) for g in batch], now=now)
+
+    due = Q(ended_at__isnull=True) & (Q(expires_at__lte=now) | Q(revoked_at__isnull=False))
+    return _sweep_grants(due=due, claim={"ended_at": now}, handle=handle)
+
+
+def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | None = None) -> int:
+    """Tell each requester once, ``before`` the end (default 10 minutes), that a grant ends soon.
+
+    Grants no longer than ``before`` are not reminded: the approval already
+    said how long they last.
+    """
+    now = now or timezone.now()
+    before = before or settings.JITPORTAL_REMINDER_BEFORE
+    due = Q(
+        reminded_at__isnull=True,
+        ended_at__isnull=True,
+        revoked_at__isnull=True,
+        starts_at__lte=now,
+        expires_at__gt=now,
+        expires_at__lte=now + before,
+    ) & Q(expires_at__gt=F("starts_at") + before)
+    return _sweep_grants(
+        due=due,
+        claim={"reminded_at": now},
+        handle=lambda batch: notify_many(
+            event=Event.GRANT_EXPIRING, subjects=[(g.request, g) for g in batch], now=now
+        ),
+    )
 
 
 def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) -> Grant:

@@ -1,0 +1,139 @@
+"""``make run``: the web server, one Celery worker and beat together; Ctrl-C stops all three.
+
+    python -m jitportal.devserver --host 127.0.0.1 --port 8000
+
+The three share the terminal's output. If one of them exits on its own (a
+port already in use, a broker that cannot be reached) the others are stopped
+too, so nothing keeps running half-configured. Production runs these as
+separate services instead (see README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+GRACE_SECONDS = 10
+
+
+def commands(host: str, port: int) -> dict[str, list[str]]:
+    python = sys.executable
+    celery = [python, "-m", "celery", "-A", "jitportal"]
+    return {
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "jitportal.wsgi:application",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+        ],
+        # Mingle and gossip talk to other workers; there are none, and on the
+        # filesystem broker their broadcasts would pile up as files.
+        "worker": [
+            *celery,
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=2",
+            "--without-mingle",
+            "--without-gossip",
+            "--hostname=jitportal-dev@%h",
+        ],
+        "beat": [*celery, "beat", "--loglevel=INFO"],
+    }
+
+
+def describe_broker(url: str) -> str:
+    if url.startswith("filesystem://"):
+        return "the filesystem broker (no server needed)"
+    parts = urlsplit(url)
+    # Never print a password that may be in the URL.
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+# gunicorn stops at once on SIGINT (SIGTERM waits for open connections);
+# Celery's worker finishes its current task on SIGTERM, beat just exits.
+STOP_SIGNALS = {"web": signal.SIGINT, "worker": signal.SIGTERM, "beat": signal.SIGTERM}
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    # Each child leads its own process group: this also reaches what it forked
+    # (gunicorn's and Celery's pool processes), even if the leader is gone.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop(children: dict[str, subprocess.Popen]) -> None:
+    for name, process in children.items():
+        if process.poll() is None:
+            process.send_signal(STOP_SIGNALS[name])
+    deadline = time.monotonic() + GRACE_SECONDS
+    for name, process in children.items():
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            print(f"  {name} did not stop in {GRACE_SECONDS}s; killing it", file=sys.stderr, flush=True)
+        _kill_group(process)
+        process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
+    from django.conf import settings
+
+    print(
+        f"  Background: one Celery worker and beat on {describe_broker(settings.CELERY_BROKER_URL)}; "
+        f"sweeps every {settings.JITPORTAL_SWEEP_INTERVAL_SECONDS}s. Ctrl-C stops everything.\n",
+        flush=True,
+    )
+
+    stopping = False
+
+    def request_stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    # The children run in their own process groups, so Ctrl-C (or a closed
+    # terminal) reaches only this process, which stops them in order.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
+
+    children: dict[str, subprocess.Popen] = {}
+    status = 0
+    try:
+        for name, command in commands(args.host, args.port).items():
+            children[name] = subprocess.Popen(command, process_group=0)
+        while not stopping:
+            exited = {name: p.returncode for name, p in children.items() if p.poll() is not None}
+            if exited:
+                name, code = next(iter(exited.items()))
+                print(f"\n  {name} exited with code {code}; stopping the others.", file=sys.stderr, flush=True)
+                status = 1
+                break
+            time.sleep(0.5)
+    finally:
+        print("\n  Stopping web, worker and beat…", file=sys.stderr, flush=True)
+        stop(children)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""Celery tasks and the sweeps behind them, called as plain functions.
+
+Each sweep claims rows with a conditional update, so running it twice does
+nothing twice; each works in set-based batches, so its query count does not
+grow with the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from jitportal import celery_app
+from requests_app import tasks
+from requests_app.audit import audit_record, audit_record_many, audit_verify
+from requests_app.models import AccessRequest, AuditEvent, Grant, Notification, NotificationChannel
+from requests_app.services import (
+    grant_revoke,
+    grants_end_expired,
+    grants_remind_expiring,
+    request_create,
+    request_expire_pending,
+    request_review,
+)
+from tests.conftest import make_role
+from tests.requests_app.test_concurrency import run_at_once
+
+pytestmark = pytest.mark.django_db
+
+Event = NotificationChannel.Event
+
+
+@pytest.fixture(autouse=True)
+def handed_off(monkeypatch):
+    """Records hand-offs to workers instead of publishing to a broker."""
+    calls: list[dict] = []
+
+    def fake_apply_async(args=None, kwargs=None, **options):
+        calls.append({"args": args, **options})
+
+    monkeypatch.setattr(tasks.deliver_notification, "apply_async", fake_apply_async)
+    return calls
+
+
+@pytest.fixture
+def ops(db):
+    return make_role("prod-ops", approvals=1, max_duration=timedelta(hours=8))
+
+
+@pytest.fixture
+def channel(db):
+    return NotificationChannel.objects.create(
+        name="requester-news",
+        kind=NotificationChannel.Kind.WEBHOOK,
+        url="http://127.0.0.1:9/hook",
+        secret="k",
+        events=[Event.GRANT_ENDED, Event.GRANT_EXPIRING, Event.REQUEST_EXPIRED],
+    )
+
+
+def approved(requester, reviewer, role, *, at, duration="1h", resources=None) -> AccessRequest:
+    req = request_create(
+        requester=requester, roles=[role], resources=resources or [], reason="INC-1", duration=duration, now=at
+    )
+    request_review(request=req, reviewer=reviewer, decision="approve", now=at)
+    return req
+
+
+def expired_grants(n: int, *, requester, reviewer, role) -> list[Grant]:
+    """``n`` grants of one request, all ended an hour ago; made in bulk so setup stays fast."""
+    start = timezone.now() - timedelta(hours=2)
+    req = approved(requester, reviewer, role, at=start)
+    template = req.grants.get()
+    extra = [
+        Grant(
+            request=req,
+            user=requester,
+            role=role,
+            starts_at=template.starts_at,
+            expires_at=template.expires_at + timedelta(seconds=i),
+            created_at=start,
+        )
+        for i in range(1, n)
+    ]
+    Grant.objects.bulk_create(extra)
+    return list(Grant.objects.filter(request=req))
+
+
+def ended_events() -> list[str]:
+    return list(AuditEvent.objects.filter(action="grant.ended").order_by("id").values_list("target_id", flat=True))
+
+
+# --- expire grants ------------------------------------------------------------------------------
+
+
+def test_expire_grants_task_marks_ended_audits_and_notifies(requester, reviewer, ops, web1, channel):
+    role = make_role("web-ssh")
+    req = approved(requester, reviewer, role, at=timezone.now() - timedelta(hours=2), resources=[web1])
+    grant = req.grants.get()
+
+    assert tasks.expire_grants() == 1
+
+    grant.refresh_from_db()
+    assert grant.ended_at is not None and grant.ended_at >= grant.expires_at
+    assert grant.state == Grant.State.EXPIRED
+    event = AuditEvent.objects.get(action="grant.ended")
+    assert event.target_type == "grant" and event.target_id == str(grant.pk)
+    assert event.actor is None
+    assert event.data == {
+        "request": str(req.pk),
+        "user": "alice",
+        "role": "web-ssh",
+        "resource": "node/web-1",
+        "expires_at": grant.expires_at.isoformat(),
+        "why": "expired",
+    }
+    row = Notification.objects.get()
+    assert (row.event, row.subject_key) == ("grant.ended", f"grant:{grant.pk}")
+    assert row.payload["text"] == "Ended: alice's access to node/web-1 (web-ssh)"
+    assert audit_verify().ok
+
+
+def test_two_sweeps_in_a_row_end_each_grant_once(requester, reviewer, ops, channel):
+    grants = expired_grants(5, requester=requester, reviewer=reviewer, role=ops)
+    assert grants_end_expired() == 5
+    assert grants_end_expired() == 0
+    assert sorted(ended_events()) == sorted(str(g.pk) for g in grants)
+    assert Notification.objects.filter(event="grant.ended").count() == 5
+
+
+def test_a_grant_already_claimed_by_another_sweep_is_left_alone(requester, reviewer, ops):
+    grants = expired_grants(3, requester=requester, reviewer=reviewer, role=ops)
+    Grant.objects.filter(pk=grants[0].pk).update(ended_at=timezone.now())
+    assert grants_end_expired() == 2
+    assert str(grants[0].pk) not in ended_events()
+
+
+def test_active_and_scheduled_grants_are_not_ended_and_revoked_ones_are(requester, reviewer, staff, ops):
+    now = timezone.now()
+    active = approved(requester, reviewer, ops, at=now).grants.get()
+    scheduled_req = request_create(requester=requester, roles=[ops], reason="x", start_time=now + timedelta(hours=1))
+    request_review(request=scheduled_req, reviewer=reviewer, decision="approve")
+    scheduled = scheduled_req.grants.get()
+    revoked = approved(requester, reviewer, ops, at=now).grants.get()
+    grant_revoke(grant=revoked, by=staff, reason="incident closed")
+
+    assert grants_end_expired() == 1
+
+    assert ended_events() == [str(revoked.pk)]
+    assert AuditEvent.objects.get(action="grant.ended").data["why"] == "revoked"
+    assert Grant.objects.filter(ended_at__isnull=False).get() == revoked
+    for grant in (active, scheduled):
+        grant.refresh_from_db()
+        assert grant.ended_at is None
+    # Once their time comes, they end too.
+    assert grants_end_expired(now=now + timedelta(hours=3)) == 2
+
+
+def test_a_large_backlog_is_ended_in_batches_on_one_unbroken_audit_chain(requester, reviewer, ops, channel, settings):
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 7
+    grants = expired_grants(30, requester=requester, reviewer=reviewer, role=ops)
+    assert grants_end_expired() == 30
+    assert sorted(ended_events()) == sorted(str(g.pk) for g in grants)
+    # Oldest first, batch after batch.
+    by_expiry = [str(g.pk) for g in sorted(grants, key=lambda g: g.expires_at)]
+    assert ended_events() == by_expiry
+    assert Notification.objects.count() == 30
+    assert audit_verify().ok
+
+
+@pytest.mark.parametrize("n", [10, 200])
+def test_ending_grants_does_not_query_per_grant(requester, reviewer, ops, channel, n, django_assert_max_num_queries):
+    expired_grants(n, requester=requester, reviewer=reviewer, role=ops)
+    # 200 grants, each with an audit event and a notification, in the same
+    # handful of queries as 10 (SQLite splits a bulk insert every 999 values).
+    with django_assert_max_num_queries(25):
+        assert grants_end_expired() == n
+    assert Notification.objects.count() == n
+
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="sweeps at once need PostgreSQL row locks; set DATABASE_URL=postgres://... to run",
+)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@postgres_only
+def test_sweeps_running_at_once_end_each_grant_once(requester, reviewer, ops, channel, settings):
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 10
+    grants = expired_grants(200, requester=requester, reviewer=reviewer, role=ops)
+
+    results = run_at_once([grants_end_expired] * 4)
+
+    assert sum(results) == 200, results
+    assert Counter(ended_events()) == Counter({str(g.pk): 1 for g in grants})
+    assert Notification.objects.filter(event="grant.ended").count() == 200
+    assert audit_verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@postgres_only
+def test_pending_sweeps_running_at_once_expire_each_request_once(requester, ops, channel, settings):
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 5
+    past = timezone.now() - timedelta(days=2)
+    for _ in range(60):
+        request_create(requester=requester, roles=[ops], reason="x", now=past)
+
+    results = run_at_once([request_expire_pending] * 4)
+
+    assert sum(results) == 60, results
+    expired = Counter(AuditEvent.objects.filter(action="request.expired").values_list("target_id", flat=True))
+    assert len(expired) == 60 and set(expired.values()) == {1}
+    assert Notification.objects.filter(event="request.expired").count() == 60
+    assert audit_verify().ok
+
+
+# --- pending requests ---------------------------------------------------------------------------
+
+
+def test_expire_pending_task_expires_due_requests_and_tells_the_requester(requester, ops, channel):
+    req = request_create(requester=requester, roles=[ops], reason="x", now=timezone.now() - timedelta(days=2))
+    assert tasks.expire_pending_requests() == 1
+    req.refresh_from_db()
+    assert req.state == AccessRequest.State.EXPIRED
+    assert req.resolution_reason == "pending time to live passed"
+    row = Notification.objects.get()
+    assert (row.event, row.subject_key) == ("request.expired", f"request:{req.pk}")
+    assert "was not decided in time" in row.payload["text"]
+    assert tasks.expire_pending_requests() == 0
+
+
+def test_expire_pending_respects_its_limit_across_batches(requester, ops, settings):
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 2
+    past = timezone.now() - timedelta(days=2)
+    for _ in range(5):
+        request_create(requester=requester, roles=[ops], reason="x", now=past)
+    assert request_expire_pending(limit=3) == 3
+    assert request_expire_pending() == 2
+    assert AccessRequest.objects.filter(state="expired").count() == 5
+    assert AuditEvent.objects.filter(action="request.expired").count() == 5
+    assert audit_verify().ok
+
+
+@pytest.mark.parametrize("n", [10, 200])
+def test_expiring_requests_does_not_query_per_request(requester, ops, web1, channel, n, django_assert_max_num_queries):
+    past = timezone.now() - timedelta(days=2)
+    role = make_role("web-ssh")
+    for _ in range(n):
+        request_create(requester=requester, roles=[role], resources=[web1], reason="x", now=past)
+    with django_assert_max_num_queries(25):
+        assert request_expire_pending() == n
+    assert Notification.objects.filter(event="request.expired").count() == n
+
+
+# --- reminders ------------------------------------------------------------------------------------
+
+
+def test_a_grant_is_reminded_once_before_it_ends(requester, reviewer, ops, channel):
+    now = timezone.now()
+    grant = approved(requester, reviewer, ops, at=now, duration="1h").grants.get()
+    assert grants_remind_expiring(now=now + timedelta(minutes=40)) == 0
+
+    at = grant.expires_at - timedelta(minutes=5)
+    assert grants_remind_expiring(now=at) == 1
+    assert grants_remind_expiring(now=at + timedelta(minutes=1)) == 0
+
+    grant.refresh_from_db()
+    assert grant.reminded_at == at
+    row = Notification.objects.get()
+    assert (row.event, row.subject_key) == ("grant.expiring", f"grant:{grant.pk}")
+    assert row.payload["text"] == "Ending in 5m: alice's access to everything prod-ops reaches (prod-ops)"
+
+
+def test_short_revoked_and_ended_grants_get_no_reminder(requester, reviewer, staff, ops, channel, settings):
+    settings.JITPORTAL_REMINDER_BEFORE = timedelta(minutes=10)
+    now = timezone.now()
+    short = approved(requester, reviewer, ops, at=now, duration="5m").grants.get()
+    revoked = approved(requester, reviewer, ops, at=now, duration="1h").grants.get()
+    grant_revoke(grant=revoked, by=staff, reason="done")
+    assert grants_remind_expiring(now=short.expires_at - timedelta(minutes=1)) == 0
+    assert grants_remind_expiring(now=revoked.expires_at - timedelta(minutes=1)) == 0
+    assert not Notification.objects.filter(event="grant.expiring").exists()
+
+
+def test_reminders_do_not_query_per_grant(requester, reviewer, ops, channel, django_assert_max_num_queries):
+    grants = expired_grants(50, requester=requester, reviewer=reviewer, role=ops)
+    at = min(g.expires_at for g in grants) - timedelta(minutes=5)
+    with django_assert_max_num_queries(15):
+        assert grants_remind_expiring(now=at) == 50
+
+
+# --- notifications retry sweep ------------------------------------------------------------------------
+
+
+def test_retry_sweep_hands_out_due_rows_only(requester, reviewer, ops, channel, handed_off, settings):
+    expired_grants(3, requester=requester, reviewer=reviewer, role=ops)
+    grants_end_expired()
+    due, later, claimed = Notification.objects.order_by("pk")
+    now = timezone.now()
+    Notification.objects.filter(pk=later.pk).update(next_attempt_at=now + timedelta(minutes=5))
+    Notification.objects.filter(pk=claimed.pk).update(claimed_until=now + timedelta(minutes=5))
+    Notification.objects.filter(pk__in=[later.pk, claimed.pk]).update(attempts=1)
+
+    assert tasks.retry_notifications() == 1
+
+    assert handed_off == [{"args": (due.pk,), "expires": settings.JITPORTAL_SWEEP_INTERVAL_SECONDS, "retry": False}]
+
+
+# --- audit_record_many ------------------------------------------------------------------------------
+
+
+def test_audit_record_many_chains_events_in_order(requester):
+    audit_record(action="first", actor=requester)
+    assert audit_record_many({"action": f"bulk.{i}", "target_type": "x", "target_id": str(i)} for i in range(3)) == 3
+    audit_record(action="last")
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    assert actions == ["first", "bulk.0", "bulk.1", "bulk.2", "last"]
+    assert audit_verify().ok
+    assert audit_record_many([]) == 0
+
+
+# --- the Celery app and beat --------------------------------------------------------------------------
+
+
+def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert {entry["task"] for entry in schedule.values()} == {
+        "requests_app.tasks.expire_grants",
+        "requests_app.tasks.expire_pending_requests",
+        "requests_app.tasks.remind_expiring_grants",
+        "requests_app.tasks.retry_notifications",
+    }
+    for entry in schedule.values():
+        assert entry["task"] in celery_app.tasks
+        assert 0 < entry["options"]["expires"] < entry["schedule"]
+
+
+def test_celery_reads_django_settings_and_keeps_no_results(settings):
+    assert celery_app.conf.broker_url == settings.CELERY_BROKER_URL
+    assert celery_app.conf.task_ignore_result is True
+    assert celery_app.conf.result_backend is None
+    assert celery_app.conf.task_default_queue == settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+def test_a_role_based_grant_ends_naming_no_resource(requester, reviewer, ops):
+    expired_grants(1, requester=requester, reviewer=reviewer, role=ops)
+    grants_end_expired()
+    assert AuditEvent.objects.get(action="grant.ended").data["resource"] is None
