@@ -15,6 +15,7 @@ from accounts.models import Role
 from inventory.selectors import resource_get, resources_resolve
 from jitportal.errors import DomainError, PermissionRefused
 from requests_app import services
+from requests_app.api.credentials import GrantCertificateMixin
 from requests_app.api.serializers import (
     AccessCheckSerializer,
     AccessRequestCreateSerializer,
@@ -140,7 +141,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
         return self._detail(self.get_object().pk)
 
 
-class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class GrantViewSet(GrantCertificateMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Grants: your own, all of them for auditors."""
 
     serializer_class = GrantSerializer

@@ -1,0 +1,291 @@
+"""SSH credentials over the API: certificates for a grant's owner, trust material for hosts.
+
+Every endpoint is also tried without permission.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+from django.utils.dateparse import parse_datetime
+from rest_framework.test import APIClient
+
+from accounts.models import ApiToken
+from requests_app import services
+from requests_app.credentials import ssh_ca_rotate
+from requests_app.models import AuditEvent, Grant, IssuedCertificate, SSHCertificateAuthority
+from tests.conftest import make_role, make_user
+from tests.ssh.keys import ed25519_key, openssh_public, parse_certificate, rsa_key
+
+CA = "/api/v1/ca/ssh/"
+REVOKED = "/api/v1/ssh/revoked-keys/"
+
+
+def certificate_url(grant: Grant) -> str:
+    return f"/api/v1/grants/{grant.pk}/certificate/"
+
+
+def principals_url(ref) -> str:
+    return f"/api/v1/resources/{ref}/ssh-principals/"
+
+
+@pytest.fixture
+def web_ssh(db):
+    return make_role("web-ssh", approvals=1, logins=["ubuntu", "deploy"])
+
+
+@pytest.fixture
+def grant(requester, reviewer, web_ssh, web1) -> Grant:
+    made = services.request_create(requester=requester, resources=[web1], reason="INC-1")
+    services.request_review(request=made, reviewer=reviewer, decision="approve")
+    return made.grants.get()
+
+
+def token_client(user, *, can_check_access: bool = False) -> APIClient:
+    _, token = ApiToken.objects.create(user=user, can_check_access=can_check_access)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+@pytest.fixture
+def host_agent(db) -> APIClient:
+    """A host's token: a service user with no groups, made with "can check access"."""
+    return token_client(make_user("web-1-agent"), can_check_access=True)
+
+
+# --- POST /grants/{id}/certificate/ -----------------------------------------------------------
+
+
+def test_owner_gets_a_certificate_that_ends_with_the_grant(api, requester, grant):
+    key = ed25519_key()
+
+    response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(key) + " alice@laptop"})
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == {"certificate", "principals", "valid_after", "valid_before", "serial", "key_id"}
+    cert = parse_certificate(body["certificate"])
+    cert.verify_cert_signature()
+    assert body["principals"] == ["deploy@web-1", "ubuntu@web-1"]
+    assert [p.decode() for p in cert.valid_principals] == body["principals"]
+    assert body["serial"] == cert.serial == IssuedCertificate.objects.get().serial
+    assert parse_datetime(body["valid_before"]) <= grant.expires_at
+    assert math.floor(parse_datetime(body["valid_before"]).timestamp()) == cert.valid_before
+    assert parse_datetime(body["valid_after"]).timestamp() == cert.valid_after
+    assert body["key_id"] == cert.key_id.decode()
+    assert AuditEvent.objects.filter(action="certificate.issued", actor_username="alice").count() == 1
+
+
+def test_a_token_works_the_same_as_a_session(requester, grant):
+    response = token_client(requester).post(
+        certificate_url(grant), {"public_key": openssh_public(ed25519_key())}, format="json"
+    )
+
+    assert response.status_code == 201, response.content
+
+
+def test_another_users_grant_is_not_found(api, grant):
+    dave = make_user("dave", groups=("engineers",))
+
+    response = api(dave).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
+
+    assert response.status_code == 404
+    assert not IssuedCertificate.objects.exists()
+
+
+def test_an_auditor_sees_the_grant_but_gets_no_certificate_for_it(api, staff, grant):
+    response = api(staff).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "only the grant's owner can get a certificate for it"}
+    assert not IssuedCertificate.objects.exists()
+
+
+def test_anonymous_caller_gets_no_certificate(grant):
+    response = APIClient().post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())}, format="json")
+
+    assert response.status_code in (401, 403)
+    assert not IssuedCertificate.objects.exists()
+
+
+def test_revoked_grant_is_a_409_with_a_readable_message(api, requester, staff, grant):
+    services.grant_revoke(grant=grant, by=staff, reason="incident over")
+
+    response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
+
+    assert response.status_code == 409
+    assert response.json()["detail"].startswith("the grant was revoked at ")
+
+
+def test_owner_no_longer_eligible_is_a_403(api, requester, grant):
+    requester.groups.clear()
+
+    response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "you are no longer eligible for role web-ssh"}
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"public_key": "ssh-rsa AAAA"}, "is not an OpenSSH public key"),
+        ({"public_key": ""}, "may not be blank"),
+        ({}, "required"),
+        ({"public_key": "x" * 20000}, "no more than 16384 characters"),
+    ],
+)
+def test_bad_public_key_is_a_400_naming_public_key(api, requester, grant, body, message):
+    response = api(requester).post(certificate_url(grant), body)
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"public_key"}
+    assert message in response.json()["public_key"][0]
+
+
+def test_short_rsa_key_is_a_400_saying_how_long_it_must_be(api, requester, grant):
+    response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(rsa_key(2048))})
+
+    assert response.status_code == 400
+    assert response.json() == {"public_key": ["rsa keys must have at least 3072 bits; this one has 2048"]}
+
+
+# --- GET /ca/ssh/ ---------------------------------------------------------------------------------
+
+
+def test_ca_keys_are_public_one_per_line_ready_for_trusted_user_ca_keys(db):
+    response = APIClient().get(CA)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    ca = SSHCertificateAuthority.objects.get()  # made on first use
+    assert response.content.decode() == ca.public_key + "\n"
+    assert ca.public_key.startswith("ssh-ed25519 ") and ca.public_key.endswith(f" jitportal-{ca.name}")
+
+
+def test_ca_endpoint_ignores_a_bad_token_rather_than_refusing(db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token jit_expired")
+
+    assert client.get(CA).status_code == 200
+
+
+def test_ca_keys_after_rotation_list_both_and_json_says_which_signs(db):
+    APIClient().get(CA)
+    old = SSHCertificateAuthority.objects.get()
+    new = ssh_ca_rotate(trust_old_for=timedelta(days=7)).new
+
+    text = APIClient().get(CA).content.decode()
+    as_json = APIClient().get(CA, {"format": "json"})
+    by_accept = APIClient().get(CA, HTTP_ACCEPT="application/json")
+
+    assert text.splitlines() == [new.public_key, old.public_key]
+    assert as_json.status_code == 200 and as_json.json() == by_accept.json()
+    keys = as_json.json()["keys"]
+    assert [(k["name"], k["signing"]) for k in keys] == [(new.name, True), (old.name, False)]
+    assert keys[0]["fingerprint"] == new.fingerprint and keys[1]["trusted_until"] is not None
+
+
+def test_no_endpoint_ever_returns_the_ca_private_key(api, requester, staff, grant, host_agent):
+    responses = [
+        APIClient().get(CA),
+        APIClient().get(CA, {"format": "json"}),
+        api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())}),
+        api(staff).get("/api/v1/audit/"),
+        host_agent.get(REVOKED),
+        host_agent.get(principals_url("web-1")),
+    ]
+    private = SSHCertificateAuthority.objects.get().private_key
+    secret_body = "".join(private.splitlines()[1:-1])
+
+    for response in responses:
+        assert response.status_code in (200, 201)
+        content = response.content.decode()
+        assert "PRIVATE KEY" not in content and secret_body[:40] not in content
+
+
+# --- host side: principals --------------------------------------------------------------------------
+
+
+def test_principals_for_a_host_by_name_or_id_as_text(host_agent, web_ssh, web1):
+    make_role("web-ops", logins=["root"])
+
+    by_name = host_agent.get(principals_url("web-1"))
+    by_id = host_agent.get(principals_url(web1.pk))
+
+    assert by_name.status_code == 200
+    assert by_name["Content-Type"] == "text/plain; charset=utf-8"
+    assert by_name.content.decode() == "deploy@web-1\nroot@web-1\nubuntu@web-1\n"
+    assert by_id.content == by_name.content
+
+
+def test_principals_filtered_by_login_for_authorized_principals_command(host_agent, web_ssh, web1):
+    assert host_agent.get(principals_url("web-1"), {"login": "ubuntu"}).content.decode() == "ubuntu@web-1\n"
+    assert host_agent.get(principals_url("web-1"), {"login": "nobody"}).content.decode() == ""
+    as_json = host_agent.get(principals_url("web-1"), {"login": "deploy", "format": "json"})
+    assert as_json.json() == {"resource": "node/web-1", "principals": ["deploy@web-1"]}
+
+
+def test_principals_of_an_unknown_host_are_a_404(host_agent, web_ssh):
+    response = host_agent.get(principals_url("nope"))
+
+    assert response.status_code == 404
+    assert response.content.decode() == "no such resource: node/nope\n"
+
+
+def test_staff_may_read_host_material_too(api, staff, web_ssh, web1):
+    assert api(staff).get(principals_url("web-1")).status_code == 200
+    assert api(staff).get(REVOKED).status_code == 200
+
+
+@pytest.mark.parametrize("url", [principals_url("web-1"), REVOKED])
+def test_host_material_is_refused_to_people_and_plain_tokens(api, requester, url, web_ssh, web1):
+    assert APIClient().get(url).status_code == 401
+    people = api(requester).get(url)
+    assert people.status_code == 403
+    assert "host agent" in people.content.decode()
+    assert token_client(requester).get(url, HTTP_ACCEPT="application/json").status_code == 403
+
+
+# --- host side: revoked keys --------------------------------------------------------------------------
+
+
+def test_revoked_keys_list_the_subject_keys_of_revoked_grants(api, requester, staff, grant, host_agent):
+    key, other = ed25519_key(), ed25519_key()
+    api(requester).post(certificate_url(grant), {"public_key": openssh_public(key)})
+    empty = host_agent.get(REVOKED)
+    assert empty.content.decode() == ""
+    assert empty["Content-Type"] == "text/plain; charset=utf-8"
+
+    services.grant_revoke(grant=grant, by=staff, reason="incident over")
+
+    response = host_agent.get(REVOKED)
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.content.decode() == openssh_public(key) + "\n"
+    assert openssh_public(other) not in response.content.decode()
+    assert host_agent.get(REVOKED, {"format": "json"}).json() == {"keys": [openssh_public(key)]}
+
+
+def test_host_endpoints_use_a_fixed_number_of_queries(
+    api, requester, reviewer, staff, web_ssh, web1, web2, host_agent, django_assert_max_num_queries
+):
+    for _ in range(3):
+        made = services.request_create(requester=requester, resources=[web1, web2], reason="INC-1")
+        services.request_review(request=made, reviewer=reviewer, decision="approve")
+        for grant in made.grants.all():
+            api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
+            services.grant_revoke(grant=grant, by=staff, reason="done")
+    for i in range(5):
+        make_role(f"extra-{i}", logins=[f"login{i}"])
+
+    # The token and its user, then the list (and for principals the resource): nothing per certificate or role.
+    with django_assert_max_num_queries(3):
+        revoked = host_agent.get(REVOKED)
+    with django_assert_max_num_queries(4):
+        principals = host_agent.get(principals_url("web-1"))
+
+    assert len(revoked.content.decode().splitlines()) == 6
+    assert len(principals.content.decode().splitlines()) == 7

@@ -1,0 +1,533 @@
+"""The ``jit`` CLI, run as a real subprocess against a live portal (and a real sshd).
+
+Each test gets its own HOME and XDG_CONFIG_HOME. Reviewers act over the API
+from a thread while the CLI waits, as they would from their own machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from accounts.models import ApiToken
+from requests_app import services
+from requests_app.models import AccessRequest, IssuedCertificate
+from tests.conftest import make_resource, make_role, make_user
+from tests.ssh.conftest import LOGIN
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "pw-correct-horse"  # tests.conftest.make_user's default
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Jit:
+    """Runs ``python -m jitcli`` as one person: their own config directory and temp directory."""
+
+    def __init__(self, home: Path, server: str):
+        self.home = home
+        self.server = server
+        self.tmp = home / "tmp"
+        self.tmp.mkdir(parents=True)
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("JIT_") and k not in ("XDG_CONFIG_HOME", "TMPDIR")
+        }
+        self.env.update(
+            HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), TMPDIR=str(self.tmp), JIT_POLL_INTERVAL="0.2"
+        )
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config" / "jit" / "config.json"
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "jitcli", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            env=self.env,
+        )
+
+    def login(self, username: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
+        result = self("login", "--server", self.server, "--user", username, "--password-stdin", input=password + "\n")
+        assert result.returncode == 0, result.stderr
+        return result
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The CLI's error promise: one line on stderr starting with ``jit:``, never a traceback."""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("jit: ")
+    return lines[0]
+
+
+def api_token(server: str, username: str) -> str:
+    body = json.dumps({"username": username, "password": PASSWORD}).encode()
+    request = urllib.request.Request(
+        f"{server}/api/v1/auth/token/", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["token"]
+
+
+def api(server: str, token: str, method: str, path: str, body: dict | None = None):
+    request = urllib.request.Request(
+        f"{server}/api/v1/{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+class Reviewers(threading.Thread):
+    """Reviewers who wait for a pending request to appear, then decide one after another."""
+
+    def __init__(self, server: str, decisions: list[tuple[str, str, str]]):
+        super().__init__(daemon=True)
+        self.server = server
+        self.decisions = decisions
+        self.tokens = {name: api_token(server, name) for name, _, _ in decisions}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            first = self.tokens[self.decisions[0][0]]
+            deadline = time.monotonic() + 30
+            while True:
+                pending = api(self.server, first, "GET", "requests/?scope=review&state=pending")["results"]
+                if pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no request to review appeared")
+                time.sleep(0.2)
+            request_id = pending[0]["id"]
+            for name, decision, reason in self.decisions:
+                # Slow enough for the CLI to show each step.
+                time.sleep(0.6)
+                api(
+                    self.server,
+                    self.tokens[name],
+                    "POST",
+                    f"requests/{request_id}/reviews/",
+                    {"decision": decision, "reason": reason},
+                )
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join(timeout=30)
+        assert not self.is_alive()
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture
+def people(db):
+    make_user("alice", groups=("engineers",))
+    make_user("bob", groups=("sre-leads",))
+    make_user("carol", groups=("sre-leads",))
+
+
+@pytest.fixture
+def lab_role(people):
+    return make_role("lab-ssh", approvals=2, reason="required", resource_labels={"env": ["lab"]}, logins=[LOGIN])
+
+
+@pytest.fixture
+def alice(live_server, tmp_path, people) -> Jit:
+    return Jit(tmp_path / "alice", live_server.url)
+
+
+# --- login, logout, status, errors -------------------------------------------------------------
+
+
+def test_login_keeps_the_token_in_a_private_config_and_status_says_who_you_are(alice, lab_role):
+    result = alice.login("alice")
+
+    assert f"Logged in to {alice.server} as alice" in result.stdout
+    config = json.loads(alice.config_path.read_text())
+    assert config["server"] == alice.server and config["username"] == "alice"
+    assert stat.S_IMODE(alice.config_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(alice.config_path.parent.stat().st_mode) == 0o700
+    assert ApiToken.objects.filter(user__username="alice").count() == 1
+
+    status = alice("status")
+
+    assert status.returncode == 0, status.stderr
+    assert "User:    alice (engineers)" in status.stdout
+    assert "Active grants: none" in status.stdout
+
+
+def test_logging_in_again_replaces_the_old_token(alice, lab_role):
+    alice.login("alice")
+    first = json.loads(alice.config_path.read_text())["token"]
+
+    alice.login("alice")
+
+    assert json.loads(alice.config_path.read_text())["token"] != first
+    assert ApiToken.objects.filter(user__username="alice").count() == 1
+
+
+def test_wrong_password_is_one_line_and_saves_nothing(alice):
+    result = alice("login", "--server", alice.server, "--user", "alice", "--password-stdin", input="wrong\n")
+
+    assert result.returncode == 1
+    assert one_line_error(result) == f"jit: login to {alice.server} failed: invalid username or password"
+    assert not alice.config_path.exists()
+
+
+def test_commands_before_login_say_how_to_log_in(alice):
+    result = alice("status")
+
+    assert result.returncode == 3
+    assert one_line_error(result) == "jit: not logged in; run: jit login --server URL"
+
+
+def test_an_unreachable_server_is_one_line(alice):
+    result = alice("login", "--server", "http://127.0.0.1:9", "--user", "alice", "--password-stdin", input="x\n")
+
+    assert result.returncode == 1
+    assert one_line_error(result) == "jit: cannot reach http://127.0.0.1:9: Connection refused"
+
+
+def test_a_revoked_token_asks_to_log_in_again(alice, lab_role):
+    alice.login("alice")
+    ApiToken.objects.all().delete()
+
+    result = alice("status")
+
+    assert result.returncode == 3
+    assert one_line_error(result).endswith("run 'jit login' again")
+
+
+def test_logout_revokes_the_token_on_the_portal_and_forgets_it(alice, lab_role):
+    alice.login("alice")
+
+    result = alice("logout")
+
+    assert result.returncode == 0 and f"Logged out of {alice.server}." in result.stdout
+    assert not ApiToken.objects.exists()
+    assert "token" not in json.loads(alice.config_path.read_text())
+    assert alice("status").returncode == 3
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["login"],
+        ["logout"],
+        ["status"],
+        ["search"],
+        ["request"],
+        ["request", "create"],
+        ["request", "ls"],
+        ["request", "show"],
+        ["request", "cancel"],
+        ["request", "review"],
+        ["ssh"],
+    ],
+    ids=lambda c: " ".join(c) or "jit",
+)
+def test_every_command_has_help(tmp_path, command):
+    result = Jit(tmp_path / "h", "http://unused")(*command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: jit {' '.join(command)}".rstrip())
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (
+            ["request", "review", "some-id", "--approve"],
+            "jit request review: the following arguments are required: --reason",
+        ),
+        (["ssh"], "jit ssh: the following arguments are required: LOGIN@RESOURCE (see jit ssh --help)"),
+        (["request", "create", "--resource", "web-1"], "jit: 'web-1': name a resource by id or as kind/name"),
+    ],
+)
+def test_a_bad_command_line_is_exit_2_and_one_line(tmp_path, command, message):
+    jit = Jit(tmp_path / "u", "http://unused")
+    jit.env["JIT_TOKEN"], jit.env["JIT_SERVER"] = "jit_unused", "http://127.0.0.1:9"
+
+    result = jit(*command)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(message)
+
+
+# --- search and requests ----------------------------------------------------------------------------
+
+
+def test_search_prints_a_table_and_the_command_to_request_it(alice, lab_role):
+    make_resource("lab-1", labels={"env": "lab", "team": "web"}, address="127.0.0.1:2201")
+    make_resource("lab-2", labels={"env": "lab", "team": "db"}, address="127.0.0.1:2202")
+    make_resource("prod-9", labels={"env": "prod"})
+    alice.login("alice")
+
+    result = alice("search", "--kind", "node", "--label", "env=lab", "lab")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["Kind", "Name", "Address", "Labels", "Requestable", "roles"]
+    assert lines[2].split() == ["node", "lab-1", "127.0.0.1:2201", "env=lab,team=web", "lab-ssh"]
+    assert lines[3].split() == ["node", "lab-2", "127.0.0.1:2202", "env=lab,team=db", "lab-ssh"]
+    assert "prod-9" not in result.stdout
+    assert "> jit request create --resource node/lab-1 --resource node/lab-2 --reason <reason>" in lines
+
+    narrowed = alice("search", "--label", "team=db")
+    assert "lab-2" in narrowed.stdout and "lab-1" not in narrowed.stdout
+
+
+def test_request_create_wait_shows_progress_until_two_reviewers_approve(alice, lab_role, live_server):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    reviewers = Reviewers(live_server.url, [("bob", "approve", "ok"), ("carol", "approve", "ok too")])
+    reviewers.start()
+
+    result = alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-5", "--duration", "30m", "--wait")
+
+    reviewers.finish()
+    assert result.returncode == 0, result.stderr
+    request = AccessRequest.objects.get()
+    assert request.state == AccessRequest.State.APPROVED
+    assert f"Request ID: {request.pk}" in result.stdout
+    assert f"Waiting for approval of request {request.pk}: 0 of 2 approvals" in result.stderr
+    assert f"Waiting for approval of request {request.pk}: 1 of 2 approvals" in result.stderr
+    assert "Approved (2 of 2 approvals). Grants:" in result.stdout
+    assert "node/lab-1" in result.stdout.split("Grants:")[1]
+
+
+def test_a_denial_while_waiting_ends_with_a_clear_message_and_exit_4(alice, lab_role, live_server):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    reviewers = Reviewers(live_server.url, [("bob", "deny", "not during the freeze")])
+    reviewers.start()
+
+    result = alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-6", "--wait")
+
+    reviewers.finish()
+    assert result.returncode == 4
+    request = AccessRequest.objects.get()
+    assert (
+        result.stderr.strip().splitlines()[-1] == f"jit: request {request.pk} was denied by bob: not during the freeze"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_required_reason_is_asked_for_and_without_a_terminal_named(alice, lab_role):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+
+    result = alice("request", "create", "--resource", "node/lab-1")
+
+    assert result.returncode == 1
+    assert one_line_error(result) == "jit: a reason is required by role lab-ssh; give one with --reason"
+    assert not AccessRequest.objects.exists()
+
+
+def test_request_ls_show_review_and_cancel(alice, lab_role, tmp_path, live_server):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    bob = Jit(tmp_path / "bob", live_server.url)
+    bob.login("bob")
+    created = alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-8 logs")
+    request = AccessRequest.objects.get()
+
+    listed = alice("request", "ls")
+    to_review = bob("request", "ls", "--review", "--state", "pending")
+    reviewed = bob("request", "review", str(request.pk), "--approve", "--reason", "fine")
+    shown = alice("request", "show", str(request.pk))
+    cancelled = alice("request", "cancel", str(request.pk))
+
+    assert created.returncode == 0 and "State:      pending (0 of 2 approvals)" in created.stdout
+    row = listed.stdout.splitlines()[2].split()
+    assert row[:5] == [str(request.pk), "alice", "pending", "0/2", "lab-ssh"]
+    assert str(request.pk) in to_review.stdout
+    assert reviewed.stdout.strip() == f"Approved request {request.pk}; it is still pending (1 of 2 approvals)."
+    assert "Approvals:  1 of 2" in shown.stdout and "bob" in shown.stdout and "fine" in shown.stdout
+    assert cancelled.stdout.strip() == f"Request {request.pk} cancelled."
+    request.refresh_from_db()
+    assert request.state == AccessRequest.State.CANCELLED
+    again = alice("request", "cancel", str(request.pk))
+    assert again.returncode == 1
+    assert one_line_error(again) == "jit: the request is cancelled; only pending requests can be cancelled"
+
+
+def test_the_requester_cannot_review_their_own_request_from_the_cli(alice, lab_role):
+    make_resource("lab-1", labels={"env": "lab"})
+    make_user("dora", groups=("engineers", "sre-leads"))
+    alice.login("dora")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-1")
+    request = AccessRequest.objects.get()
+
+    result = alice("request", "review", str(request.pk), "--approve", "--reason", "me")
+
+    assert result.returncode == 1
+    assert one_line_error(result) == "jit: you cannot review your own request"
+
+
+# --- jit ssh ------------------------------------------------------------------------------------------
+
+
+def sshd_for(sshd_factory, name: str, server: str):
+    """An sshd for ``name``, configured from the live portal with a host agent's token."""
+    host = sshd_factory(name)
+    resource = make_resource(name, labels={"env": "lab"}, address=host.address)
+    _, token = ApiToken.objects.create(user=make_user(f"{name}-agent"), can_check_access=True)
+
+    def refresh() -> None:
+        def text(path: str) -> str:
+            request = urllib.request.Request(f"{server}/api/v1/{path}", headers={"Authorization": f"Token {token}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.headers["Content-Type"].startswith("text/plain")
+                return response.read().decode()
+
+        host.write_trusted_ca_keys(text("ca/ssh/"))
+        host.write_principals(LOGIN, text(f"resources/{name}/ssh-principals/?login={LOGIN}"))
+        host.write_revoked_keys(text("ssh/revoked-keys/"))
+
+    refresh()
+    return host, resource, refresh
+
+
+def ssh_args(host, *rest: str) -> list[str]:
+    return [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        f"UserKnownHostsFile={host.directory / 'known_hosts'}",
+        *rest,
+    ]
+
+
+def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab_role, sshd_factory, live_server):
+    host, _, _ = sshd_for(sshd_factory, "lab-1", live_server.url)
+    alice.login("alice")
+    reviewers = Reviewers(live_server.url, [("bob", "approve", "ok"), ("carol", "approve", "ok")])
+    reviewers.start()
+
+    result = alice(*ssh_args(host, "--reason", "INC-11 disk", f"{LOGIN}@lab-1", "echo", "connected as", "$(whoami)"))
+
+    reviewers.finish()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"connected as {LOGIN}"
+    assert f"You have no access to {LOGIN}@lab-1; requesting it." in result.stderr
+    assert "1 of 2 approvals" in result.stderr
+    request = AccessRequest.objects.get()
+    assert request.reason == "INC-11 disk" and request.state == AccessRequest.State.APPROVED
+    certificate = IssuedCertificate.objects.get()
+    assert certificate.principals == [f"{LOGIN}@lab-1"]
+    # The ephemeral key and its certificate are gone.
+    assert list(alice.tmp.iterdir()) == []
+
+    again = alice(*ssh_args(host, f"{LOGIN}@lab-1", "echo", "again"))
+
+    assert again.returncode == 0 and again.stdout.strip() == "again"
+    assert AccessRequest.objects.count() == 1  # the active grant was used, nothing new requested
+    assert IssuedCertificate.objects.count() == 2  # a fresh key and certificate per connection
+
+
+def test_jit_ssh_after_revocation_is_refused(alice, lab_role, sshd_factory, live_server, staff):
+    host, resource, refresh = sshd_for(sshd_factory, "lab-1", live_server.url)
+    alice.login("alice")
+    reviewers = Reviewers(live_server.url, [("bob", "approve", "ok"), ("carol", "approve", "ok")])
+    reviewers.start()
+    first = alice(*ssh_args(host, "--reason", "INC-12", f"{LOGIN}@lab-1", "true"))
+    reviewers.finish()
+    assert first.returncode == 0, first.stderr
+    grant = AccessRequest.objects.get().grants.get()
+    services.grant_revoke(grant=grant, by=staff, reason="incident over")
+    refresh()
+
+    result = alice(*ssh_args(host, "--no-request", f"{LOGIN}@lab-1", "true"))
+
+    assert result.returncode == 4
+    assert one_line_error(result) == (
+        "jit: you have no active grant for node/lab-1; request one with: jit request create --resource node/lab-1"
+    )
+
+
+def test_jit_ssh_denied_ends_with_a_clear_message(alice, lab_role, sshd_factory, live_server):
+    host, _, _ = sshd_for(sshd_factory, "lab-1", live_server.url)
+    alice.login("alice")
+    reviewers = Reviewers(live_server.url, [("bob", "deny", "use the runbook")])
+    reviewers.start()
+
+    result = alice(*ssh_args(host, "--reason", "INC-13", f"{LOGIN}@lab-1", "true"))
+
+    reviewers.finish()
+    assert result.returncode == 4
+    request = AccessRequest.objects.get()
+    assert result.stderr.strip().splitlines()[-1] == f"jit: request {request.pk} was denied by bob: use the runbook"
+    assert not IssuedCertificate.objects.exists()
+
+
+def test_jit_ssh_to_a_login_no_role_allows_is_refused_before_requesting(alice, lab_role, sshd_factory, live_server):
+    sshd_for(sshd_factory, "lab-1", live_server.url)
+    alice.login("alice")
+
+    result = alice("ssh", "--reason", "x", "nobody-here@lab-1")
+
+    assert result.returncode == 1
+    assert (
+        one_line_error(result)
+        == f"jit: no role you may request allows login 'nobody-here' on lab-1 (they allow: {LOGIN})"
+    )
+    assert not AccessRequest.objects.exists()
+
+
+def test_jit_ssh_to_an_unknown_host_says_so(alice, lab_role):
+    alice.login("alice")
+
+    result = alice("ssh", f"{LOGIN}@nowhere")
+
+    assert result.returncode == 1
+    assert one_line_error(result).startswith("jit: no SSH server named 'nowhere'")
+
+
+def test_the_console_script_is_installed_next_to_python():
+    script = Path(sys.executable).with_name("jit")
+    if not script.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{script} is missing: the Makefile's venv step installs it (pip install --no-deps -e .)")
+        pytest.skip(f"{script} is not installed here (make venv installs it)")
+
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 0 and result.stdout.startswith("jit ")
+
+
+def test_the_cli_imports_no_django():
+    code = (
+        "import sys, jitcli.main, jitcli.commands\n"
+        "server = {'django', 'rest_framework', 'jitportal', 'requests_app', 'accounts', 'inventory'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in server))"
+    )
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
