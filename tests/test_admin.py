@@ -91,7 +91,11 @@ def test_changelist_search_and_filters_load(admin_client, data):
         (Role, {"q": "web"}),
         (User, {"q": "alice"}),
         (ApiToken, {"q": "laptop", "can_check_access__exact": "0"}),
-        (AccessRequest, {"q": "web-1", "state__exact": "approved", "roles__id__exact": data["role"].pk}),
+        # The superuser's list opens on their (empty) review queue; "all" is everything.
+        (
+            AccessRequest,
+            {"queue": "all", "q": "web-1", "state__exact": "approved", "roles__id__exact": data["role"].pk},
+        ),
         (Review, {"q": "bob", "decision__exact": "approve"}),
         (Grant, {"q": "alice", "state": "active"}),
         (AuditEvent, {"q": "request", "action__exact": "request.created"}),
@@ -103,7 +107,7 @@ def test_changelist_search_and_filters_load(admin_client, data):
 
 
 def test_request_changelist_shows_short_id_resources_and_approvals(admin_client, data):
-    content = admin_client.get(admin_url(AccessRequest, "changelist")).content.decode()
+    content = admin_client.get(admin_url(AccessRequest, "changelist"), {"queue": "all"}).content.decode()
     assert str(data["approved"].pk)[:8] in content
     assert "node/web-1, node/web-2" in content
     assert "1 of 1" in content
@@ -113,7 +117,7 @@ def test_request_changelist_shows_short_id_resources_and_approvals(admin_client,
 def test_request_changelist_names_a_few_resources_and_counts_the_rest(admin_client, requester, reviewer, one_step_role):
     hosts = [make_resource(f"big-{i}", labels={"env": "prod"}) for i in range(5)]
     approved_requests(1, requester=requester, reviewer=reviewer, role=one_step_role, resources=hosts)
-    content = admin_client.get(admin_url(AccessRequest, "changelist")).content.decode()
+    content = admin_client.get(admin_url(AccessRequest, "changelist"), {"queue": "all"}).content.decode()
     assert "node/big-0, node/big-1, node/big-2 (+2 more)" in content
 
 
@@ -367,7 +371,8 @@ def test_role_added_in_admin(admin_client):
 @pytest.mark.parametrize(
     "field,value",
     [
-        ("resource_labels", '{"env": "prod"}'),
+        ("resource_labels", '{"env": {"a": 1}}'),
+        ("resource_labels", '["env"]'),
         ("resource_kinds", '["server"]'),
         ("resource_kinds", '"node"'),
         ("logins", '"ubuntu"'),
@@ -381,14 +386,23 @@ def test_role_with_a_malformed_selector_is_refused(admin_client, field, value):
     assert not Role.objects.filter(name="db-read").exists()
 
 
+def test_a_single_selector_value_is_stored_as_a_list_as_the_policy_file_does(admin_client):
+    # A string where a list belongs would otherwise be matched letter by letter.
+    admin_client.post(admin_url(Role, "add"), role_form(resource_labels='{"env": "prod"}'))
+    assert Role.objects.get(name="db-read").resource_labels == {"env": ["prod"]}
+
+
 # --- constant queries per changelist ----------------------------------------------------
 
 
 def changelist_queries(client, model) -> int:
     url = admin_url(model, "changelist")
+    # "queue=all": the request list would otherwise open on the superuser's empty review queue.
+    params = {"queue": "all"} if model is AccessRequest else {}
     with CaptureQueriesContext(connection) as queries:
-        response = client.get(url)
+        response = client.get(url, params)
     assert response.status_code == 200
+    assert response.context["cl"].result_count == model.objects.count()
     return len(queries)
 
 

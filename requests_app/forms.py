@@ -1,0 +1,174 @@
+"""Forms of the portal and of the admin's confirmation pages.
+
+They check shape only (a choice among those offered, a well-formed date); every
+rule is the service's, and a ``DomainError`` it raises is put next to the field
+it names.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.utils import timezone
+
+from accounts.models import Role
+from requests_app.models import MAX_REASON_LENGTH, Review
+from requests_app.selectors import Selection
+from requests_app.services import DEFAULT_DURATION
+
+DURATION_STEPS = [
+    timedelta(minutes=15),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=2),
+    timedelta(hours=4),
+    timedelta(hours=8),
+    timedelta(hours=12),
+    timedelta(days=1),
+    timedelta(days=2),
+    timedelta(days=3),
+    timedelta(days=7),
+    timedelta(days=14),
+]
+
+
+def _plural(amount: int, unit: str) -> str:
+    return f"{amount} {unit}" if amount == 1 else f"{amount} {unit}s"
+
+
+def duration_label(value: timedelta) -> str:
+    """``timedelta(minutes=90)`` -> ``"1 hour 30 min"``: durations as people read them."""
+    total = int(value.total_seconds())
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = []
+    if days:
+        parts.append(_plural(days, "day"))
+    if hours:
+        parts.append(_plural(hours, "hour"))
+    if minutes:
+        parts.append(f"{minutes} min")
+    if seconds or not parts:
+        parts.append(f"{seconds} s")
+    return " ".join(parts)
+
+
+def duration_choices(cap: timedelta) -> list[tuple[str, str]]:
+    """The usual steps up to ``cap``, and the cap itself when it is not one of them."""
+    steps = [step for step in DURATION_STEPS if step <= cap]
+    if cap not in steps:
+        steps.append(cap)
+    return [(str(int(step.total_seconds())), duration_label(step)) for step in steps]
+
+
+def _role_choice_label(role: Role) -> str:
+    approvals = _plural(role.approvals, "approval")
+    return f"{role.name} — up to {duration_label(role.max_duration)}, {approvals}"
+
+
+class AccessRequestForm(forms.Form):
+    roles = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Roles",
+        help_text="Several roles you may request fit; choose the one you need.",
+    )
+    reason = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3, "maxlength": MAX_REASON_LENGTH}),
+        label="Reason",
+    )
+    duration = forms.ChoiceField(label="For how long")
+    start_time = forms.DateTimeField(
+        required=False,
+        label="Start at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    suggested_reviewers = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Suggested reviewers",
+        help_text="Optional: who should look at it first. Any eligible reviewer may still decide.",
+    )
+
+    def __init__(self, *args, selection: Selection, reviewers: list, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.selection = selection
+        self.reviewer_users = {u.username: u for u in reviewers}
+
+        if selection.choices:
+            roles = self.fields["roles"]
+            roles.choices = [(r.name, _role_choice_label(r)) for r in selection.choices]
+            fixed = ", ".join(r.name for r in selection.fixed)
+            needing = ", ".join(r.name for r in selection.needing_choice)
+            if needing:
+                roles.help_text = f"Several roles you may request fit {needing}; choose the one you need."
+            else:
+                roles.label = "Other roles (optional)"
+                roles.help_text = f"{fixed} reaches every resource here. Tick another role only if you need it too."
+        else:
+            del self.fields["roles"]
+
+        # The request is capped by its shortest max_duration; before a choice is
+        # made only the fixed roles are sure, and the service names the cap if
+        # a chosen role is shorter.
+        cap_roles = selection.fixed or selection.choices
+        cap = (min if selection.fixed else max)(r.max_duration for r in cap_roles)
+        self.fields["duration"].choices = duration_choices(cap)
+        self.fields["duration"].initial = str(int(min(DEFAULT_DURATION, cap).total_seconds()))
+
+        needing = [r for r in selection.roles if r.reason_required]
+        reason = self.fields["reason"]
+        hints = [r.reason_hint for r in selection.roles if r.reason_hint]
+        reason.help_text = " ".join(dict.fromkeys(hints))
+        if needing and not selection.choices:
+            reason.label = "Reason (required)"
+            reason.widget.attrs["required"] = True
+        elif needing:
+            reason.label = f"Reason (required by {', '.join(r.name for r in needing)})"
+        else:
+            reason.label = "Reason (optional)"
+
+        self.fields[
+            "start_time"
+        ].help_text = f"Optional, time zone {timezone.get_current_timezone_name()}. Empty: as soon as it is approved."
+        if reviewers:
+            self.fields["suggested_reviewers"].choices = [
+                (u.username, f"{u.get_full_name() or u.username} ({u.username})") for u in reviewers
+            ]
+        else:
+            del self.fields["suggested_reviewers"]
+
+    def chosen_roles(self) -> list[Role]:
+        by_name = {r.name: r for r in self.selection.choices}
+        chosen = [by_name[name] for name in self.cleaned_data.get("roles", [])]
+        return self.selection.fixed + chosen
+
+    def chosen_reviewers(self) -> list:
+        return [self.reviewer_users[name] for name in self.cleaned_data.get("suggested_reviewers", [])]
+
+
+class ReviewForm(forms.Form):
+    """The admin's confirmation page for approving or denying one or several requests."""
+
+    decision = forms.ChoiceField(choices=Review.Decision.choices, widget=forms.HiddenInput)
+    reason = forms.CharField(
+        required=False,
+        strip=False,
+        label="Review reason",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "maxlength": MAX_REASON_LENGTH}),
+        help_text="Recorded with each review and shown to the requester.",
+    )
+
+
+class RevokeForm(forms.Form):
+    reason = forms.CharField(
+        required=False,
+        strip=False,
+        label="Why is access ended early?",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "maxlength": MAX_REASON_LENGTH, "required": True}),
+        help_text="Required; recorded in the audit log and shown to the user.",
+    )

@@ -1,0 +1,177 @@
+"""The self-service pages: dashboard, resource search, request form, my requests.
+
+Thin: reads come from selectors, every change goes through the lifecycle
+service, and a ``DomainError`` becomes a message next to the field it names.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from accounts.selectors import resources_searchable_by, roles_matching, roles_requestable_by
+from inventory.filters import ResourceFilterSet
+from jitportal.errors import DomainError
+from requests_app import selectors, services
+from requests_app.forms import AccessRequestForm
+from requests_app.models import AccessRequest, Grant
+
+PAGE_SIZE = 25
+
+
+def _page(request: HttpRequest, items):
+    return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    board = selectors.dashboard_for(user=request.user, at=now)
+    return render(request, "portal/dashboard.html", {"board": board, "now": now})
+
+
+@login_required
+def resource_search(request: HttpRequest) -> HttpResponse:
+    """The API's scoping and FilterSet, as a page; each result names the role it would use."""
+    roles = roles_requestable_by(request.user)
+    queryset = resources_searchable_by(request.user, roles=roles).order_by("kind", "name")
+    filterset = ResourceFilterSet(request.GET or None, queryset=queryset)
+    page = _page(request, filterset.qs) if filterset.is_bound is False or filterset.is_valid() else None
+    rows = [(resource, roles_matching(resource, roles)) for resource in page] if page is not None else []
+    context = {
+        "filterset": filterset,
+        "page": page,
+        "rows": rows,
+        "has_roles": bool(roles),
+        "filtered": any(request.GET.get(key) for key in ("kind", "label", "search")),
+        "label_value": ", ".join(request.GET.getlist("label")),
+        "query": _query_without_page(request),
+    }
+    return render(request, "portal/resources.html", context, status=200 if page is not None else 400)
+
+
+@login_required
+def request_new(request: HttpRequest) -> HttpResponse:
+    """The request form; what is requested comes from the query string (``?resource=…`` or ``?role=…``)."""
+    refs = request.GET.getlist("resource")
+    role_name = request.GET.get("role", "").strip()
+    if not refs and not role_name:
+        return render(request, "portal/request_start.html", {"roles": roles_requestable_by(request.user)})
+
+    selection = selectors.request_selection(user=request.user, resource_refs=refs, role_name=role_name)
+    context = {"selection": selection}
+    if selection.error:
+        return render(request, "portal/request_form.html", context, status=400)
+
+    reviewers = selectors.reviewers_eligible_for(roles=selection.roles, exclude=request.user)
+    form = AccessRequestForm(
+        request.POST if request.method == "POST" else None, selection=selection, reviewers=reviewers
+    )
+    context.update(
+        form=form,
+        reviewers=reviewers,
+        approvals=max(r.approvals for r in selection.roles),
+        auto_approve=all(r.auto_approve for r in selection.roles),
+        resource_rows=[(r, selection.matches.get(r.pk, [])) for r in selection.resources],
+        other_errors={},
+    )
+    if request.method != "POST":
+        return render(request, "portal/request_form.html", context)
+
+    if form.is_valid():
+        try:
+            created = services.request_create(
+                requester=request.user,
+                resources=selection.resources,
+                roles=form.chosen_roles() if selection.resources else [selection.role],
+                reason=form.cleaned_data["reason"],
+                duration=form.cleaned_data["duration"],
+                start_time=form.cleaned_data["start_time"],
+                suggested_reviewers=form.chosen_reviewers(),
+            )
+        except DomainError as error:
+            if error.field in form.fields:
+                form.add_error(error.field, error.message)
+            else:
+                # resources / roles without a field of their own: shown beside the selection.
+                context["other_errors"] = {error.field or "form": error.message}
+        else:
+            if created.state == AccessRequest.State.APPROVED:
+                messages.success(request, "Approved automatically by the role's policy; your access is ready.")
+            else:
+                messages.success(request, "Request sent. Reviewers have been asked; this page shows its progress.")
+            return redirect("request-detail", pk=created.pk)
+    return render(request, "portal/request_form.html", context, status=400)
+
+
+@login_required
+def request_list(request: HttpRequest) -> HttpResponse:
+    state = request.GET.get("state", "")
+    if state not in AccessRequest.State.values:
+        state = ""
+    page = _page(request, selectors.requests_of(user=request.user, state=state or None))
+    context = {
+        "page": page,
+        "state": state,
+        "states": AccessRequest.State.choices,
+        "query": _query_without_page(request),
+    }
+    return render(request, "portal/request_list.html", context)
+
+
+@login_required
+def request_detail(request: HttpRequest, pk) -> HttpResponse:
+    access_request = selectors.request_detail_get(user=request.user, pk=pk)
+    if access_request is None:
+        raise Http404("no such request")
+    now = timezone.now()
+    grants = list(access_request.grants.all())
+    is_requester = access_request.requester_id == request.user.pk
+    # How to connect: only to the grant's owner, only while it is active, only for SSH servers.
+    connect = [
+        grant
+        for grant in grants
+        if is_requester and grant.resource_id and grant.resource.kind == "node" and grant.is_active(now)
+    ]
+    review_url = None
+    if access_request.state == AccessRequest.State.PENDING and selectors.user_may_use_review_queue(request.user):
+        if AccessRequest.objects.reviewable_by(request.user).filter(pk=access_request.pk).exists():
+            review_url = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
+    context = {
+        "req": access_request,
+        "grants": grants,
+        "now": now,
+        "is_requester": is_requester,
+        "can_cancel": is_requester and access_request.state == AccessRequest.State.PENDING,
+        "connect": connect,
+        "review_url": review_url,
+        "grant_states": Grant.State,
+    }
+    return render(request, "portal/request_detail.html", context)
+
+
+@login_required
+@require_POST
+def request_cancel(request: HttpRequest, pk) -> HttpResponse:
+    access_request = AccessRequest.objects.visible_to(request.user).filter(pk=pk).first()
+    if access_request is None:
+        raise Http404("no such request")
+    try:
+        services.request_cancel(request=access_request, user=request.user, reason=request.POST.get("reason", ""))
+    except DomainError as error:
+        messages.error(request, f"Not cancelled: {error.message}.")
+    else:
+        messages.success(request, "Request cancelled.")
+    return redirect("request-detail", pk=access_request.pk)

@@ -1,0 +1,412 @@
+"""The reviewers' queue in the admin: what a reviewer sees, approve / deny / revoke through the services."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin import helpers
+from django.contrib.auth.models import Group
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import ApiToken, Role, User
+from inventory.models import Resource
+from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+from requests_app.services import request_create, request_review
+from tests.conftest import make_role, make_user
+from tests.requests_app.portal import (
+    approved_request,
+    grant_review_permission,
+    many_resources,
+    pending_requests,
+    queries_for,
+)
+
+pytestmark = pytest.mark.django_db
+
+QUEUE = reverse("admin:requests_app_accessrequest_changelist")
+REVIEW = reverse("admin:requests_app_accessrequest_review")
+GRANTS = reverse("admin:requests_app_grant_changelist")
+REVOKE = reverse("admin:requests_app_grant_revoke")
+
+
+def change_url(obj) -> str:
+    return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def text(response) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.content.decode())).split())
+
+
+def shown(response) -> set:
+    return {obj.pk for obj in response.context["cl"].result_list}
+
+
+def act(client, action: str, requests, **params):
+    """Pick rows on the changelist and run an action, as the admin's form does."""
+    data = {"action": action, helpers.ACTION_CHECKBOX_NAME: [str(r.pk) for r in requests], "index": "0"}
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return client.post(f"{QUEUE}?{query}" if query else QUEUE, data)
+
+
+def confirm(client, decision: str, requests, reason: str = "checked", **extra):
+    return client.post(
+        REVIEW, {"decision": decision, "ids": [str(r.pk) for r in requests], "reason": reason, **extra}, follow=True
+    )
+
+
+@pytest.fixture
+def engineer_reviewer(reviewer):
+    """bob, also an engineer: he may request prod-ssh himself, and review everyone else's."""
+    reviewer.groups.add(Group.objects.get_or_create(name="engineers")[0])
+    return grant_review_permission(reviewer)
+
+
+@pytest.fixture
+def queue(requester, prod_ssh, web1, web2, db1):
+    """Pending prod-ssh requests bob may review, one he may not (prod-db: dba only), one decided."""
+    db_role = make_role("prod-db", resource_kinds=["db"], reviewers=("dba",))
+    first = request_create(requester=requester, resources=[web1], reason="INC-1 first")
+    second = request_create(requester=requester, resources=[web2], reason="INC-2 second")
+    other_role = request_create(requester=requester, resources=[db1], roles=[db_role], reason="INC-3 db")
+    decided = request_create(requester=requester, resources=[web1, web2], reason="INC-4 decided")
+    request_review(request=decided, reviewer=make_user("dan", groups=("sre-leads",)), decision="deny", reason="no")
+    return {"first": first, "second": second, "other_role": other_role, "decided": decided}
+
+
+# --- who sees what ---------------------------------------------------------------------------
+
+
+def test_a_reviewer_sees_only_the_queue_grants_and_audit_log(client, staff_reviewer):
+    client.force_login(staff_reviewer)
+    response = client.get(reverse("admin:index"))
+    listed = {m["object_name"] for app in response.context["app_list"] for m in app["models"]}
+    assert listed == {"AccessRequest", "Grant", "AuditEvent"}
+    for model in (Resource, Role, User, ApiToken):
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        assert client.get(url).status_code == 403, model
+
+
+def test_a_group_reviewer_without_staff_cannot_open_the_admin(client, reviewer):
+    grant_review_permission(reviewer, staff=False)
+    client.force_login(reviewer)
+    response = client.get(QUEUE)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert client.get(f"{REVIEW}?decision=approve").status_code == 302
+
+
+def test_queue_opens_on_pending_requests_awaiting_my_review(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    response = client.get(QUEUE)
+    assert shown(response) == {queue["first"].pk, queue["second"].pk}
+    page = text(response)
+    assert "Access requests awaiting my review" in page
+    assert "INC-1 first" in page and "node/web-1" in page and "0 of 2" in page
+    assert "in 23 hours" in page  # pending expiry: prod-ssh waits 24 hours
+
+
+def test_queue_never_holds_my_own_request(client, engineer_reviewer, queue, prod_ssh, web1):
+    mine = request_create(requester=engineer_reviewer, resources=[web1], reason="my own")
+    client.force_login(engineer_reviewer)
+    assert mine.pk not in shown(client.get(QUEUE))
+    assert mine.pk in shown(client.get(QUEUE, {"queue": "mine"}))
+
+
+def test_queue_hides_requests_past_their_pending_ttl(client, staff_reviewer, queue):
+    past = timezone.now() - timedelta(hours=1)
+    AccessRequest.objects.filter(pk=queue["first"].pk).update(
+        created_at=past, pending_expires_at=past + timedelta(minutes=59)
+    )
+    client.force_login(staff_reviewer)
+    assert shown(client.get(QUEUE)) == {queue["second"].pk}
+
+
+def test_all_requests_filters_and_search(client, staff_reviewer, queue, prod_ssh):
+    client.force_login(staff_reviewer)
+    assert shown(client.get(QUEUE, {"queue": "all"})) == {r.pk for r in queue.values()}
+    assert shown(client.get(QUEUE, {"queue": "all", "state__exact": "denied"})) == {queue["decided"].pk}
+    assert shown(client.get(QUEUE, {"queue": "all", "roles__id__exact": prod_ssh.pk})) == {
+        queue["first"].pk,
+        queue["second"].pk,
+        queue["decided"].pk,
+    }
+    assert shown(client.get(QUEUE, {"queue": "all", "q": "orders"})) == {queue["other_role"].pk}  # resource name
+    assert shown(client.get(QUEUE, {"queue": "all", "q": "second"})) == {queue["second"].pk}  # reason
+    assert len(shown(client.get(QUEUE, {"queue": "all", "q": "alice"}))) == 4  # requester
+    assert shown(client.get(QUEUE, {"queue": "reviewable"})) == {
+        queue["first"].pk,
+        queue["second"].pk,
+        queue["decided"].pk,
+    }
+
+
+def test_an_auditor_without_the_permission_reads_everything_but_cannot_review(client, staff, queue):
+    client.force_login(staff)
+    response = client.get(QUEUE)
+    assert shown(response) == {r.pk for r in queue.values()}
+    assert "approve_selected" not in response.content.decode()
+    assert client.get(f"{REVIEW}?decision=approve&ids={queue['first'].pk}").status_code == 403
+    response = act(client, "approve_selected", [queue["first"]])
+    assert not Review.objects.filter(request=queue["first"]).exists()
+    page = client.get(change_url(queue["first"]))
+    assert page.status_code == 200 and "Approve…" not in page.content.decode()
+
+
+def test_history_stays_read_only_for_reviewers(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    obj = queue["first"]
+    assert client.post(change_url(obj), {}).status_code == 403
+    assert client.get(reverse("admin:requests_app_accessrequest_add")).status_code == 403
+    assert (
+        client.post(reverse("admin:requests_app_accessrequest_delete", args=[obj.pk]), {"post": "yes"}).status_code
+        == 403
+    )
+    assert AccessRequest.objects.filter(pk=obj.pk, state="pending").exists()
+
+
+# --- approve and deny -------------------------------------------------------------------------
+
+
+def test_approve_action_asks_for_a_reason_on_an_intermediate_page(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    response = act(client, "approve_selected", [queue["first"]])
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/requests_app/review_confirm.html"
+    page = text(response)
+    assert "Approve 1 access request" in page and "INC-1 first" in page and "Review reason" in page
+    assert not Review.objects.filter(reviewer=staff_reviewer).exists()  # nothing happens before the confirmation
+    assert f'value="{QUEUE}"' in response.content.decode()  # back to the list afterwards
+
+    response = confirm(client, "approve", [queue["first"]], reason="matches INC-1", next=QUEUE)
+    assert response.redirect_chain[-1][0] == QUEUE
+    review = Review.objects.get(reviewer=staff_reviewer)
+    assert (review.request_id, review.reviewer, review.decision, review.reason) == (
+        queue["first"].pk,
+        staff_reviewer,
+        "approve",
+        "matches INC-1",
+    )
+    assert any("still pending, 1 of 2 approvals" in m for m in messages_of(response))
+    assert AuditEvent.objects.filter(action="review.created", actor_username="bob").count() == 1
+
+
+def test_second_reviewer_completes_the_threshold(client, staff_reviewer, staff_reviewer2, queue):
+    client.force_login(staff_reviewer)
+    confirm(client, "approve", [queue["first"]])
+    client.force_login(staff_reviewer2)
+    response = confirm(client, "approve", [queue["first"]])
+    assert any("now approved" in m for m in messages_of(response))
+    queue["first"].refresh_from_db()
+    assert queue["first"].state == AccessRequest.State.APPROVED
+    assert queue["first"].grants.count() == 1
+
+
+def test_bulk_review_reports_each_refusal_and_the_rest_proceed(client, engineer_reviewer, queue, web1, web2):
+    own = request_create(requester=engineer_reviewer, resources=[web2], reason="bob's own")
+    picked = [queue["first"], own, queue["other_role"], queue["second"], queue["decided"]]
+    client.force_login(engineer_reviewer)
+    page = act(client, "deny_selected", picked, queue="all")
+    assert page.status_code == 200
+    notes = text(page)
+    assert "your own request: will be refused" in notes
+    assert "you are not a reviewer for every role: will be refused" in notes
+    assert "it is denied: will be refused" in notes
+
+    response = confirm(client, "deny", picked, reason="not during the freeze")
+    errors = [m for m in messages_of(response) if "request" in m and ":" in m and "Denied" not in m]
+    assert errors == [
+        f"bob's request {str(own.pk)[:8]}: you cannot review your own request.",
+        f"alice's request {str(queue['other_role'].pk)[:8]}: you are not a reviewer for every role of this request.",
+        f"alice's request {str(queue['decided'].pk)[:8]}: "
+        "the request is denied; only pending requests can be reviewed.",
+    ]
+    for key in ("first", "second"):
+        queue[key].refresh_from_db()
+        assert queue[key].state == AccessRequest.State.DENIED
+    own.refresh_from_db()
+    queue["other_role"].refresh_from_db()
+    assert own.state == queue["other_role"].state == AccessRequest.State.PENDING
+    assert Review.objects.filter(reviewer=engineer_reviewer).count() == 2
+    # Refusals are audited by the service, as from the API.
+    assert AuditEvent.objects.filter(action="review.refused_self", actor_username="bob").count() == 1
+    assert AuditEvent.objects.filter(action="review.refused_ineligible", actor_username="bob").count() == 1
+
+
+def test_select_across_reviews_every_row_of_the_filtered_list(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    data = {
+        "action": "approve_selected",
+        helpers.ACTION_CHECKBOX_NAME: [str(queue["first"].pk)],
+        "select_across": "1",
+        "index": "0",
+    }
+    page = client.post(QUEUE, data)
+    assert {str(r.pk) for r in (queue["first"], queue["second"])} == set(page.context["ids"])
+
+
+def test_a_reason_too_long_is_shown_beside_the_field_and_nothing_is_reviewed(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    response = client.post(
+        REVIEW, {"decision": "approve", "ids": [str(queue["first"].pk), str(queue["second"].pk)], "reason": "x" * 5000}
+    )
+    assert response.status_code == 400
+    assert response.context["form"].errors["reason"] == ["must be at most 4096 characters"]
+    assert "must be at most 4096 characters" in text(response)
+    assert not Review.objects.filter(reviewer=staff_reviewer).exists()
+
+
+def test_review_page_refuses_an_unknown_decision_and_reports_unknown_ids(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    assert client.get(f"{REVIEW}?decision=maybe&ids={queue['first'].pk}").status_code == 400
+    response = client.post(
+        REVIEW, {"decision": "approve", "ids": ["not-a-uuid", str(queue["first"].pk)], "reason": ""}, follow=True
+    )
+    assert "not-a-uuid: no such request." in messages_of(response)
+    assert Review.objects.filter(request=queue["first"]).exists()
+
+
+def test_change_page_is_read_only_with_reviews_inline_and_approve_deny_buttons(
+    client, staff_reviewer, reviewer2, queue
+):
+    request_review(request=queue["first"], reviewer=reviewer2, decision="approve", reason="carol says yes")
+    client.force_login(staff_reviewer)
+    response = client.get(change_url(queue["first"]))
+    content = response.content.decode()
+    assert not response.context["has_change_permission"]
+    assert "carol says yes" in content  # the review, inline
+    approve = f"{REVIEW}?decision=approve&amp;ids={queue['first'].pk}"
+    assert approve in content and f"{REVIEW}?decision=deny&amp;ids={queue['first'].pk}" in content
+
+    page = client.get(html.unescape(approve))
+    assert page.status_code == 200 and "Approve 1 access request" in text(page)
+    response = confirm(client, "approve", [queue["first"]], reason="second look")
+    queue["first"].refresh_from_db()
+    assert queue["first"].state == AccessRequest.State.APPROVED
+
+
+@pytest.mark.parametrize(
+    "case,note",
+    [
+        ("own", "This is your own request; another reviewer decides on it."),
+        ("other_role", "You are not a reviewer for every role of this request."),
+        ("decided", "This request is denied; only pending requests can be reviewed."),
+        ("reviewed", "You have already reviewed this request."),
+    ],
+)
+def test_change_page_says_why_it_offers_no_buttons(client, engineer_reviewer, queue, web1, case, note):
+    if case == "own":
+        target = request_create(requester=engineer_reviewer, resources=[web1], reason="mine")
+    elif case == "reviewed":
+        target = queue["first"]
+        request_review(request=target, reviewer=engineer_reviewer, decision="approve")
+    else:
+        target = queue[case]
+    client.force_login(engineer_reviewer)
+    content = text(client.get(change_url(target)))
+    assert note in content and "Approve…" not in content
+
+
+# --- grants: revoke ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def grants(requester, reviewer, reviewer2, prod_ssh, web1, web2):
+    access_request = approved_request(
+        requester=requester, reviewers=[reviewer, reviewer2], role=prod_ssh, resources=[web1, web2]
+    )
+    return list(access_request.grants.order_by("pk"))
+
+
+def test_revoke_asks_for_a_reason_then_ends_access(client, staff, grants):
+    client.force_login(staff)
+    page = client.post(
+        GRANTS, {"action": "revoke_selected", helpers.ACTION_CHECKBOX_NAME: [grants[0].pk], "index": "0"}
+    )
+    assert page.status_code == 200 and "Revoke 1 grant" in text(page)
+    assert Grant.objects.get(pk=grants[0].pk).revoked_at is None
+
+    refused = client.post(REVOKE, {"ids": [grants[0].pk], "reason": ""})
+    assert refused.status_code == 400
+    assert refused.context["form"].errors["reason"] == ["a reason is required to revoke access"]
+    assert Grant.objects.get(pk=grants[0].pk).revoked_at is None
+
+    response = client.post(REVOKE, {"ids": [grants[0].pk], "reason": "incident closed"}, follow=True)
+    revoked = Grant.objects.get(pk=grants[0].pk)
+    assert revoked.revoked_by == staff and revoked.revoke_reason == "incident closed"
+    assert Grant.objects.get(pk=grants[1].pk).revoked_at is None
+    assert any(m.startswith("Revoked: grant") for m in messages_of(response))
+    assert AuditEvent.objects.filter(action="grant.revoked", actor_username="auditor").count() == 1
+
+
+def test_revoking_an_ended_grant_is_reported_and_the_rest_proceed(client, staff, grants):
+    client.force_login(staff)
+    client.post(REVOKE, {"ids": [grants[0].pk], "reason": "first"})
+    response = client.post(REVOKE, {"ids": [grants[0].pk, grants[1].pk, 999999], "reason": "second"}, follow=True)
+    messages = messages_of(response)
+    assert f"grant {grants[0].pk} (alice → node/web-1): the grant is already revoked." in messages
+    assert "grant 999999: no such grant." in messages
+    assert Grant.objects.get(pk=grants[1].pk).revoke_reason == "second"
+    assert AccessRequest.objects.get(pk=grants[0].request_id).state == AccessRequest.State.REVOKED
+
+
+def test_grant_change_page_offers_revoke_while_live(client, staff, grants):
+    client.force_login(staff)
+    assert f"{REVOKE}?ids={grants[0].pk}" in client.get(change_url(grants[0])).content.decode()
+    Grant.objects.filter(pk=grants[0].pk).update(revoked_at=timezone.now())
+    assert REVOKE not in client.get(change_url(grants[0])).content.decode()
+
+
+def test_grant_state_filter_still_reads_the_timestamps(client, staff, grants):
+    past = timezone.now() - timedelta(hours=1)
+    Grant.objects.filter(pk=grants[0].pk).update(starts_at=past, expires_at=past + timedelta(minutes=59))
+    client.force_login(staff)
+    assert shown(client.get(GRANTS, {"state": "expired"})) == {grants[0].pk}
+    assert shown(client.get(GRANTS, {"state": "active"})) == {grants[1].pk}
+
+
+# --- the index summary --------------------------------------------------------------------------
+
+
+def test_index_summary_counts_my_queue_its_oldest_and_active_grants(client, staff_reviewer, queue, grants):
+    AccessRequest.objects.filter(pk=queue["first"].pk).update(created_at=timezone.now() - timedelta(hours=3))
+    client.force_login(staff_reviewer)
+    response = client.get(reverse("admin:index"))
+    summary = response.context["review_summary"]
+    assert summary.awaiting == 2
+    assert timedelta(hours=3) <= summary.oldest_age < timedelta(hours=3, minutes=1)
+    assert summary.active_grants == 2
+    content = response.content.decode()
+    assert '<strong data-summary="awaiting">2</strong>' in content
+    assert '<td data-summary="oldest">3\xa0hours</td>' in content
+    assert '<strong data-summary="active">2</strong>' in content
+
+
+def test_index_summary_for_an_auditor_has_no_queue(client, staff, queue, grants):
+    client.force_login(staff)
+    response = client.get(reverse("admin:index"))
+    assert response.context["review_summary"].awaiting is None
+    assert "Awaiting my review" not in response.content.decode()
+    assert '<strong data-summary="active">2</strong>' in response.content.decode()
+
+
+# --- constant queries ------------------------------------------------------------------------------
+
+
+def test_queue_queries_do_not_grow_with_rows(client, staff_reviewer, requester, prod_ssh):
+    client.force_login(staff_reviewer)
+    hosts = many_resources(5, prefix="h")
+    client.get(QUEUE)
+    pending_requests(10, requester=requester, role=prod_ssh, resources=hosts)
+    small, response = queries_for(client, QUEUE)
+    assert response.context["cl"].result_count == 10
+    pending_requests(290, requester=requester, role=prod_ssh, resources=hosts)
+    large, response = queries_for(client, QUEUE)
+    assert response.context["cl"].result_count == 300
+    assert small == large, (small, large)
