@@ -13,9 +13,10 @@ LOAD_ENV := set -a; . ./.env.example; if [ -f .env ]; then . ./.env; fi; set +a
 
 .PHONY: run test venv migrate demo lint clean bench
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -36,7 +37,7 @@ run: demo
 	echo "  Demo logins (from demo/policy.yaml):"; \
 	sed -n 's/^# login: /    /p' demo/policy.yaml; \
 	echo ""; \
-	exec $(VENV)/bin/gunicorn jitportal.wsgi:application --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile -
+	exec $(PY) -m jitportal.devserver --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	@$(LOAD_ENV); unset DJANGO_DEBUG; $(PY) -m pytest $(PYTEST_ARGS)

@@ -25,20 +25,35 @@ from typing import Any, NoReturn
 
 import yaml
 from django.contrib.auth.hashers import check_password
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
 from django.db.models import Count
 
 from accounts.models import MAX_ROLE_DURATION, Role, User
+from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
 from inventory.models import Resource, ResourceLabel
-from inventory.services import LABEL_KEY, resource_upsert, validate_labels
+from inventory.services import resource_upsert, validate_labels
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError
 
 SECTIONS = ("groups", "users", "roles", "resources")
-USER_KEYS = ("username", "email", "password", "groups", "staff", "superuser", "active", "first_name", "last_name")
+USER_KEYS = (
+    "username",
+    "email",
+    "password",
+    "groups",
+    "staff",
+    "superuser",
+    "active",
+    "reviewer",
+    "first_name",
+    "last_name",
+)
+# ``reviewer: true`` lets a user work the review queue in the admin. Named by
+# string, not imported: requests_app depends on accounts, not the other way round.
+REVIEW_PERMISSION = ("requests_app", "review_accessrequest")
 ROLE_KEYS = (
     "name",
     "description",
@@ -54,8 +69,12 @@ ROLE_KEYS = (
     "reason_hint",
     "auto_approve",
     "pending_ttl",
+    "ssh_permit_pty",
+    "ssh_permit_port_forwarding",
+    "ssh_permit_agent_forwarding",
 )
 RESOURCE_KEYS = ("kind", "name", "address", "labels", "description")
+_SSH_FLAGS = ("ssh_permit_pty", "ssh_permit_port_forwarding", "ssh_permit_agent_forwarding")
 # PositiveSmallIntegerField holds up to this on every database.
 MAX_THRESHOLD = 32767
 
@@ -251,6 +270,7 @@ class _UserSpec:
     password: str | None
     groups: list[str]
     fields: dict[str, Any]  # model field -> value
+    reviewer: bool = False
 
 
 @dataclass
@@ -342,40 +362,21 @@ def _parse_user(index: int, raw: object) -> _UserSpec:
     password = entry.raw.get("password")
     if password is not None and (not isinstance(password, str) or not password):
         entry.fail("password", "must be non-empty text (leave it out for a user who cannot log in with one)")
-    return _UserSpec(entry, username, password, entry.names("groups"), fields)
+    reviewer = entry.flag("reviewer", False)
+    if reviewer:
+        # The queue lives in the admin, which only staff can open.
+        if entry.raw.get("staff") is False:
+            entry.fail("staff", "a reviewer works the queue in the admin, so must be staff (leave staff out)")
+        fields["is_staff"] = True
+    return _UserSpec(entry, username, password, entry.names("groups"), fields, reviewer)
 
 
-def _parse_selector(entry: _Entry) -> dict[str, list[str]]:
-    raw = entry.raw.get("resource_labels")
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        entry.fail("resource_labels", "must be a mapping of label key to a list of values ('*' for any)")
-    selector: dict[str, list[str]] = {}
-    for key, values in raw.items():
-        if not isinstance(key, str) or not LABEL_KEY.match(key):
-            entry.fail("resource_labels", f"label key {key!r} is not valid (letters, digits, '.', '_', '-', '/')")
-        if not isinstance(values, list):
-            values = [values]
-        if not values:
-            entry.fail("resource_labels", f"{key}: needs at least one value ('*' for any)")
-        clean = []
-        for value in values:
-            # Numbers are accepted as resource label values too, so the selector agrees.
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
-                entry.fail("resource_labels", f"{key}: {value!r} is not a label value")
-            clean.append(str(value))
-        selector[key] = list(dict.fromkeys(clean))
-    return selector
-
-
-def _parse_logins(entry: _Entry) -> list[str]:
-    logins = entry.names("logins", max_length=64)
-    for login in logins:
-        # A login becomes the certificate principal "login@resource", so these would make it ambiguous.
-        if any(ch.isspace() or ch in "@," for ch in login):
-            entry.fail("logins", f"{login!r} may not contain spaces, '@' or ','")
-    return logins
+def _shared_rule(entry: _Entry, rule, value):
+    """Run one of the role rules that the admin form applies too, naming this entry on failure."""
+    try:
+        return rule(value)
+    except DomainError as exc:
+        entry.fail(exc.field or "", exc.message)
 
 
 def _parse_role(index: int, raw: object) -> _RoleSpec:
@@ -384,18 +385,15 @@ def _parse_role(index: int, raw: object) -> _RoleSpec:
     if name != name.strip():
         entry.fail("name", "may not start or end with spaces")
     entry.check_keys(ROLE_KEYS)
-    kinds = entry.names("resource_kinds", max_length=32)
-    for kind in kinds:
-        if kind not in Resource.Kind.values:
-            entry.fail("resource_kinds", f"{kind!r} is not one of {', '.join(Resource.Kind.values)}")
+    kinds = _shared_rule(entry, role_clean_kinds, entry.names("resource_kinds", max_length=32))
     reason = entry.raw.get("reason", Role.ReasonMode.OPTIONAL)
     if reason not in Role.ReasonMode.values:
         entry.fail("reason", f"must be one of {', '.join(Role.ReasonMode.values)}, not {reason!r}")
     fields: dict[str, Any] = {
         "description": entry.text("description", max_length=10_000),
         "resource_kinds": kinds,
-        "resource_labels": _parse_selector(entry),
-        "logins": _parse_logins(entry),
+        "resource_labels": _shared_rule(entry, role_clean_selector, entry.raw.get("resource_labels")),
+        "logins": _shared_rule(entry, role_clean_logins, entry.names("logins", max_length=64)),
         "max_duration": entry.duration("max_duration", timedelta(hours=1), maximum=MAX_ROLE_DURATION),
         "approvals": entry.threshold("approvals"),
         "denials": entry.threshold("denials"),
@@ -403,6 +401,8 @@ def _parse_role(index: int, raw: object) -> _RoleSpec:
         "reason_hint": entry.text("reason_hint", max_length=255),
         "auto_approve": entry.flag("auto_approve", False),
         "pending_ttl": entry.duration("pending_ttl", timedelta(hours=24)),
+        # Extensions of the SSH certificates signed for this role's grants.
+        **{key: entry.flag(key, Role._meta.get_field(key).default) for key in _SSH_FLAGS},
     }
     return _RoleSpec(entry, name, fields, entry.names("requestable_by"), entry.names("reviewers"))
 
@@ -566,6 +566,17 @@ class _Writer:
         self.plan = plan
         self.changes: list[Change] = []
         self.groups: dict[str, Group] = {}
+        self._review_permission: Permission | None = None
+
+    def review_permission(self) -> Permission:
+        if self._review_permission is None:
+            app_label, codename = REVIEW_PERMISSION
+            self._review_permission = Permission.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            if self._review_permission is None:
+                raise DomainError(f"the permission {app_label}.{codename} does not exist; run migrate first")
+        return self._review_permission
 
     def record(self, action: str, kind: str, name: str, detail: list[str] | str = "") -> None:
         if isinstance(detail, list):
@@ -586,7 +597,8 @@ class _Writer:
 
     def write_users(self) -> None:
         names = [s.username for s in self.plan.users]
-        existing = {u.username: u for u in User.objects.filter(username__in=names).prefetch_related("groups")}
+        users = User.objects.filter(username__in=names).prefetch_related("groups", "user_permissions__content_type")
+        existing = {u.username: u for u in users}
         for spec in self.plan.users:
             user = existing.get(spec.username)
             if user is None:
@@ -598,6 +610,8 @@ class _Writer:
                 user.save()
                 if spec.groups:
                     user.groups.set([self.groups[n] for n in spec.groups])
+                if spec.reviewer:
+                    user.user_permissions.add(self.review_permission())
                 self.record("created", "user", spec.username)
                 continue
             changed = [key for key, attr in _USER_FIELDS.items() if getattr(user, attr) != spec.fields[attr]]
@@ -615,6 +629,17 @@ class _Writer:
             if {g.name for g in user.groups.all()} != set(spec.groups):
                 user.groups.set([self.groups[n] for n in spec.groups])
                 changed.append("groups")
+            # Only this one permission is the file's; others granted in the admin stay.
+            app_label, codename = REVIEW_PERMISSION
+            has_review = any(
+                p.codename == codename and p.content_type.app_label == app_label for p in user.user_permissions.all()
+            )
+            if has_review != spec.reviewer:
+                if spec.reviewer:
+                    user.user_permissions.add(self.review_permission())
+                else:
+                    user.user_permissions.remove(self.review_permission())
+                changed.append("reviewer")
             if changed:
                 self.record("updated", "user", spec.username, changed)
 

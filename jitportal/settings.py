@@ -105,6 +105,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Short OLTP queries: JIT compilation costs more than it saves (the
+    # label-selector searches would otherwise spend ~10 ms compiling).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -126,6 +130,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The portal's own stylesheet and script (jitportal is not an app, so not found by APP_DIRS).
+STATICFILES_DIRS = [BASE_DIR / "jitportal" / "static"]
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
@@ -211,3 +217,76 @@ LOGGING = {
 # --- Domain limits (DESIGN.md) ---------------------------------------------
 JITPORTAL_MAX_RESOURCES_PER_REQUEST = 300
 JITPORTAL_MAX_START_AHEAD = timedelta(days=7)
+
+# --- Background work (Celery) and notifications ----------------------------
+# Without CELERY_BROKER_URL the broker is kombu's filesystem transport under
+# DATA_DIR, so `make run` needs no server; production names Redis or RabbitMQ.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = DATA_DIR / "broker"
+    for _folder in ("queue", "processed", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Producers and consumers share one folder: a message written is a message read.
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+    }
+# Several deployments (or test runs) may share one Redis by using distinct queues.
+CELERY_TASK_DEFAULT_QUEUE = env_str("JITPORTAL_CELERY_QUEUE", "celery")
+# Tasks report through the database (grants, outbox rows), never through results.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+JITPORTAL_SWEEP_INTERVAL_SECONDS = env_int("JITPORTAL_SWEEP_INTERVAL_SECONDS", 30)
+JITPORTAL_SWEEP_BATCH_SIZE = env_int("JITPORTAL_SWEEP_BATCH_SIZE", 500)
+JITPORTAL_REMINDER_BEFORE = timedelta(seconds=env_int("JITPORTAL_REMINDER_BEFORE_SECONDS", 600))
+JITPORTAL_NOTIFICATION_MAX_ATTEMPTS = env_int("JITPORTAL_NOTIFICATION_MAX_ATTEMPTS", 10)
+JITPORTAL_NOTIFICATION_BACKOFF_SECONDS = env_int("JITPORTAL_NOTIFICATION_BACKOFF_SECONDS", 30)
+JITPORTAL_NOTIFICATION_BACKOFF_MAX_SECONDS = env_int("JITPORTAL_NOTIFICATION_BACKOFF_MAX_SECONDS", 3600)
+JITPORTAL_NOTIFICATION_TIMEOUT_SECONDS = env_int("JITPORTAL_NOTIFICATION_TIMEOUT_SECONDS", 10)
+# A claimed delivery is another worker's to retry once this passes, so it must
+# outlast the slowest attempt by a margin or a slow receiver gets it twice.
+JITPORTAL_NOTIFICATION_LEASE_SECONDS = max(
+    env_int("JITPORTAL_NOTIFICATION_LEASE_SECONDS", 120), 3 * JITPORTAL_NOTIFICATION_TIMEOUT_SECONDS
+)
+
+_sweep = JITPORTAL_SWEEP_INTERVAL_SECONDS
+# Each entry expires before the next run is sent, so runs missed while no
+# worker listened are dropped instead of piling up.
+_sweep_options = {"expires": _sweep * 0.9}
+CELERY_BEAT_SCHEDULE = {
+    "expire-grants": {"task": "requests_app.tasks.expire_grants", "schedule": _sweep, "options": _sweep_options},
+    "expire-pending-requests": {
+        "task": "requests_app.tasks.expire_pending_requests",
+        "schedule": _sweep,
+        "options": _sweep_options,
+    },
+    "remind-expiring-grants": {
+        "task": "requests_app.tasks.remind_expiring_grants",
+        "schedule": _sweep,
+        "options": _sweep_options,
+    },
+    "retry-notifications": {
+        "task": "requests_app.tasks.retry_notifications",
+        "schedule": _sweep,
+        "options": _sweep_options,
+    },
+}
+
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = JITPORTAL_NOTIFICATION_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "jitportal <jitportal@localhost>")

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import IntegrityError, connection
@@ -618,3 +618,91 @@ def test_demo_engineers_get_exactly_one_role_per_resource_and_dave_sees_the_over
     dave = User.objects.get(username="dave")
     with pytest.raises(DomainError, match=r"db/orders: several roles .*db-admin, prod-db"):
         request_create(requester=dave, resources=[Resource.objects.get(kind="db", name="orders")], reason="x")
+
+
+# --- SSH certificate extensions per role ------------------------------------------------
+
+
+def test_role_ssh_extensions_default_to_the_model_and_follow_the_file(tmp_path):
+    apply(POLICY, tmp_path=tmp_path)
+    role = Role.objects.get(name="prod-ssh")
+    assert (role.ssh_permit_pty, role.ssh_permit_port_forwarding, role.ssh_permit_agent_forwarding) == (
+        True,
+        False,
+        False,
+    )
+
+    changed = POLICY.replace(
+        "    approvals: 2\n", "    approvals: 2\n    ssh_permit_pty: false\n    ssh_permit_agent_forwarding: true\n"
+    )
+    out = apply(changed, tmp_path=tmp_path)
+
+    assert out.splitlines()[0] == "updated role prod-ssh (ssh_permit_pty, ssh_permit_agent_forwarding)"
+    role.refresh_from_db()
+    assert (role.ssh_permit_pty, role.ssh_permit_port_forwarding, role.ssh_permit_agent_forwarding) == (
+        False,
+        False,
+        True,
+    )
+    assert apply(changed, tmp_path=tmp_path) == "no changes\n"
+    # Left out again, they go back to the model defaults like every other role field.
+    assert apply(POLICY, tmp_path=tmp_path).splitlines()[0] == (
+        "updated role prod-ssh (ssh_permit_pty, ssh_permit_agent_forwarding)"
+    )
+
+
+def test_role_ssh_extension_must_be_a_boolean(tmp_path):
+    bad = POLICY.replace("    approvals: 2\n", "    approvals: 2\n    ssh_permit_port_forwarding: sometimes\n")
+
+    with pytest.raises(CommandError) as exc:
+        apply(bad, tmp_path=tmp_path)
+
+    assert str(exc.value) == "roles[0] (prod-ssh).ssh_permit_port_forwarding: must be true or false"
+    assert not Role.objects.exists()
+
+
+# --- reviewers: staff with the review permission ------------------------------------------
+
+
+def _reviews_in_admin(username: str) -> bool:
+    user = User.objects.get(username=username)  # fresh: no permission cache
+    return user.is_staff and user.has_perm("requests_app.review_accessrequest")
+
+
+def test_reviewer_flag_makes_a_staff_user_with_the_review_permission_and_back(tmp_path):
+    flagged = POLICY.replace("first_name: Bob}", "first_name: Bob, reviewer: true}")
+    assert flagged != POLICY
+    apply(flagged, tmp_path=tmp_path)
+    assert _reviews_in_admin("bob")
+    assert not _reviews_in_admin("alice")
+    assert apply(flagged, tmp_path=tmp_path) == "no changes\n"
+
+    # The file is the source of truth for this one permission; others granted by hand stay.
+    bob = User.objects.get(username="bob")
+    bob.user_permissions.add(Permission.objects.get(codename="view_resource"))
+    out = apply(POLICY, tmp_path=tmp_path)
+    assert out.splitlines()[0] == "updated user bob (staff, reviewer)"
+    assert not _reviews_in_admin("bob")
+    kept = User.objects.get(username="bob").user_permissions.values_list("codename", flat=True)
+    assert set(kept) == {"view_resource"}
+
+
+def test_reviewer_who_is_not_staff_is_refused(tmp_path):
+    bad = POLICY.replace("first_name: Bob}", "first_name: Bob, reviewer: true, staff: false}")
+    with pytest.raises(CommandError) as exc:
+        apply(bad, tmp_path=tmp_path)
+    assert str(exc.value) == (
+        "users[1] (bob).staff: a reviewer works the queue in the admin, so must be staff (leave staff out)"
+    )
+    assert not User.objects.exists()
+
+
+def test_demo_reviewers_can_open_the_review_queue():
+    call_command("apply", "-f", str(DEMO), stdout=io.StringIO())
+    assert {u for u in ("alice", "bob", "carol", "dave", "erin", "frank") if _reviews_in_admin(u)} == {
+        "bob",
+        "carol",
+        "dave",
+        "erin",
+        "frank",
+    }
