@@ -122,6 +122,14 @@ def test_dashboard_shows_my_grants_with_time_left_pending_progress_and_decisions
     assert "web-2" not in grants_section
 
 
+def test_dashboard_drops_a_grant_once_the_user_leaves_the_group(client, requester, reviewer, reviewer2, prod_ssh, web1):
+    approved_request(requester=requester, reviewers=[reviewer, reviewer2], role=prod_ssh, resources=[web1])
+    assert "web-1" in text(login(client, requester).get("/")).split("Waiting for review")[0]
+    requester.groups.clear()
+    grants_section = text(client.get("/")).split("Your access now")[1].split("Waiting for review")[0]
+    assert "web-1" not in grants_section
+
+
 def test_dashboard_countdown_is_in_the_markup_for_the_script(client, requester, reviewer, reviewer2, prod_ssh, web1):
     access_request = approved_request(
         requester=requester, reviewers=[reviewer, reviewer2], role=prod_ssh, resources=[web1]
