@@ -52,24 +52,9 @@ def audit_record(
     with the change it describes); the chain head row is locked so concurrent
     writers append one after another.
     """
-    event = _event(
-        action=action,
-        actor=actor,
-        target=target,
-        target_type=target_type,
-        target_id=target_id,
-        data=data,
-    )
-    with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
-        event.created_at = timezone.now()
-        event.prev_hash = head.last_hash
-        event.hash = event.compute_hash()
-        event.save()
-        head.last_hash = event.hash
-        head.count += 1
-        head.save(update_fields=["last_hash", "count"])
-    return event
+    return _append(
+        [_event(action=action, actor=actor, target=target, target_type=target_type, target_id=target_id, data=data)]
+    )[0]
 
 
 def audit_record_many(entries: Iterable[dict], *, batch_size: int = 500) -> int:
@@ -79,10 +64,13 @@ def audit_record_many(entries: Iterable[dict], *, batch_size: int = 500) -> int:
     so a batch of hundreds of transitions costs a few queries, not hundreds.
     """
     events = [_event(**entry) for entry in entries]
-    if not events:
-        return 0
+    return len(_append(events, batch_size=batch_size)) if events else 0
+
+
+def _append(events: list[AuditEvent], *, batch_size: int = 500) -> list[AuditEvent]:
     with transaction.atomic():
         head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        # Timestamps are taken under the lock so they run in chain order.
         now = timezone.now()
         prev_hash = head.last_hash
         for event in events:
@@ -93,7 +81,7 @@ def audit_record_many(entries: Iterable[dict], *, batch_size: int = 500) -> int:
         head.last_hash = prev_hash
         head.count += len(events)
         head.save(update_fields=["last_hash", "count"])
-    return len(events)
+    return events
 
 
 @dataclass
@@ -115,7 +103,9 @@ def audit_verify(*, batch_size: int = 2000) -> ChainReport:
             break
         for event in batch:
             if event.prev_hash != prev_hash:
-                return ChainReport(False, checked, event.id, "does not link to the event before it (one was removed or altered)")
+                return ChainReport(
+                    False, checked, event.id, "does not link to the event before it (one was removed or altered)"
+                )
             if event.compute_hash() != event.hash:
                 return ChainReport(False, checked, event.id, "its contents do not match its hash (it was altered)")
             prev_hash = event.hash
