@@ -22,12 +22,12 @@ class User(AbstractUser):
 
 
 class RoleQuerySet(models.QuerySet):
-    def requestable_by(self, user) -> "RoleQuerySet":
+    def requestable_by(self, user) -> RoleQuerySet:
         if not user.is_authenticated or not user.is_active:
             return self.none()
         return self.filter(requestable_by__user=user).distinct()
 
-    def reviewable_by(self, user) -> "RoleQuerySet":
+    def reviewable_by(self, user) -> RoleQuerySet:
         if not user.is_authenticated or not user.is_active:
             return self.none()
         return self.filter(reviewers__user=user).distinct()

@@ -72,9 +72,15 @@ def setup_people() -> tuple[User, Resource]:
     user = User.objects.create_user("bench", password="x")
     user.groups.add(engineers)
     roles = [
-        Role.objects.create(name="prod-ssh", resource_kinds=["node"], resource_labels={"env": ["prod"]}, logins=["ubuntu"]),
-        Role.objects.create(name="team-db", resource_kinds=["db"], resource_labels={"team": ["team1", "team2"]}, logins=["postgres"]),
-        Role.objects.create(name="apps", resource_kinds=["app", "kube_cluster"], resource_labels={"region": ["*"]}, logins=["admin"]),
+        Role.objects.create(
+            name="prod-ssh", resource_kinds=["node"], resource_labels={"env": ["prod"]}, logins=["ubuntu"]
+        ),
+        Role.objects.create(
+            name="team-db", resource_kinds=["db"], resource_labels={"team": ["team1", "team2"]}, logins=["postgres"]
+        ),
+        Role.objects.create(
+            name="apps", resource_kinds=["app", "kube_cluster"], resource_labels={"region": ["*"]}, logins=["admin"]
+        ),
     ]
     for role in roles:
         role.requestable_by.add(engineers)
@@ -89,7 +95,14 @@ def setup_people() -> tuple[User, Resource]:
     others = Resource.objects.filter(kind="node", labels__env="prod").exclude(pk=target.pk)[:20]
     Grant.objects.bulk_create(
         [
-            Grant(request=access_request, user=user, role=roles[0], resource=r, starts_at=now, expires_at=now + timedelta(hours=1))
+            Grant(
+                request=access_request,
+                user=user,
+                role=roles[0],
+                resource=r,
+                starts_at=now,
+                expires_at=now + timedelta(hours=1),
+            )
             for r in [*others, target]
         ]
     )
@@ -138,7 +151,9 @@ def main() -> None:
             client = APIClient()
             client.force_authenticate(user)
             cases = {
-                "search kind+label+text (page of 50)": "/api/v1/resources/?kind=node&label=env=prod&search=team1&page_size=50",
+                "search kind+label+text (page of 50)": (
+                    "/api/v1/resources/?kind=node&label=env=prod&search=team1&page_size=50"
+                ),
                 "search kind+label (page of 50)": "/api/v1/resources/?kind=node&label=env=prod&page_size=50",
                 "access check (allowed)": f"/api/v1/access-check/?resource={target.kind}/{target.name}&login=ubuntu",
                 "access check (denied)": "/api/v1/access-check/?resource=node/node-5&login=ubuntu",

@@ -7,14 +7,14 @@ from django.db.models import Exists, OuterRef, Q
 
 
 class ResourceQuerySet(models.QuerySet):
-    def matching_selector(self, kinds: list[str], labels: dict[str, list[str]]) -> "ResourceQuerySet":
+    def matching_selector(self, kinds: list[str], labels: dict[str, list[str]]) -> ResourceQuerySet:
         """Resources whose kind is listed and whose labels satisfy every key.
 
         A selector with no kinds matches nothing (deny by default).
         """
         return self.filter(selector_q(kinds, labels))
 
-    def with_label(self, key: str, value: str | None = None) -> "ResourceQuerySet":
+    def with_label(self, key: str, value: str | None = None) -> ResourceQuerySet:
         rows = ResourceLabel.objects.filter(resource=OuterRef("pk"), key=key)
         if value is not None:
             rows = rows.filter(value=value)

@@ -41,7 +41,7 @@ def resources_resolve(refs: list, *, field: str = "resources") -> list[Resource]
     by_id = {r.pk: r for r in found}
     by_ref = {(r.kind, r.name): r for r in found}
     resolved, missing = [], []
-    for ref, (how, value) in zip(refs, parsed):
+    for ref, (how, value) in zip(refs, parsed, strict=True):
         resource = by_id.get(value) if how == "id" else by_ref.get(value)
         if resource is None:
             missing.append(str(ref))

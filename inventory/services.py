@@ -34,9 +34,7 @@ def resource_set_labels(*, resource: Resource, labels: dict[str, str]) -> None:
     """Make the index rows of ``resource`` equal to ``labels`` (already saved on it)."""
     with transaction.atomic():
         ResourceLabel.objects.filter(resource=resource).delete()
-        ResourceLabel.objects.bulk_create(
-            [ResourceLabel(resource=resource, key=k, value=v) for k, v in labels.items()]
-        )
+        ResourceLabel.objects.bulk_create([ResourceLabel(resource=resource, key=k, value=v) for k, v in labels.items()])
 
 
 def resource_upsert(

@@ -31,9 +31,7 @@ def parse_duration(value: object) -> timedelta:
             seconds = float(text)
         else:
             if not text or not re.fullmatch(r"(\d+(?:\.\d+)?(ms|s|m|h|d))+", text):
-                raise ValueError(
-                    f"{value!r} is not a duration; use seconds or a string like '45s', '90m' or '1h30m'"
-                )
+                raise ValueError(f"{value!r} is not a duration; use seconds or a string like '45s', '90m' or '1h30m'")
             seconds = sum(float(num) * _UNITS[unit] for num, unit in _PART.findall(text))
     else:
         raise ValueError("a duration is a number of seconds or a string like '90m' or '1h30m'")

@@ -31,8 +31,7 @@ def env_required(name: str) -> str:
     value = env_str(name)
     if not value:
         raise ImproperlyConfigured(
-            f"{name} is not set. Set it (or {name}_FILE) in the environment; "
-            "see .env.example for development defaults."
+            f"{name} is not set. Set it (or {name}_FILE) in the environment; see .env.example for development defaults."
         )
     return value
 

@@ -32,9 +32,7 @@ if DEBUG:
 else:
     JITPORTAL_ENCRYPTION_KEYS = env_list("JITPORTAL_ENCRYPTION_KEYS") or [env_required("JITPORTAL_ENCRYPTION_KEYS")]
 
-ALLOWED_HOSTS = env_list(
-    "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
-)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 # Public base URL used in links sent out of the portal (notifications, CLI).

@@ -65,7 +65,9 @@ def _pick_roles(*, resources: list[Resource], roles: list[Role], requestable: li
             matching = roles_matching(resource, roles)
             if not matching:
                 names = ", ".join(r.name for r in roles)
-                raise DomainError(f"{resource.ref}: none of the requested roles ({names}) grants access to it", field="resources")
+                raise DomainError(
+                    f"{resource.ref}: none of the requested roles ({names}) grants access to it", field="resources"
+                )
             used.update(r.pk for r in matching)
         unused = [r.name for r in roles if r.pk not in used]
         if unused:
@@ -209,7 +211,9 @@ def reviewer_is_eligible(*, reviewer, roles: list[Role]) -> bool:
     """Eligible when the reviewer is in a reviewer group of every role."""
     if not reviewer.is_active or not roles:
         return False
-    reviewable = set(Role.objects.reviewable_by(reviewer).filter(pk__in=[r.pk for r in roles]).values_list("pk", flat=True))
+    reviewable = set(
+        Role.objects.reviewable_by(reviewer).filter(pk__in=[r.pk for r in roles]).values_list("pk", flat=True)
+    )
     return all(r.pk in reviewable for r in roles)
 
 
@@ -218,9 +222,7 @@ def _lock(access_request: AccessRequest) -> AccessRequest:
     # block the foreign-key checks (FOR KEY SHARE) of other transactions that
     # insert rows naming that user, and deadlock two people reviewing each
     # other's requests at once.
-    return (
-        AccessRequest.objects.select_for_update(of=("self",)).select_related("requester").get(pk=access_request.pk)
-    )
+    return AccessRequest.objects.select_for_update(of=("self",)).select_related("requester").get(pk=access_request.pk)
 
 
 def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
@@ -235,7 +237,9 @@ def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
     return False
 
 
-def request_review(*, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None) -> Review:
+def request_review(
+    *, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None
+) -> Review:
     """Record one reviewer's decision and resolve the request when a threshold is met."""
     now = now or timezone.now()
     if decision not in Review.Decision.values:
@@ -246,9 +250,15 @@ def request_review(*, request: AccessRequest, reviewer, decision: str, reason: s
         with transaction.atomic():
             access_request = _lock(request)
             roles = list(access_request.roles.all())
-            audit_data = {"decision": decision, "request": str(access_request.pk), "requester": access_request.requester.username}
+            audit_data = {
+                "decision": decision,
+                "request": str(access_request.pk),
+                "requester": access_request.requester.username,
+            }
             if access_request.requester_id == reviewer.pk:
-                raise _Refusal(PermissionRefused("you cannot review your own request"), "review.refused_self", audit_data)
+                raise _Refusal(
+                    PermissionRefused("you cannot review your own request"), "review.refused_self", audit_data
+                )
             if not reviewer_is_eligible(reviewer=reviewer, roles=roles):
                 raise _Refusal(
                     PermissionRefused("you are not a reviewer for every role of this request"),
@@ -265,7 +275,12 @@ def request_review(*, request: AccessRequest, reviewer, decision: str, reason: s
                 review = Review.objects.create(
                     request=access_request, reviewer=reviewer, decision=decision, reason=reason, created_at=now
                 )
-                audit_record(action="review.created", actor=reviewer, target=access_request, data={**audit_data, "reason": reason})
+                audit_record(
+                    action="review.created",
+                    actor=reviewer,
+                    target=access_request,
+                    data={**audit_data, "reason": reason},
+                )
                 counts = Review.objects.filter(request=access_request).aggregate(
                     approvals=Count("pk", filter=Q(decision=Review.Decision.APPROVE)),
                     denials=Count("pk", filter=Q(decision=Review.Decision.DENY)),
@@ -275,14 +290,24 @@ def request_review(*, request: AccessRequest, reviewer, decision: str, reason: s
                     access_request.resolved_at = now
                     access_request.resolution_reason = reason
                     access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
-                    audit_record(action="request.denied", actor=reviewer, target=access_request, data=_request_audit_data(access_request))
+                    audit_record(
+                        action="request.denied",
+                        actor=reviewer,
+                        target=access_request,
+                        data=_request_audit_data(access_request),
+                    )
                     notify(event=Event.REQUEST_DENIED, access_request=access_request)
                 elif counts["approvals"] >= access_request.approvals_required:
                     _approve(access_request, at=now, resolution=reason, actor=reviewer)
                 request.state = access_request.state
                 return review
     except _Refusal as refusal:
-        audit_record(action=refusal.action, actor=reviewer, target=request, data={**refusal.data, "message": refusal.error.message})
+        audit_record(
+            action=refusal.action,
+            actor=reviewer,
+            target=request,
+            data={**refusal.data, "message": refusal.error.message},
+        )
         raise refusal.error from None
     if expired:
         request.state = AccessRequest.State.EXPIRED
@@ -342,7 +367,9 @@ def request_cancel(*, request: AccessRequest, user, reason: str = "", now: datet
         access_request.resolved_at = now
         access_request.resolution_reason = reason or "cancelled by the requester"
         access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
-        audit_record(action="request.cancelled", actor=user, target=access_request, data=_request_audit_data(access_request))
+        audit_record(
+            action="request.cancelled", actor=user, target=access_request, data=_request_audit_data(access_request)
+        )
     return access_request
 
 
@@ -379,9 +406,7 @@ def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) ->
                 .select_related("requester")
                 .order_by("pending_expires_at")
             )
-            audit_record_many(
-                {"action": "request.expired", "target": r, "data": _request_audit_data(r)} for r in batch
-            )
+            audit_record_many({"action": "request.expired", "target": r, "data": _request_audit_data(r)} for r in batch)
             notify_many(event=Event.REQUEST_EXPIRED, subjects=[(r, None) for r in batch], now=now)
         expired += len(batch)
     return expired
@@ -461,9 +486,7 @@ def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | N
     return _sweep_grants(
         due=due,
         claim={"reminded_at": now},
-        handle=lambda batch: notify_many(
-            event=Event.GRANT_EXPIRING, subjects=[(g.request, g) for g in batch], now=now
-        ),
+        handle=lambda batch: notify_many(event=Event.GRANT_EXPIRING, subjects=[(g.request, g) for g in batch], now=now),
     )
 
 
@@ -499,7 +522,9 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
             access_request.state = AccessRequest.State.REVOKED
             access_request.resolution_reason = reason
             access_request.save(update_fields=["state", "resolution_reason"])
-            audit_record(action="request.revoked", actor=by, target=access_request, data=_request_audit_data(access_request))
+            audit_record(
+                action="request.revoked", actor=by, target=access_request, data=_request_audit_data(access_request)
+            )
     grant.refresh_from_db()
     return grant
 

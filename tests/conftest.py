@@ -23,7 +23,9 @@ from inventory.services import resource_upsert
 _seq = count(1)
 
 
-def make_user(username: str | None = None, *, groups: tuple[str, ...] = (), password: str = "pw-correct-horse", **extra) -> User:
+def make_user(
+    username: str | None = None, *, groups: tuple[str, ...] = (), password: str = "pw-correct-horse", **extra
+) -> User:
     username = username or f"user{next(_seq)}"
     user = User.objects.create_user(username=username, password=password, email=f"{username}@example.com", **extra)
     for name in groups:

@@ -46,7 +46,9 @@ def one_step_role(db):
 @pytest.fixture
 def data(requester, reviewer, one_step_role, web1, web2, dev1, db1):
     """Some of everything: an approved request with grants, a pending one, a token."""
-    approved = approved_requests(1, requester=requester, reviewer=reviewer, role=one_step_role, resources=[web1, web2])[0]
+    approved = approved_requests(1, requester=requester, reviewer=reviewer, role=one_step_role, resources=[web1, web2])[
+        0
+    ]
     pending = request_create(requester=requester, roles=[one_step_role], reason="role-based")
     token, _ = ApiToken.objects.create(user=requester, name="laptop")
     return {"approved": approved, "pending": pending, "token": token, "resource": web1, "role": one_step_role}
@@ -306,7 +308,13 @@ def test_editing_labels_in_admin_updates_label_rows(admin_client, web1):
 def test_adding_a_resource_in_admin_indexes_its_labels(admin_client):
     response = admin_client.post(
         admin_url(Resource, "add"),
-        {"kind": "db", "name": "billing", "address": "db:5432", "labels": '{"env": "prod", "port": 5432}', "description": ""},
+        {
+            "kind": "db",
+            "name": "billing",
+            "address": "db:5432",
+            "labels": '{"env": "prod", "port": 5432}',
+            "description": "",
+        },
     )
     assert response.status_code == 302
     resource = Resource.objects.get(kind="db", name="billing")
@@ -421,7 +429,9 @@ def test_request_changelist_queries_do_not_grow_with_rows(admin_client, requeste
     assert_constant_queries(
         admin_client,
         AccessRequest,
-        lambda n: approved_requests(n, requester=requester, reviewer=reviewer, role=one_step_role, resources=[web1, web2]),
+        lambda n: approved_requests(
+            n, requester=requester, reviewer=reviewer, role=one_step_role, resources=[web1, web2]
+        ),
         (5, 30),
     )
 
@@ -446,9 +456,16 @@ def test_user_changelist_queries_do_not_grow_with_rows(admin_client):
     )
 
 
-def test_review_token_and_audit_changelists_queries_do_not_grow_with_rows(admin_client, requester, reviewer, one_step_role, web1):
+def test_review_token_and_audit_changelists_queries_do_not_grow_with_rows(
+    admin_client, requester, reviewer, one_step_role, web1
+):
     for model, grow in [
-        (Review, lambda n: approved_requests(n, requester=requester, reviewer=reviewer, role=one_step_role, resources=[web1])),
+        (
+            Review,
+            lambda n: approved_requests(
+                n, requester=requester, reviewer=reviewer, role=one_step_role, resources=[web1]
+            ),
+        ),
         (ApiToken, lambda n: [ApiToken.objects.create(user=make_user(), name="t") for _ in range(n)]),
         (Resource, lambda n: [make_resource(labels={"env": "prod"}) for _ in range(n)]),
     ]:

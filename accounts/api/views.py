@@ -48,13 +48,9 @@ class TokenView(APIView):
 
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(
-            request, username=data.validated_data["username"], password=data.validated_data["password"]
-        )
+        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
         if user is None or not user.is_active:
-            audit_record(
-                action="token.refused", target_type="user", target_id=data.validated_data["username"][:64]
-            )
+            audit_record(action="token.refused", target_type="user", target_id=data.validated_data["username"][:64])
             return Response({"detail": "invalid username or password"}, status=status.HTTP_400_BAD_REQUEST)
         instance, token = ApiToken.objects.create(user=user, name=data.validated_data.get("name", ""))
         audit_record(action="token.created", actor=user, target_type="apitoken", target_id=instance.token_key)

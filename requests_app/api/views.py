@@ -189,14 +189,18 @@ class AccessCheckView(APIView):
             token = request.auth
             may_check_others = request.user.is_staff or bool(getattr(token, "can_check_access", False))
             if not may_check_others:
-                raise PermissionRefused("checking another user's access needs staff or a token with the check permission")
+                raise PermissionRefused(
+                    "checking another user's access needs staff or a token with the check permission"
+                )
             user = User.objects.filter(username=username).first()
             if user is None:
                 raise NotFound(f"no such user: {username}")
         resource = resource_get(resource_ref)
         login = params.get("login")
         # A login that is sent but blank is checked (and matches nothing): fail closed.
-        decision = services.access_check(user=user, resource=resource, login=login.strip() if login is not None else None)
+        decision = services.access_check(
+            user=user, resource=resource, login=login.strip() if login is not None else None
+        )
         body = {
             "allowed": decision.allowed,
             "grant": decision.grant.pk if decision.grant else None,

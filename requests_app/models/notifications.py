@@ -79,9 +79,7 @@ class Notification(models.Model):
             ),
         ]
         indexes = [
-            models.Index(
-                fields=["next_attempt_at"], condition=Q(status="pending"), name="notification_due_idx"
-            ),
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="notification_due_idx"),
         ]
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ MAX_REASON_LENGTH = 4096
 
 
 class AccessRequestQuerySet(models.QuerySet):
-    def visible_to(self, user) -> "AccessRequestQuerySet":
+    def visible_to(self, user) -> AccessRequestQuerySet:
         """Own requests, those the user may review, everything for auditors (staff)."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
@@ -25,7 +25,7 @@ class AccessRequestQuerySet(models.QuerySet):
             return self
         return self.filter(Q(requester=user) | Q(pk__in=self.reviewable_by(user).values("pk")))
 
-    def reviewable_by(self, user) -> "AccessRequestQuerySet":
+    def reviewable_by(self, user) -> AccessRequestQuerySet:
         """Requests where ``user`` is eligible for every role, never their own."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
@@ -37,13 +37,13 @@ class AccessRequestQuerySet(models.QuerySet):
             .distinct()
         )
 
-    def with_counts(self) -> "AccessRequestQuerySet":
+    def with_counts(self) -> AccessRequestQuerySet:
         return self.annotate(
             approval_count=Count("reviews", filter=Q(reviews__decision="approve"), distinct=True),
             denial_count=Count("reviews", filter=Q(reviews__decision="deny"), distinct=True),
         )
 
-    def due_for_expiry(self, *, at: datetime) -> "AccessRequestQuerySet":
+    def due_for_expiry(self, *, at: datetime) -> AccessRequestQuerySet:
         return self.filter(state=AccessRequest.State.PENDING, pending_expires_at__lte=at)
 
 
@@ -61,17 +61,13 @@ class AccessRequest(models.Model):
     FINAL_STATES = {State.DENIED, State.CANCELLED, State.EXPIRED, State.REVOKED}
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    requester = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests"
-    )
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
     roles = models.ManyToManyField(Role, related_name="access_requests")
     resources = models.ManyToManyField(Resource, related_name="access_requests", blank=True)
     reason = models.TextField(blank=True, max_length=MAX_REASON_LENGTH)
     duration = models.DurationField()
     start_time = models.DateTimeField(null=True, blank=True)
-    suggested_reviewers = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, related_name="suggested_reviews", blank=True
-    )
+    suggested_reviewers = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="suggested_reviews", blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     # Thresholds are fixed when the request is made, from its roles, so a
     # later policy change never flips a request already under review.
@@ -137,14 +133,14 @@ class Review(models.Model):
 
 
 class GrantQuerySet(models.QuerySet):
-    def visible_to(self, user) -> "GrantQuerySet":
+    def visible_to(self, user) -> GrantQuerySet:
         if not user.is_authenticated or not user.is_active:
             return self.none()
         if user.is_staff:
             return self
         return self.filter(user=user)
 
-    def active(self, *, at: datetime) -> "GrantQuerySet":
+    def active(self, *, at: datetime) -> GrantQuerySet:
         return self.filter(starts_at__lte=at, expires_at__gt=at, revoked_at__isnull=True)
 
 
@@ -185,9 +181,7 @@ class Grant(models.Model):
         indexes = [
             models.Index(fields=["user", "expires_at"], name="grant_user_expiry_idx"),
             models.Index(fields=["expires_at"], name="grant_expiry_idx"),
-            models.Index(
-                fields=["expires_at"], condition=Q(ended_at__isnull=True), name="grant_unended_expiry_idx"
-            ),
+            models.Index(fields=["expires_at"], condition=Q(ended_at__isnull=True), name="grant_unended_expiry_idx"),
         ]
 
     def __str__(self) -> str:

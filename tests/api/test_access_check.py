@@ -85,7 +85,9 @@ def test_user_without_any_grant_is_refused(api, requester, prod_ssh, web1):
     assert check(api(requester), resource="node/web-1", login="ubuntu")["allowed"] is False
 
 
-def test_role_based_grant_covers_what_the_role_matches_only(api, requester, reviewer, reviewer2, prod_ssh, web1, web2, dev1):
+def test_role_based_grant_covers_what_the_role_matches_only(
+    api, requester, reviewer, reviewer2, prod_ssh, web1, web2, dev1
+):
     approve(services.request_create(requester=requester, roles=[prod_ssh], reason="INC-1"), reviewer, reviewer2)
     client = api(requester)
 
@@ -99,7 +101,9 @@ def test_role_based_grant_covers_what_the_role_matches_only(api, requester, revi
 
 def test_expired_grant_denies_without_any_sweep(api, requester, alice_grant):
     now = timezone.now()
-    Grant.objects.filter(pk=alice_grant.pk).update(starts_at=now - timedelta(hours=1), expires_at=now - timedelta(seconds=1))
+    Grant.objects.filter(pk=alice_grant.pk).update(
+        starts_at=now - timedelta(hours=1), expires_at=now - timedelta(seconds=1)
+    )
 
     body = check(api(requester), resource="node/web-1", login="ubuntu")
 
@@ -109,7 +113,9 @@ def test_expired_grant_denies_without_any_sweep(api, requester, alice_grant):
 
 def test_grant_not_yet_started_denies(api, requester, alice_grant):
     now = timezone.now()
-    Grant.objects.filter(pk=alice_grant.pk).update(starts_at=now + timedelta(minutes=5), expires_at=now + timedelta(hours=1))
+    Grant.objects.filter(pk=alice_grant.pk).update(
+        starts_at=now + timedelta(minutes=5), expires_at=now + timedelta(hours=1)
+    )
 
     assert check(api(requester), resource="node/web-1", login="ubuntu")["allowed"] is False
 

@@ -72,7 +72,12 @@ def test_issued_token_authenticates_api_calls(requester):
     response = token_client(token).get("/api/v1/me/")
 
     assert response.status_code == 200
-    assert response.json() == {"username": "alice", "email": "alice@example.com", "is_staff": False, "groups": ["engineers"]}
+    assert response.json() == {
+        "username": "alice",
+        "email": "alice@example.com",
+        "is_staff": False,
+        "groups": ["engineers"],
+    }
 
 
 def test_token_is_stored_only_as_a_hash(requester):
@@ -299,13 +304,17 @@ def test_whole_flow_runs_on_tokens_from_the_token_endpoint(requester, reviewer, 
     found = alice.get("/api/v1/resources/?label=env=prod").json()
     assert [r["name"] for r in found["results"]] == ["web-1", "web-2"]
 
-    created = alice.post("/api/v1/requests/", {"resources": ["node/web-1"], "reason": "INC-7", "duration": "30m"}, format="json")
+    created = alice.post(
+        "/api/v1/requests/", {"resources": ["node/web-1"], "reason": "INC-7", "duration": "30m"}, format="json"
+    )
     assert created.status_code == 201, created.content
     request_id = created.json()["id"]
     assert [r["id"] for r in bob.get("/api/v1/requests/?scope=review").json()["results"]] == [request_id]
 
     first = bob.post(f"/api/v1/requests/{request_id}/reviews/", {"decision": "approve", "reason": "ok"}, format="json")
-    second = carol.post(f"/api/v1/requests/{request_id}/reviews/", {"decision": "approve", "reason": "ok"}, format="json")
+    second = carol.post(
+        f"/api/v1/requests/{request_id}/reviews/", {"decision": "approve", "reason": "ok"}, format="json"
+    )
     assert (first.json()["request_state"], second.json()["request_state"]) == ("pending", "approved")
 
     check = alice.get("/api/v1/access-check/?resource=node/web-1&login=ubuntu").json()

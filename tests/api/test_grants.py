@@ -199,7 +199,9 @@ def test_staff_revoke_ends_access_at_once(api, requester, staff, alice_grant):
     assert check(api(requester))["allowed"] is False
     alice_grant.request.refresh_from_db()
     assert alice_grant.request.state == AccessRequest.State.REVOKED
-    assert AuditEvent.objects.filter(action="grant.revoked", actor_username="auditor", target_id=str(alice_grant.pk)).exists()
+    assert AuditEvent.objects.filter(
+        action="grant.revoked", actor_username="auditor", target_id=str(alice_grant.pk)
+    ).exists()
 
 
 def test_revoking_one_grant_keeps_the_others(api, requester, staff, reviewers, prod_ssh, web1, web2):
@@ -271,7 +273,9 @@ def test_revoke_of_unknown_grant_is_404(api, staff, alice_grant):
     [None, 5, "stop", ["stop"], {"reason": None}, {"reason": {"r": "x"}}, {"reason": ["x"]}, {"reason": "x" * 4097}],
 )
 def test_wrong_typed_revoke_bodies_are_400_and_revoke_nothing(api, staff, alice_grant, body):
-    response = api(staff).post(f"{GRANTS}{alice_grant.pk}/revoke/", data=json.dumps(body), content_type="application/json")
+    response = api(staff).post(
+        f"{GRANTS}{alice_grant.pk}/revoke/", data=json.dumps(body), content_type="application/json"
+    )
 
     assert response.status_code == 400, response.content
     alice_grant.refresh_from_db()

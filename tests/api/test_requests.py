@@ -79,7 +79,12 @@ def test_create_with_suggested_reviewers_and_start_time(api, requester, reviewer
 
     response = api(requester).post(
         REQUESTS,
-        {"resources": ["node/web-1"], "reason": "INC-1", "suggested_reviewers": ["bob"], "start_time": start.isoformat()},
+        {
+            "resources": ["node/web-1"],
+            "reason": "INC-1",
+            "suggested_reviewers": ["bob"],
+            "start_time": start.isoformat(),
+        },
     )
 
     assert response.status_code == 201
@@ -99,7 +104,16 @@ def test_auto_approve_role_is_approved_at_once_with_grants(api, requester, web1)
 
 @pytest.mark.parametrize(
     "duration, seconds",
-    [(1800, 1800), ("1800", 1800), ("45s", 45), ("30m", 1800), ("90m", 5400), ("1h30m", 5400), ("4h", 14400), (None, 3600)],
+    [
+        (1800, 1800),
+        ("1800", 1800),
+        ("45s", 45),
+        ("30m", 1800),
+        ("90m", 5400),
+        ("1h30m", 5400),
+        ("4h", 14400),
+        (None, 3600),
+    ],
 )
 def test_durations_in_seconds_or_go_style_come_back_as_seconds(api, requester, prod_db, db1, duration, seconds):
     response = api(requester).post(REQUESTS, {"resources": ["db/orders"], "duration": duration})
@@ -127,6 +141,7 @@ def test_roles_named_with_resources_choose_between_matching_roles(api, requester
 
 
 # --- create: refusals ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "body, field, says",
@@ -156,8 +171,16 @@ def test_roles_named_with_resources_choose_between_matching_roles(api, requester
         ({"resources": ["node/web-1"], "reason": "x", "start_time": "2020-01-01T00:00:00Z"}, "start_time", "past"),
         ({"resources": ["node/web-1"], "reason": "x", "start_time": "tomorrow"}, "start_time", ""),
         ({"resources": ["node/web-1"], "reason": "x", "start_time": "2999-01-01T00:00:00Z"}, "start_time", "ahead"),
-        ({"resources": ["node/web-1"], "reason": "x", "suggested_reviewers": ["nobody"]}, "suggested_reviewers", "nobody"),
-        ({"resources": ["node/web-1"], "reason": "x", "suggested_reviewers": ["alice"]}, "suggested_reviewers", "yourself"),
+        (
+            {"resources": ["node/web-1"], "reason": "x", "suggested_reviewers": ["nobody"]},
+            "suggested_reviewers",
+            "nobody",
+        ),
+        (
+            {"resources": ["node/web-1"], "reason": "x", "suggested_reviewers": ["alice"]},
+            "suggested_reviewers",
+            "yourself",
+        ),
         ({"resources": "node/web-1", "reason": "x"}, "resources", "list"),
         ({"resources": 5, "reason": "x"}, "resources", "list"),
         ({"resources": {"id": 1}, "reason": "x"}, "resources", "list"),
@@ -324,7 +347,9 @@ def _approved_requests(requester, reviewer, reviewer2, resources, n: int) -> Non
         services.request_review(request=made, reviewer=reviewer2, decision="approve")
 
 
-def test_request_list_runs_a_constant_number_of_queries(api, requester, reviewer, reviewer2, staff, prod_ssh, web1, web2):
+def test_request_list_runs_a_constant_number_of_queries(
+    api, requester, reviewer, reviewer2, staff, prod_ssh, web1, web2
+):
     reviewer_view, staff_view = api(reviewer), api(staff)
     _approved_requests(requester, reviewer, reviewer2, [web1, web2], 3)
     few = (_list_queries(reviewer_view), _list_queries(staff_view))
@@ -527,7 +552,10 @@ def test_review_after_the_pending_ttl_is_409_and_expires_the_request(api, reques
     assert not made.reviews.exists()
 
 
-@pytest.mark.parametrize("body", [{"decision": "maybe"}, {"decision": ""}, {"decision": None}, {"decision": ["approve"]}, {}, {"reason": "ok"}])
+@pytest.mark.parametrize(
+    "body",
+    [{"decision": "maybe"}, {"decision": ""}, {"decision": None}, {"decision": ["approve"]}, {}, {"reason": "ok"}],
+)
 def test_bad_decision_is_400(api, requester, reviewer, prod_ssh, web1, body):
     made = pending_request(requester, web1)
 
@@ -590,7 +618,9 @@ def test_second_cancel_is_409(api, requester, prod_ssh, web1):
     assert "cancelled" in response.json()["detail"]
 
 
-def test_cancelling_an_approved_request_is_409_and_keeps_its_grants(api, requester, reviewer, reviewer2, prod_ssh, web1):
+def test_cancelling_an_approved_request_is_409_and_keeps_its_grants(
+    api, requester, reviewer, reviewer2, prod_ssh, web1
+):
     made = pending_request(requester, web1)
     services.request_review(request=made, reviewer=reviewer, decision="approve")
     services.request_review(request=made, reviewer=reviewer2, decision="approve")

@@ -101,7 +101,12 @@ def test_filter_by_kind(api, requester, wide_role, inventory):
 
 @pytest.mark.parametrize(
     "query",
-    ["label=env=prod&label=team=web", "label=env=prod,team=web", "label=env%3Dprod%2Cteam%3Dweb", "label=env=prod&label=team"],
+    [
+        "label=env=prod&label=team=web",
+        "label=env=prod,team=web",
+        "label=env%3Dprod%2Cteam%3Dweb",
+        "label=env=prod&label=team",
+    ],
 )
 def test_label_selectors_repeatable_or_comma_separated_all_must_match(api, requester, wide_role, inventory, query):
     assert names(api(requester).get(f"{RESOURCES}?{query}")) == ["web-1", "web-2"]

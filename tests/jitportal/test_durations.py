@@ -30,8 +30,28 @@ def test_parse_duration_accepts_seconds_and_go_style_strings(value, expected):
 
 @pytest.mark.parametrize(
     "value",
-    [0, -5, "0", "-5", "0s", "abc", "1x", "", "h", "1h 30m", "-1h", True, False, None, float("inf"),
-     float("-inf"), float("nan"), "inf", [60], {"s": 1}],
+    [
+        0,
+        -5,
+        "0",
+        "-5",
+        "0s",
+        "abc",
+        "1x",
+        "",
+        "h",
+        "1h 30m",
+        "-1h",
+        True,
+        False,
+        None,
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+        "inf",
+        [60],
+        {"s": 1},
+    ],
 )
 def test_parse_duration_refuses_zero_negative_and_garbage_with_value_error(value):
     with pytest.raises(ValueError):

@@ -97,7 +97,9 @@ def test_expired_grant_is_denied_although_no_sweep_ran(requester, reviewer, ops,
     req = granted_resource(requester, reviewer, ops, web1)
     grant = req.grants.get()
     # Nothing marks the grant: only its timestamps decide.
-    assert access_check(user=requester, resource=web1, login="ubuntu", at=grant.expires_at - timedelta(seconds=1)).allowed
+    assert access_check(
+        user=requester, resource=web1, login="ubuntu", at=grant.expires_at - timedelta(seconds=1)
+    ).allowed
     assert not access_check(user=requester, resource=web1, login="ubuntu", at=grant.expires_at).allowed
     now = timezone.now()
     Grant.objects.filter(pk=grant.pk).update(starts_at=now - timedelta(hours=1), expires_at=now - timedelta(seconds=1))

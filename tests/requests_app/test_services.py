@@ -529,8 +529,14 @@ def test_zero_negative_or_garbage_duration_is_refused(requester, ops, duration):
 
 @pytest.mark.parametrize(
     ("duration", "expected"),
-    [(1800, timedelta(minutes=30)), ("1800", timedelta(minutes=30)), ("45s", timedelta(seconds=45)),
-     ("90m", timedelta(minutes=90)), ("1h30m", timedelta(minutes=90)), (timedelta(hours=2), timedelta(hours=2))],
+    [
+        (1800, timedelta(minutes=30)),
+        ("1800", timedelta(minutes=30)),
+        ("45s", timedelta(seconds=45)),
+        ("90m", timedelta(minutes=90)),
+        ("1h30m", timedelta(minutes=90)),
+        (timedelta(hours=2), timedelta(hours=2)),
+    ],
 )
 def test_duration_accepts_seconds_and_go_style_strings(requester, duration, expected):
     role = make_role("two-hours", max_duration=timedelta(hours=2))

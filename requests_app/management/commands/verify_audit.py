@@ -18,7 +18,5 @@ class Command(BaseCommand):
         report = audit_verify()
         if not report.ok:
             where = f"event {report.first_bad_id}" if report.first_bad_id is not None else "the chain head"
-            raise CommandError(
-                f"audit chain broken at {where} after {report.checked} intact events: {report.problem}"
-            )
+            raise CommandError(f"audit chain broken at {where} after {report.checked} intact events: {report.problem}")
         self.stdout.write(f"audit chain intact: {report.checked} events")
