@@ -520,7 +520,7 @@ def test_a_failure_while_writing_rolls_back_what_was_already_written(tmp_path, m
         raise IntegrityError("UNIQUE constraint failed: inventory_resource.kind, inventory_resource.name")
 
     # As if another writer created the resource between the checks and the write.
-    monkeypatch.setattr("accounts.policy.resource_upsert", collide)
+    monkeypatch.setattr("accounts.policy.writer.resource_upsert", collide)
     before = snapshot()
 
     with pytest.raises(CommandError, match=r"^the database changed while applying \(UNIQUE constraint failed"):

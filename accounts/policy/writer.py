@@ -1,0 +1,262 @@
+"""Making the database match a checked policy, in one transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.contrib.auth.hashers import check_password
+from django.contrib.auth.models import Group, Permission
+from django.db import IntegrityError, models, transaction
+from django.db.models import Count
+
+from accounts.models import Role, User
+from accounts.policy.parse import REVIEW_PERMISSION, USER_FIELDS, Plan, check_group_refs, parse_document
+from accounts.policy.result import Change, PolicyResult
+from inventory.models import Resource, ResourceLabel
+from inventory.services import resource_upsert
+from jitportal.errors import DomainError
+
+
+def _history(
+    model: type[models.Model], pks: list[int], *, owned: tuple[type[models.Model], ...] = ()
+) -> dict[int, str]:
+    """pk -> "3 access requests, 1 grant" for rows something else refers to.
+
+    Walks every relation pointing at ``model`` (without importing the apps that
+    hold them), so a role or resource that history mentions is never deleted
+    from under it, whether the relation would PROTECT or silently CASCADE.
+    """
+    counts: dict[int, list[str]] = defaultdict(list)
+    if not pks:
+        return {}
+    for rel in model._meta.related_objects:
+        if rel.related_model in owned:
+            continue
+        name = rel.field.name
+        rows = (
+            rel.related_model._base_manager.filter(**{f"{name}__in": pks})
+            .values(name)
+            .annotate(n=Count("pk", distinct=True))
+            .order_by()
+        )
+        meta = rel.related_model._meta
+        for row in rows:
+            noun = meta.verbose_name if row["n"] == 1 else meta.verbose_name_plural
+            counts[row[name]].append(f"{row['n']} {noun}")
+    return {pk: ", ".join(parts) for pk, parts in counts.items()}
+
+
+@dataclass
+class _Prune:
+    users: list[User] = field(default_factory=list)
+    roles: list[Role] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+
+
+def _plan_prune(plan: Plan) -> _Prune:
+    out = _Prune()
+    if "users" in plan.sections:
+        # Superusers are never pruned: a file that forgot them must not lock everyone out.
+        out.users = list(
+            User.objects.filter(is_active=True, is_superuser=False).exclude(
+                username__in=[s.username for s in plan.users]
+            )
+        )
+    if "roles" in plan.sections:
+        out.roles = list(Role.objects.exclude(name__in=[s.name for s in plan.roles]))
+    if "resources" in plan.sections:
+        named = {(s.kind, s.name) for s in plan.resources}
+        out.resources = [r for r in Resource.objects.only("id", "kind", "name") if (r.kind, r.name) not in named]
+    if "groups" in plan.sections:
+        out.groups = list(Group.objects.exclude(name__in=plan.groups))
+
+    blocked = []
+    role_refs = _history(Role, [r.pk for r in out.roles])
+    blocked += [f"role {r.name} ({role_refs[r.pk]})" for r in out.roles if r.pk in role_refs]
+    resource_refs = _history(Resource, [r.pk for r in out.resources], owned=(ResourceLabel,))
+    blocked += [f"resource {r.ref} ({resource_refs[r.pk]})" for r in out.resources if r.pk in resource_refs]
+    if blocked:
+        raise DomainError(
+            "--prune would delete what history refers to: " + "; ".join(blocked) + ". Keep them in the file."
+        )
+    return out
+
+
+# --- writing ------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.changes: list[Change] = []
+        self.groups: dict[str, Group] = {}
+        self._review_permission: Permission | None = None
+
+    def review_permission(self) -> Permission:
+        if self._review_permission is None:
+            app_label, codename = REVIEW_PERMISSION
+            self._review_permission = Permission.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            if self._review_permission is None:
+                raise DomainError(f"the permission {app_label}.{codename} does not exist; run migrate first")
+        return self._review_permission
+
+    def record(self, action: str, kind: str, name: str, detail: list[str] | str = "") -> None:
+        if isinstance(detail, list):
+            detail = ", ".join(detail)
+        self.changes.append(Change(action, kind, name, detail))
+
+    def write_groups(self) -> None:
+        wanted = set(self.plan.groups)
+        for spec in self.plan.users:
+            wanted.update(spec.groups)
+        for spec in self.plan.roles:
+            wanted.update(spec.requestable_by, spec.reviewers)
+        self.groups = {g.name: g for g in Group.objects.filter(name__in=wanted)}
+        for name in self.plan.groups:
+            if name not in self.groups:
+                self.groups[name] = Group.objects.create(name=name)
+                self.record("created", "group", name)
+
+    def write_users(self) -> None:
+        names = [s.username for s in self.plan.users]
+        users = User.objects.filter(username__in=names).prefetch_related("groups", "user_permissions__content_type")
+        existing = {u.username: u for u in users}
+        for spec in self.plan.users:
+            user = existing.get(spec.username)
+            if user is None:
+                user = User(username=spec.username, **spec.fields)
+                if spec.password is None:
+                    user.set_unusable_password()
+                else:
+                    user.set_password(spec.password)
+                user.save()
+                if spec.groups:
+                    user.groups.set([self.groups[n] for n in spec.groups])
+                if spec.reviewer:
+                    user.user_permissions.add(self.review_permission())
+                self.record("created", "user", spec.username)
+                continue
+            changed = [key for key, attr in USER_FIELDS.items() if getattr(user, attr) != spec.fields[attr]]
+            for key in changed:
+                setattr(user, USER_FIELDS[key], spec.fields[USER_FIELDS[key]])
+            update_fields = [USER_FIELDS[key] for key in changed]
+            # The hasher's own check_password, not User.check_password: that one may
+            # re-hash and save, and an unchanged apply must write nothing.
+            if spec.password is not None and not check_password(spec.password, user.password):
+                user.set_password(spec.password)
+                changed.append("password")
+                update_fields.append("password")
+            if update_fields:
+                user.save(update_fields=update_fields)
+            if {g.name for g in user.groups.all()} != set(spec.groups):
+                user.groups.set([self.groups[n] for n in spec.groups])
+                changed.append("groups")
+            # Only this one permission is the file's; others granted in the admin stay.
+            app_label, codename = REVIEW_PERMISSION
+            has_review = any(
+                p.codename == codename and p.content_type.app_label == app_label for p in user.user_permissions.all()
+            )
+            if has_review != spec.reviewer:
+                if spec.reviewer:
+                    user.user_permissions.add(self.review_permission())
+                else:
+                    user.user_permissions.remove(self.review_permission())
+                changed.append("reviewer")
+            if changed:
+                self.record("updated", "user", spec.username, changed)
+
+    def write_roles(self) -> None:
+        names = [s.name for s in self.plan.roles]
+        existing = {
+            r.name: r for r in Role.objects.filter(name__in=names).prefetch_related("requestable_by", "reviewers")
+        }
+        for spec in self.plan.roles:
+            role = existing.get(spec.name)
+            if role is None:
+                role = Role.objects.create(name=spec.name, **spec.fields)
+                role.requestable_by.set([self.groups[n] for n in spec.requestable_by])
+                role.reviewers.set([self.groups[n] for n in spec.reviewers])
+                self.record("created", "role", spec.name)
+                continue
+            changed = [key for key, value in spec.fields.items() if getattr(role, key) != value]
+            for key in changed:
+                setattr(role, key, spec.fields[key])
+            for key in ("requestable_by", "reviewers"):
+                wanted = getattr(spec, key)
+                if {g.name for g in getattr(role, key).all()} != set(wanted):
+                    getattr(role, key).set([self.groups[n] for n in wanted])
+                    changed.append(key)
+            if changed:
+                # updated_at also moves when only the groups changed: the role did change.
+                role.save(update_fields=[k for k in changed if k in spec.fields] + ["updated_at"])
+                self.record("updated", "role", spec.name, changed)
+
+    def write_resources(self) -> None:
+        names = {s.name for s in self.plan.resources}
+        existing = {(r.kind, r.name): r for r in Resource.objects.filter(name__in=names)}
+        for spec in self.plan.resources:
+            current = existing.get((spec.kind, spec.name))
+            wanted = {"address": spec.address, "labels": spec.labels, "description": spec.description}
+            if current is not None:
+                changed = [key for key, value in wanted.items() if getattr(current, key) != value]
+                if not changed:
+                    continue
+            try:
+                resource_upsert(kind=spec.kind, name=spec.name, **wanted)
+            except DomainError as exc:
+                spec.entry.fail(exc.field or "name", exc.message)
+            if current is None:
+                self.record("created", "resource", spec.ref)
+            else:
+                self.record("updated", "resource", spec.ref, changed)
+
+    def write_prune(self, prune: _Prune) -> None:
+        if prune.users:
+            User.objects.filter(pk__in=[u.pk for u in prune.users]).update(is_active=False)
+            for user in prune.users:
+                self.record("updated", "user", user.username, "deactivated: not in the file")
+        if prune.roles:
+            Role.objects.filter(pk__in=[r.pk for r in prune.roles]).delete()
+            for role in prune.roles:
+                self.record("deleted", "role", role.name)
+        if prune.resources:
+            Resource.objects.filter(pk__in=[r.pk for r in prune.resources]).delete()
+            for resource in prune.resources:
+                self.record("deleted", "resource", resource.ref)
+        if prune.groups:
+            Group.objects.filter(pk__in=[g.pk for g in prune.groups]).delete()
+            for group in prune.groups:
+                self.record("deleted", "group", group.name)
+
+
+def policy_apply(*, data: dict, prune: bool = False, dry_run: bool = False) -> PolicyResult:
+    """Make the objects ``data`` names match it; with ``prune``, remove the ones it does not name.
+
+    Pruning deletes groups, roles and resources and deactivates users (history
+    refers to users, so they are kept); superusers are never pruned, and a role
+    or resource that requests or grants refer to stops the whole apply.
+    Raises ``DomainError`` naming the entry and field at fault; nothing is
+    written then, nor with ``dry_run``.
+    """
+    plan = parse_document(data)
+    try:
+        with transaction.atomic():
+            check_group_refs(plan, prune=prune)
+            to_prune = _plan_prune(plan) if prune else _Prune()
+            writer = _Writer(plan)
+            writer.write_groups()
+            writer.write_users()
+            writer.write_roles()
+            writer.write_resources()
+            writer.write_prune(to_prune)
+            if dry_run:
+                transaction.set_rollback(True)
+    except IntegrityError as exc:
+        # Only a concurrent writer gets here (everything was checked first); nothing was kept.
+        detail = " ".join(str(exc).split())
+        raise DomainError(f"the database changed while applying ({detail}); nothing was written, apply again") from None
+    return PolicyResult(changes=writer.changes, dry_run=dry_run)
