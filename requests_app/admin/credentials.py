@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils import timezone
 
-from requests_app.admin.requests import ReadOnlyModelAdmin, _change_link
+from requests_app.admin.base import ReadOnlyModelAdmin, change_link
 from requests_app.models import IssuedCertificate, SSHCertificateAuthority
 
 
@@ -67,7 +67,7 @@ class IssuedCertificateAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="grant")
     def grant_link(self, obj: IssuedCertificate):
-        return _change_link(obj.grant, str(obj.grant_id))
+        return change_link(obj.grant, str(obj.grant_id))
 
     @admin.display(description="principals")
     def principals_display(self, obj: IssuedCertificate) -> str:

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from requests_app.admin.requests import ReadOnlyModelAdmin
+from requests_app.admin.base import ReadOnlyModelAdmin
 from requests_app.models import Notification, NotificationChannel
 from requests_app.notifications import mask_url
 

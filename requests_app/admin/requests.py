@@ -11,27 +11,35 @@ self-review, eligibility and thresholds hold; each refusal is reported.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
 from jitportal.errors import DomainError
 from requests_app import services
-from requests_app.forms import ReviewForm, RevokeForm, duration_label
-from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+from requests_app.admin.base import (
+    QUEUE_PAGE,
+    ReadOnlyAdminMixin,
+    ReadOnlyModelAdmin,
+    change_link,
+    confirmation,
+    count_of,
+    listing,
+    parse_ids,
+    request_label,
+    safe_next,
+    selected_ids,
+    short_id,
+)
+from requests_app.forms import ReviewForm, duration_label
+from requests_app.models import AccessRequest, Grant, Review
 from requests_app.selectors import (
     RESOURCES_SHOWN,
     requests_awaiting_review,
@@ -39,85 +47,6 @@ from requests_app.selectors import (
     review_summary,
     user_may_use_review_queue,
 )
-
-# One page of the queue; also bounds what a confirmation page lists by name.
-QUEUE_PAGE = 100
-
-
-class ReadOnlyAdminMixin:
-    """History is not editable: no add, change or delete for anyone; staff may view."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        # Auditors are staff users: they read every request, grant and event.
-        return request.user.is_active and request.user.is_staff
-
-
-class ReadOnlyModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    # Listed on the admin index for every staff user only when reviewers work
-    # with it; otherwise only for holders of the model's view permission (and
-    # superusers), so a reviewer's admin shows the queue, grants and the audit
-    # log and nothing else. Any staff user may still open it (auditors).
-    listed_for_staff = False
-
-    def has_module_permission(self, request) -> bool:
-        user = request.user
-        if not (user.is_active and user.is_staff):
-            return False
-        return self.listed_for_staff or user.has_perm(f"{self.opts.app_label}.view_{self.opts.model_name}")
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
-
-def _short(pk) -> str:
-    return str(pk)[:8]
-
-
-def _change_link(obj, text: str):
-    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
-    return format_html('<a href="{}">{}</a>', url, text)
-
-
-def _request_label(access_request: AccessRequest) -> str:
-    return f"{access_request.requester.username}'s request {_short(access_request.pk)}"
-
-
-def _safe_next(request: HttpRequest, candidate: str | None, default: str) -> str:
-    if candidate and url_has_allowed_host_and_scheme(
-        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return candidate
-    return default
-
-
-def _parse_ids(raw_ids: list[str], parse) -> tuple[list[tuple[str, object]], list]:
-    """(raw, parsed-or-None) in the order given, duplicates dropped; and the parsed values."""
-    pairs = []
-    for raw in dict.fromkeys(raw_ids):
-        try:
-            pairs.append((raw, parse(raw)))
-        except (TypeError, ValueError):
-            pairs.append((raw, None))
-    return pairs, [value for _, value in pairs if value is not None]
-
-
-def _selected_ids(request: HttpRequest, queryset) -> list[str]:
-    """What the reviewer ticked, even rows the current filter no longer holds (they are then reported)."""
-    if request.POST.get("select_across") == "1":
-        return [str(pk) for pk in queryset.values_list("pk", flat=True)]
-    return request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-
 
 # --- access requests: the review queue ----------------------------------------------
 
@@ -242,7 +171,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: AccessRequest) -> str:
-        return _short(obj.pk)
+        return short_id(obj.pk)
 
     @admin.display(description="roles")
     def roles_display(self, obj: AccessRequest) -> str:
@@ -339,12 +268,12 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
 
     @admin.action(description="Approve selected requests…", permissions=["review"])
     def approve_selected(self, request, queryset):
-        ids = _selected_ids(request, queryset)
+        ids = selected_ids(request, queryset)
         return self._review_page(request, ids, Review.Decision.APPROVE, next_url=request.get_full_path())
 
     @admin.action(description="Deny selected requests…", permissions=["review"])
     def deny_selected(self, request, queryset):
-        ids = _selected_ids(request, queryset)
+        ids = selected_ids(request, queryset)
         return self._review_page(request, ids, Review.Decision.DENY, next_url=request.get_full_path())
 
     def review_view(self, request: HttpRequest) -> HttpResponse:
@@ -359,18 +288,18 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         return self._review_page(request, data.getlist("ids"), decision, next_url=data.get("next"), form=form)
 
     def _review_page(self, request, raw_ids: list[str], decision: str, *, next_url, form: ReviewForm | None = None):
-        next_url = _safe_next(request, next_url, reverse("admin:requests_app_accessrequest_changelist"))
-        pairs, ids = _parse_ids(raw_ids, uuid.UUID)
+        next_url = safe_next(request, next_url, reverse("admin:requests_app_accessrequest_changelist"))
+        pairs, ids = parse_ids(raw_ids, uuid.UUID)
         requests = requests_summarised(AccessRequest.objects.visible_to(request.user).filter(pk__in=ids))
         found = {r.pk: r for r in requests.order_by()}
         if form is not None and form.is_valid() and self._review_all(request, pairs, found, form):
             return HttpResponseRedirect(next_url)
         verb = "Approve" if decision == Review.Decision.APPROVE else "Deny"
-        return _confirmation(
+        return confirmation(
             self,
             request,
             template="admin/requests_app/review_confirm.html",
-            title=f"{verb} {_count(len(pairs), 'access request')}",
+            title=f"{verb} {count_of(len(pairs), 'access request')}",
             form=form or ReviewForm(initial={"decision": decision}),
             pairs=pairs,
             found=found,
@@ -414,48 +343,18 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
                 if error.field in form.fields and not done:
                     form.add_error(error.field, error.message)
                     return False
-                messages.error(request, f"{_request_label(access_request)}: {error.message}.")
+                messages.error(request, f"{request_label(access_request)}: {error.message}.")
                 continue
             if access_request.state == AccessRequest.State.PENDING:
                 approvals = access_request.approval_count + (decision == Review.Decision.APPROVE)
                 outcome = f"still pending, {approvals} of {access_request.approvals_required} approvals"
             else:
                 outcome = f"now {access_request.state}"
-            done.append(f"{_request_label(access_request)} ({outcome})")
+            done.append(f"{request_label(access_request)} ({outcome})")
         if done:
             verb = "Approved" if decision == Review.Decision.APPROVE else "Denied"
-            messages.success(request, f"{verb}: {_listing(done)}.")
+            messages.success(request, f"{verb}: {listing(done)}.")
         return True
-
-
-def _listing(items: list[str], shown: int = 10) -> str:
-    """Successes in one message: a bulk action over hundreds of rows must not flood the page."""
-    text = "; ".join(items[:shown])
-    return f"{text}; and {len(items) - shown} more" if len(items) > shown else text
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _confirmation(
-    model_admin, request, *, template, title, form, pairs, found, next_url, action_url, notes=None, **extra
-):
-    """An intermediate page in the admin's look: the items (each with a note), a reason, Confirm / Go back."""
-    notes = notes or {}
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "opts": model_admin.opts,
-        "title": title,
-        "form": form,
-        "items": [(raw, found.get(pk), notes.get(pk, "")) for raw, pk in pairs],
-        "ids": [raw for raw, _ in pairs],
-        "next_url": next_url,
-        "action_url": action_url,
-        **extra,
-    }
-    request.current_app = model_admin.admin_site.name
-    return TemplateResponse(request, template, context, status=400 if form.is_bound else 200)
 
 
 # --- reviews ----------------------------------------------------------------------
@@ -476,178 +375,11 @@ class ReviewAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="request")
     def request_link(self, obj: Review):
-        return _change_link(obj.request, _short(obj.request_id))
+        return change_link(obj.request, short_id(obj.request_id))
 
     @admin.display(description="requester")
     def requester(self, obj: Review):
         return obj.request.requester
-
-
-# --- grants -----------------------------------------------------------------------
-
-
-class GrantStateFilter(admin.SimpleListFilter):
-    """State computed from the timestamps, as the access check reads them."""
-
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return Grant.State.choices
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        live = Q(revoked_at__isnull=True)
-        match self.value():
-            case Grant.State.SCHEDULED:
-                return queryset.filter(live, starts_at__gt=now)
-            case Grant.State.ACTIVE:
-                return queryset.active(at=now)
-            case Grant.State.EXPIRED:
-                return queryset.filter(live, expires_at__lte=now)
-            case Grant.State.REVOKED:
-                return queryset.filter(revoked_at__isnull=False)
-        return queryset
-
-
-@admin.register(Grant)
-class GrantAdmin(ReadOnlyModelAdmin):
-    listed_for_staff = True
-    list_display = ("id", "user", "role", "resource", "starts_at", "expires_at", "state_display", "revoked_at")
-    list_filter = (GrantStateFilter, "role", "resource__kind")
-    search_fields = ("user__username", "role__name", "resource__name")
-    list_select_related = ("user", "role", "resource")
-    date_hierarchy = "starts_at"
-    actions = ["revoke_selected"]
-    fields = (
-        "request_link",
-        "user",
-        "role",
-        "resource",
-        "starts_at",
-        "expires_at",
-        "state_display",
-        "revoked_at",
-        "revoked_by",
-        "revoke_reason",
-        "created_at",
-    )
-    readonly_fields = fields
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "role", "resource", "revoked_by", "request")
-
-    def has_revoke_permission(self, request) -> bool:
-        # As the API: staff end access early (the service checks again).
-        return request.user.is_active and request.user.is_staff
-
-    @admin.display(description="state")
-    def state_display(self, obj: Grant) -> str:
-        return obj.state
-
-    @admin.display(description="request")
-    def request_link(self, obj: Grant):
-        return _change_link(obj.request, _short(obj.request_id))
-
-    def get_urls(self):
-        revoke = path("revoke/", self.admin_site.admin_view(self.revoke_view), name="requests_app_grant_revoke")
-        return [revoke, *super().get_urls()]
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        obj = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
-        if (
-            obj is not None
-            and self.has_revoke_permission(request)
-            and obj.state in (Grant.State.ACTIVE, Grant.State.SCHEDULED)
-        ):
-            context["revoke_url"] = f"{reverse('admin:requests_app_grant_revoke')}?ids={obj.pk}"
-        return super().change_view(request, object_id, form_url, extra_context=context)
-
-    @admin.action(description="Revoke selected grants…", permissions=["revoke"])
-    def revoke_selected(self, request, queryset):
-        return self._revoke_page(request, _selected_ids(request, queryset), next_url=request.get_full_path())
-
-    def revoke_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_revoke_permission(request):
-            raise PermissionDenied
-        data = request.POST if request.method == "POST" else request.GET
-        form = RevokeForm(request.POST) if request.method == "POST" else None
-        return self._revoke_page(request, data.getlist("ids"), next_url=data.get("next"), form=form)
-
-    def _revoke_page(self, request, raw_ids: list[str], *, next_url, form: RevokeForm | None = None):
-        next_url = _safe_next(request, next_url, reverse("admin:requests_app_grant_changelist"))
-        pairs, ids = _parse_ids(raw_ids, int)
-        grants = Grant.objects.visible_to(request.user).filter(pk__in=ids)
-        found = {g.pk: g for g in grants.select_related("user", "role", "resource", "request")}
-        if form is not None and form.is_valid() and self._revoke_all(request, pairs, found, form):
-            return HttpResponseRedirect(next_url)
-        return _confirmation(
-            self,
-            request,
-            template="admin/requests_app/revoke_confirm.html",
-            title=f"Revoke {_count(len(pairs), 'grant')}",
-            form=form or RevokeForm(),
-            pairs=pairs,
-            found=found,
-            next_url=next_url,
-            action_url=reverse("admin:requests_app_grant_revoke"),
-        )
-
-    def _revoke_all(self, request, pairs, found, form: RevokeForm) -> bool:
-        reason = form.cleaned_data["reason"]
-        done = []
-        for raw, pk in pairs:
-            grant = found.get(pk)
-            if grant is None:
-                messages.error(request, f"grant {raw}: no such grant.")
-                continue
-            try:
-                services.grant_revoke(grant=grant, by=request.user, reason=reason)
-            except DomainError as error:
-                if error.field in form.fields and not done:
-                    form.add_error(error.field, error.message)
-                    return False
-                messages.error(request, f"grant {grant.pk} ({grant}): {error.message}.")
-                continue
-            done.append(f"{grant.pk} ({grant})")
-        if done:
-            messages.success(request, f"Revoked: {_listing([f'grant {d}' for d in done])}.")
-        return True
-
-
-# --- audit log --------------------------------------------------------------------
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyModelAdmin):
-    listed_for_staff = True
-    list_display = ("id", "created_at", "actor_username", "action", "target_type", "target_id", "short_hash")
-    list_filter = ("action", "target_type")
-    search_fields = ("actor_username", "action", "target_id")
-    date_hierarchy = "created_at"
-    # The log grows without bound: skip the unfiltered count(*) on every page.
-    show_full_result_count = False
-    fields = (
-        "id",
-        "created_at",
-        "actor_username",
-        "action",
-        "target_type",
-        "target_id",
-        "data_display",
-        "prev_hash",
-        "hash",
-    )
-    readonly_fields = fields
-
-    @admin.display(description="hash")
-    def short_hash(self, obj: AuditEvent) -> str:
-        return obj.hash[:12]
-
-    @admin.display(description="data")
-    def data_display(self, obj: AuditEvent):
-        return format_html("<pre>{}</pre>", json.dumps(obj.data, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 # --- the admin index: a small summary for reviewers ------------------------------------

@@ -1,0 +1,121 @@
+"""Read-only admin base classes and the helpers the queue and grant actions share."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.admin import helpers
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from requests_app.models import AccessRequest
+
+# One page of the queue; also bounds what a confirmation page lists by name.
+QUEUE_PAGE = 100
+
+
+class ReadOnlyAdminMixin:
+    """History is not editable: no add, change or delete for anyone; staff may view."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Auditors are staff users: they read every request, grant and event.
+        return request.user.is_active and request.user.is_staff
+
+
+class ReadOnlyModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Listed on the admin index for every staff user only when reviewers work
+    # with it; otherwise only for holders of the model's view permission (and
+    # superusers), so a reviewer's admin shows the queue, grants and the audit
+    # log and nothing else. Any staff user may still open it (auditors).
+    listed_for_staff = False
+
+    def has_module_permission(self, request) -> bool:
+        user = request.user
+        if not (user.is_active and user.is_staff):
+            return False
+        return self.listed_for_staff or user.has_perm(f"{self.opts.app_label}.view_{self.opts.model_name}")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
+def short_id(pk) -> str:
+    return str(pk)[:8]
+
+
+def change_link(obj, text: str):
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def request_label(access_request: AccessRequest) -> str:
+    return f"{access_request.requester.username}'s request {short_id(access_request.pk)}"
+
+
+def safe_next(request: HttpRequest, candidate: str | None, default: str) -> str:
+    if candidate and url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return default
+
+
+def parse_ids(raw_ids: list[str], parse) -> tuple[list[tuple[str, object]], list]:
+    """(raw, parsed-or-None) in the order given, duplicates dropped; and the parsed values."""
+    pairs = []
+    for raw in dict.fromkeys(raw_ids):
+        try:
+            pairs.append((raw, parse(raw)))
+        except (TypeError, ValueError):
+            pairs.append((raw, None))
+    return pairs, [value for _, value in pairs if value is not None]
+
+
+def selected_ids(request: HttpRequest, queryset) -> list[str]:
+    """What the reviewer ticked, even rows the current filter no longer holds (they are then reported)."""
+    if request.POST.get("select_across") == "1":
+        return [str(pk) for pk in queryset.values_list("pk", flat=True)]
+    return request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+
+
+def listing(items: list[str], shown: int = 10) -> str:
+    """Successes in one message: a bulk action over hundreds of rows must not flood the page."""
+    text = "; ".join(items[:shown])
+    return f"{text}; and {len(items) - shown} more" if len(items) > shown else text
+
+
+def count_of(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def confirmation(
+    model_admin, request, *, template, title, form, pairs, found, next_url, action_url, notes=None, **extra
+):
+    """An intermediate page in the admin's look: the items (each with a note), a reason, Confirm / Go back."""
+    notes = notes or {}
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": title,
+        "form": form,
+        "items": [(raw, found.get(pk), notes.get(pk, "")) for raw, pk in pairs],
+        "ids": [raw for raw, _ in pairs],
+        "next_url": next_url,
+        "action_url": action_url,
+        **extra,
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, template, context, status=400 if form.is_bound else 200)
