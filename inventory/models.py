@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db import models
+from functools import reduce
+from operator import or_
+
+from django.db import connection, models
 from django.db.models import Exists, OuterRef, Q
 
 
@@ -15,22 +18,34 @@ class ResourceQuerySet(models.QuerySet):
         return self.filter(selector_q(kinds, labels))
 
     def with_label(self, key: str, value: str | None = None) -> ResourceQuerySet:
-        rows = ResourceLabel.objects.filter(resource=OuterRef("pk"), key=key)
-        if value is not None:
-            rows = rows.filter(value=value)
-        return self.filter(Exists(rows))
+        return self.filter(label_q(key, None if value is None else [value]))
+
+
+def _jsonb() -> bool:
+    # PostgreSQL answers label questions from a GIN index on the JSONB column;
+    # elsewhere they go to the (key, value) index of the ResourceLabel rows.
+    return connection.vendor == "postgresql"
+
+
+def label_q(key: str, values: list[str] | None) -> Q:
+    """Resources that have label ``key`` (with one of ``values``, unless None)."""
+    if _jsonb():
+        if values is None:
+            return Q(labels__has_key=key)
+        return reduce(or_, (Q(labels__contains={key: value}) for value in values), Q(pk__in=[]))
+    rows = ResourceLabel.objects.filter(resource=OuterRef("pk"), key=key)
+    if values is not None:
+        rows = rows.filter(value__in=list(values))
+    return Q(Exists(rows))
 
 
 def selector_q(kinds: list[str], labels: dict[str, list[str]]) -> Q:
-    """The Q for a role selector, expressed over the indexed label rows."""
+    """The Q for a role selector: its kinds, and every label key with an allowed value."""
     if not kinds:
         return Q(pk__in=[])
     q = Q(kind__in=list(kinds))
     for key, values in (labels or {}).items():
-        rows = ResourceLabel.objects.filter(resource=OuterRef("pk"), key=key)
-        if "*" not in values:
-            rows = rows.filter(value__in=list(values))
-        q &= Q(Exists(rows))
+        q &= label_q(key, None if "*" in values else list(values))
     return q
 
 
