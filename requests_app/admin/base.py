@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from jitportal.errors import DomainError
 from requests_app.models import AccessRequest
 
 # One page of the queue; also bounds what a confirmation page lists by name.
@@ -119,3 +120,28 @@ def confirmation(
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, template, context, status=400 if form.is_bound else 200)
+
+
+def apply_each(request, form, pairs, found, *, act, label, missing) -> list | None:
+    """Run ``act`` on each selected object through its service; refusals are reported one by one.
+
+    Returns the objects done, or None when the form's own input (the reason)
+    was refused: that is refused for every item, so it is said once, beside
+    the field, and the page is shown again.
+    """
+    done = []
+    for raw, pk in pairs:
+        obj = found.get(pk)
+        if obj is None:
+            messages.error(request, missing(raw))
+            continue
+        try:
+            act(obj)
+        except DomainError as error:
+            if error.field in form.fields and not done:
+                form.add_error(error.field, error.message)
+                return None
+            messages.error(request, f"{label(obj)}: {error.message}.")
+            continue
+        done.append(obj)
+    return done

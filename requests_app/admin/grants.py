@@ -10,10 +10,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 
-from jitportal.errors import DomainError
 from requests_app import services
 from requests_app.admin.base import (
     ReadOnlyModelAdmin,
+    apply_each,
     change_link,
     confirmation,
     count_of,
@@ -139,21 +139,17 @@ class GrantAdmin(ReadOnlyModelAdmin):
 
     def _revoke_all(self, request, pairs, found, form: RevokeForm) -> bool:
         reason = form.cleaned_data["reason"]
-        done = []
-        for raw, pk in pairs:
-            grant = found.get(pk)
-            if grant is None:
-                messages.error(request, f"grant {raw}: no such grant.")
-                continue
-            try:
-                services.grant_revoke(grant=grant, by=request.user, reason=reason)
-            except DomainError as error:
-                if error.field in form.fields and not done:
-                    form.add_error(error.field, error.message)
-                    return False
-                messages.error(request, f"grant {grant.pk} ({grant}): {error.message}.")
-                continue
-            done.append(f"{grant.pk} ({grant})")
+        done = apply_each(
+            request,
+            form,
+            pairs,
+            found,
+            act=lambda g: services.grant_revoke(grant=g, by=request.user, reason=reason),
+            label=lambda g: f"grant {g.pk} ({g})",
+            missing=lambda raw: f"grant {raw}: no such grant.",
+        )
+        if done is None:
+            return False
         if done:
-            messages.success(request, f"Revoked: {listing([f'grant {d}' for d in done])}.")
+            messages.success(request, f"Revoked: {listing([f'grant {g.pk} ({g})' for g in done])}.")
         return True

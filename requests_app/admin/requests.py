@@ -22,12 +22,12 @@ from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from jitportal.errors import DomainError
 from requests_app import services
 from requests_app.admin.base import (
     QUEUE_PAGE,
     ReadOnlyAdminMixin,
     ReadOnlyModelAdmin,
+    apply_each,
     change_link,
     confirmation,
     count_of,
@@ -330,30 +330,28 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     def _review_all(self, request, pairs, found, form: ReviewForm) -> bool:
         """Review each request through the service; False when the form itself was refused (shown again)."""
         decision, reason = form.cleaned_data["decision"], form.cleaned_data["reason"]
-        done = []
-        for raw, pk in pairs:
-            access_request = found.get(pk)
-            if access_request is None:
-                messages.error(request, f"{raw}: no such request.")
-                continue
-            try:
-                services.request_review(request=access_request, reviewer=request.user, decision=decision, reason=reason)
-            except DomainError as error:
-                # A refused reason is refused for every item: say it once, beside the field.
-                if error.field in form.fields and not done:
-                    form.add_error(error.field, error.message)
-                    return False
-                messages.error(request, f"{request_label(access_request)}: {error.message}.")
-                continue
+        done = apply_each(
+            request,
+            form,
+            pairs,
+            found,
+            act=lambda r: services.request_review(request=r, reviewer=request.user, decision=decision, reason=reason),
+            label=request_label,
+            missing=lambda raw: f"{raw}: no such request.",
+        )
+        if done is None:
+            return False
+        outcomes = []
+        for access_request in done:
             if access_request.state == AccessRequest.State.PENDING:
                 approvals = access_request.approval_count + (decision == Review.Decision.APPROVE)
                 outcome = f"still pending, {approvals} of {access_request.approvals_required} approvals"
             else:
                 outcome = f"now {access_request.state}"
-            done.append(f"{request_label(access_request)} ({outcome})")
-        if done:
+            outcomes.append(f"{request_label(access_request)} ({outcome})")
+        if outcomes:
             verb = "Approved" if decision == Review.Decision.APPROVE else "Denied"
-            messages.success(request, f"{verb}: {listing(done)}.")
+            messages.success(request, f"{verb}: {listing(outcomes)}.")
         return True
 
 
