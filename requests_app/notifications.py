@@ -451,6 +451,28 @@ def enqueue_deliveries(pks: list[int], *, expires: float | None = None) -> int:
     return sent
 
 
+def notifications_retry(*, ids: Iterable[int], by, now: datetime | None = None) -> int:
+    """Queue failed deliveries again, with a fresh round of attempts; returns how many.
+
+    For after a receiver outage that outlasted the retries. Only ``failed``
+    rows move (a conditional update), so a delivered message is never sent twice.
+    """
+    from requests_app.audit import audit_record
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        failed = Notification.objects.filter(pk__in=list(ids), status=Notification.Status.FAILED)
+        pks = list(failed.values_list("pk", flat=True))
+        if not pks:
+            return 0
+        Notification.objects.filter(pk__in=pks, status=Notification.Status.FAILED).update(
+            status=Notification.Status.PENDING, attempts=0, next_attempt_at=now, claimed_until=None
+        )
+        audit_record(action="notification.retried", actor=by, target_type="notification", data={"ids": pks})
+        transaction.on_commit(partial(enqueue_deliveries, pks))
+    return len(pks)
+
+
 # --- delivery --------------------------------------------------------------------------
 
 

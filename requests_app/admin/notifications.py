@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.urls import reverse
@@ -19,7 +19,7 @@ from django.utils.text import Truncator
 
 from requests_app.admin.base import ReadOnlyModelAdmin
 from requests_app.models import Notification, NotificationChannel
-from requests_app.notifications import mask_url
+from requests_app.notifications import mask_url, notifications_retry
 
 Kind = NotificationChannel.Kind
 URL_KINDS = {Kind.SLACK, Kind.MATTERMOST, Kind.WEBHOOK}
@@ -188,6 +188,19 @@ class NotificationAdmin(ReadOnlyModelAdmin):
         "payload_display",
     )
     readonly_fields = fields
+    actions = ["retry_failed"]
+
+    def has_retry_permission(self, request) -> bool:
+        # Whoever may manage the channels may send their failed messages again.
+        return request.user.is_active and request.user.has_perm("requests_app.change_notificationchannel")
+
+    @admin.action(description="Retry the selected failed deliveries now", permissions=["retry"])
+    def retry_failed(self, request, queryset) -> None:
+        retried = notifications_retry(ids=queryset.values_list("pk", flat=True), by=request.user)
+        skipped = queryset.count() - retried
+        messages.success(request, f"Queued {retried} failed deliveries again.")
+        if skipped:
+            messages.info(request, f"{skipped} selected were not failed and were left as they are.")
 
     def get_queryset(self, request):
         # The channel's name is all a row shows of it: skip decrypting its secrets.

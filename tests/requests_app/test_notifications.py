@@ -23,7 +23,7 @@ from django.utils import formats, timezone
 from jitportal.crypto import decrypt
 from requests_app import notifications as notif
 from requests_app import tasks
-from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
+from requests_app.models import AccessRequest, AuditEvent, Grant, Notification, NotificationChannel
 from requests_app.notifications import backoff, notification_deliver, notifications_due, notify
 from requests_app.services import grant_revoke, grants_end_expired, request_create, request_review
 from tests.conftest import make_role, make_user
@@ -624,6 +624,40 @@ def test_outbox_admin_shows_status_attempts_error_and_next_attempt_read_only(
     assert client.get(admin_url(Notification, "add")).status_code == 403
     assert client.post(admin_url(Notification, "delete", row.pk), {"post": "yes"}).status_code == 403
     assert Notification.objects.filter(pk=row.pk).exists()
+
+
+def test_admin_retries_failed_deliveries_only_and_audits_it(client, superuser, requester, ops, slack):
+    failed = queued(requester, ops)
+    Notification.objects.filter(pk=failed.pk).update(status=Status.FAILED, attempts=10, last_error="HTTP 503")
+    delivered = Notification.objects.create(
+        channel=failed.channel, event=failed.event, subject_key="request:other", status=Status.DELIVERED, attempts=1
+    )
+    client.force_login(superuser)
+    response = client.post(
+        admin_url(Notification, "changelist"),
+        {"action": "retry_failed", "_selected_action": [failed.pk, delivered.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    failed.refresh_from_db()
+    delivered.refresh_from_db()
+    assert (failed.status, failed.attempts, failed.claimed_until) == (Status.PENDING, 0, None)
+    assert failed.next_attempt_at <= timezone.now()
+    assert failed.pk in notifications_due()
+    assert (delivered.status, delivered.attempts) == (Status.DELIVERED, 1)
+    event = AuditEvent.objects.get(action="notification.retried")
+    assert (event.actor_username, event.data) == ("root", {"ids": [failed.pk]})
+
+
+def test_staff_without_channel_rights_cannot_retry_deliveries(client, requester, ops, slack):
+    failed = queued(requester, ops)
+    Notification.objects.filter(pk=failed.pk).update(status=Status.FAILED)
+    client.force_login(make_user("auditor", is_staff=True))
+    listing = client.get(admin_url(Notification, "changelist"))
+    assert "retry_failed" not in listing.content.decode()
+    client.post(admin_url(Notification, "changelist"), {"action": "retry_failed", "_selected_action": [failed.pk]})
+    failed.refresh_from_db()
+    assert failed.status == Status.FAILED
 
 
 def test_grant_rows_in_the_outbox_link_to_the_grant(client, superuser, requester, reviewer, ops, receiver):
