@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from requests_app import tasks
 from tests.conftest import make_role
 from tests.requests_app.portal import grant_review_permission
 
@@ -35,3 +36,15 @@ def web_ssh(db):
 def self_service(db):
     """An auto-approved role over dev nodes: grants without reviews."""
     return make_role("dev-ssh", resource_labels={"env": ["dev"]}, auto_approve=True, max_duration=timedelta(hours=4))
+
+
+@pytest.fixture
+def handed_off(monkeypatch):
+    """Records hand-offs to workers instead of publishing to a broker."""
+    calls: list[dict] = []
+
+    def fake_apply_async(args=None, kwargs=None, **options):
+        calls.append({"args": args, **options})
+
+    monkeypatch.setattr(tasks.deliver_notification, "apply_async", fake_apply_async)
+    return calls

@@ -29,21 +29,9 @@ from requests_app.services import (
 from tests.conftest import make_role
 from tests.requests_app.test_concurrency import run_at_once
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("handed_off")]
 
 Event = NotificationChannel.Event
-
-
-@pytest.fixture(autouse=True)
-def handed_off(monkeypatch):
-    """Records hand-offs to workers instead of publishing to a broker."""
-    calls: list[dict] = []
-
-    def fake_apply_async(args=None, kwargs=None, **options):
-        calls.append({"args": args, **options})
-
-    monkeypatch.setattr(tasks.deliver_notification, "apply_async", fake_apply_async)
-    return calls
 
 
 @pytest.fixture
