@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -11,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.lockout import LockoutAdminAuthenticationForm
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
 from inventory.models import Resource
@@ -250,3 +253,49 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset) -> None:
         revoke_tokens(request, queryset.select_related("user"))
+
+
+# django-axes' failure records: evidence for superusers, changed by nobody by
+# hand (the lockout ends by itself; `manage.py axes_reset_username` lifts it early).
+class _SuperuserReadOnlyAdmin:
+    actions = None
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class AccessAttemptAdmin(_SuperuserReadOnlyAdmin, axes_admin.AccessAttemptAdmin):
+    pass
+
+
+class AccessLogAdmin(_SuperuserReadOnlyAdmin, axes_admin.AccessLogAdmin):
+    pass
+
+
+class AccessFailureLogAdmin(_SuperuserReadOnlyAdmin, axes_admin.AccessFailureLogAdmin):
+    pass
+
+
+for _model, _model_admin in (
+    (AccessAttempt, AccessAttemptAdmin),
+    (AccessLog, AccessLogAdmin),
+    (AccessFailureLog, AccessFailureLogAdmin),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _model_admin)
+
+# The admin's sign-in answers a lockout as the portal's does.
+admin.site.login_form = LockoutAdminAuthenticationForm

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import MeView, ResourceViewSet, RoleViewSet, TokenView
+from accounts.lockout import LockoutAuthenticationForm
 from requests_app.api.credentials import ResourceSSHPrincipalsView, RevokedKeysView, SSHCAView
 from requests_app.api.views import AccessCheckView, AccessRequestViewSet, AuditEventViewSet, GrantViewSet
 
@@ -31,7 +32,11 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=LockoutAuthenticationForm),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The self-service pages last: "" is their root.
     path("", include("requests_app.urls")),

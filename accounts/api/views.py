@@ -15,15 +15,21 @@ from accounts.api.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
+from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, lockout_seconds
 from accounts.models import ApiToken, Role
 from accounts.selectors import resources_searchable_by, roles_requestable_by
 from inventory.filters import ResourceFilterSet
+from jitportal.net import client_address
 
 
 class TokenThrottle(SimpleRateThrottle):
     """Per client address: enough for scripts, too few for password guessing."""
 
     scope = "token"
+
+    def get_ident(self, request):
+        # The lockout's rule, so a forged X-Forwarded-For buys no fresh budget.
+        return client_address(request) or ""
 
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
@@ -49,6 +55,13 @@ class TokenView(APIView):
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        if is_locked_out(request):
+            # Refused before the password was looked at; auth.failed / auth.locked are recorded.
+            return Response(
+                {"detail": lockout_message()},
+                status=LOCKOUT_STATUS,
+                headers={"Retry-After": str(lockout_seconds())},
+            )
         if user is None or not user.is_active:
             audit_record(action="token.refused", target_type="user", target_id=data.validated_data["username"][:64])
             return Response({"detail": "invalid username or password"}, status=status.HTTP_400_BAD_REQUEST)

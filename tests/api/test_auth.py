@@ -223,25 +223,68 @@ def test_token_endpoint_throttles_beyond_its_rate_with_retry_after(requester):
     assert allowed >= 10, "scripts need at least 10 a minute"
     client = APIClient()
 
-    successes = [obtain(client, "alice").status_code for _ in range(10)]
-    failures = [obtain(client, "alice", "wrong").status_code for _ in range(allowed - 10)]
+    # Failures and successes share the budget (fewer failures than lock the account).
+    failures = [obtain(client, "alice", "wrong").status_code for _ in range(4)]
+    successes = [obtain(client, "alice").status_code for _ in range(allowed - 4)]
     throttled = obtain(client, "alice")
 
-    assert successes == [201] * 10
-    assert failures == [400] * (allowed - 10)
+    assert failures == [400] * 4
+    assert successes == [201] * (allowed - 4)
     assert throttled.status_code == 429
     assert 0 < int(throttled["Retry-After"]) <= period
-    assert ApiToken.objects.count() == 10  # the throttled attempt was not processed
+    assert ApiToken.objects.count() == allowed - 4  # the throttled attempt was not processed
 
 
 def test_token_throttle_is_per_client_address(requester):
     allowed, _ = TokenThrottle().parse_rate(TokenThrottle().get_rate())
     client = APIClient()
     for _ in range(allowed):
-        obtain(client, "alice", "wrong", REMOTE_ADDR="192.0.2.1")
+        obtain(client, "alice", REMOTE_ADDR="192.0.2.1")
 
     assert obtain(client, "alice", REMOTE_ADDR="192.0.2.1").status_code == 429
     assert obtain(client, "alice", REMOTE_ADDR="192.0.2.2").status_code == 201
+
+
+def test_forged_forwarded_for_buys_no_password_guesses(requester):
+    client = APIClient()
+
+    answers = [
+        obtain(client, "alice", f"guess-{i}", HTTP_X_FORWARDED_FOR=f"203.0.113.{i % 250}, 10.{i}.0.1").status_code
+        for i in range(200)
+    ]
+    right = obtain(client, "alice", HTTP_X_FORWARDED_FOR="198.51.100.1")
+
+    assert set(answers[:4]) == {400}
+    assert set(answers[20:]) == {429}, "refused long before the 200th guess"
+    assert right.status_code == 429
+    assert not ApiToken.objects.exists()
+
+
+def test_forged_forwarded_for_gets_no_fresh_throttle_budget(requester):
+    allowed, _ = TokenThrottle().parse_rate(TokenThrottle().get_rate())
+    client = APIClient()
+
+    answers = [obtain(client, "alice", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}").status_code for i in range(allowed)]
+    forged = obtain(client, "alice", HTTP_X_FORWARDED_FOR="198.51.100.99")
+
+    assert answers == [201] * allowed
+    assert forged.status_code == 429
+
+
+def test_behind_one_trusted_proxy_the_rightmost_forwarded_address_is_the_client(requester, settings):
+    settings.JITPORTAL_TRUSTED_PROXIES = 1
+    allowed, _ = TokenThrottle().parse_rate(TokenThrottle().get_rate())
+    client = APIClient()
+
+    # Each caller forges a different left part; the proxy appends what it saw.
+    answers = [
+        obtain(client, "alice", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}, 198.51.100.7").status_code
+        for i in range(allowed)
+    ]
+
+    assert answers == [201] * allowed
+    assert obtain(client, "alice", HTTP_X_FORWARDED_FOR="203.0.113.250, 198.51.100.7").status_code == 429
+    assert obtain(client, "alice", HTTP_X_FORWARDED_FOR="198.51.100.7, 198.51.100.8").status_code == 201
 
 
 # --- anonymous callers ----------------------------------------------------------
