@@ -278,8 +278,7 @@ def test_behind_one_trusted_proxy_the_rightmost_forwarded_address_is_the_client(
 
     # Each caller forges a different left part; the proxy appends what it saw.
     answers = [
-        obtain(client, "alice", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}, 198.51.100.7").status_code
-        for i in range(allowed)
+        obtain(client, "alice", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}, 198.51.100.7").status_code for i in range(allowed)
     ]
 
     assert answers == [201] * allowed
