@@ -11,7 +11,7 @@ PORT ?= 8000
 # Development defaults; a local .env (not committed) may override them.
 LOAD_ENV := set -a; . ./.env.example; if [ -f .env ]; then . ./.env; fi; set +a
 
-.PHONY: run test venv migrate demo lint clean bench
+.PHONY: run test venv migrate demo manage lint clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ migrate: $(STAMP)
 
 demo: migrate
 	@$(LOAD_ENV); $(PY) manage.py apply -f demo/policy.yaml
+
+# Any manage.py command with the development defaults, e.g.
+#   make manage ARGS="apply -f demo/policy.yaml"
+# (production sets the variables in the environment and runs manage.py itself).
+# The development database is brought up to date first, quietly.
+manage: $(STAMP)
+	@$(LOAD_ENV); $(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py $(ARGS)
 
 run: demo
 	@$(LOAD_ENV); \
