@@ -373,6 +373,26 @@ def test_request_ls_show_review_and_cancel(alice, lab_role, tmp_path, live_serve
     assert one_line_error(again) == "jit: the request is cancelled; only pending requests can be cancelled"
 
 
+def test_request_ls_review_leaves_out_what_i_already_reviewed(alice, lab_role, tmp_path, live_server):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-8 first")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-9 second")
+    first, second = AccessRequest.objects.order_by("created_at")
+    bob = Jit(tmp_path / "bob", live_server.url)
+    bob.login("bob")
+    carol = Jit(tmp_path / "carol", live_server.url)
+    carol.login("carol")
+
+    bob("request", "review", str(first.pk), "--approve", "--reason", "fine")
+    bobs, carols = bob("request", "ls", "--review"), carol("request", "ls", "--review")
+
+    assert str(first.pk) not in bobs.stdout and str(second.pk) in bobs.stdout
+    assert str(first.pk) in carols.stdout and str(second.pk) in carols.stdout
+    bob("request", "review", str(second.pk), "--deny", "--reason", "no")
+    assert bob("request", "ls", "--review").stdout.strip() == "No requests for you to review."
+
+
 def test_the_requester_cannot_review_their_own_request_from_the_cli(alice, lab_role):
     make_resource("lab-1", labels={"env": "lab"})
     make_user("dora", groups=("engineers", "sre-leads"))
