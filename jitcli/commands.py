@@ -394,7 +394,7 @@ def _revocation(r: dict) -> str:
     """When the last live grant was revoked, by whom and why (the request turned revoked then)."""
     revoked = [g for g in r.get("grants") or [] if g.get("revoked_at")]
     if not revoked:
-        return f"- ({r['resolution_reason']})" if r.get("resolution_reason") else "-"
+        return r.get("resolution_reason") or "-"
     last = max(revoked, key=lambda g: g["revoked_at"])
     by = f" by {last['revoked_by']}" if last.get("revoked_by") else ""
     why = f": {last['revoke_reason']}" if last.get("revoke_reason") else ""
