@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def contains(actual, shown) -> bool:
 
 def run_walkthrough(server: str) -> list[tuple[object, str]]:
     """Runs the block in one bash as a reader would paste it; returns (answer shown, what was printed) per step."""
+    assert shutil.which("curl") and shutil.which("python3"), "the walk-through needs curl and python3"
     block = walkthrough().replace("http://127.0.0.1:8000", server, 1)
     parts = steps(block)
     script = "set -e -o pipefail\n" + "\n".join(
