@@ -24,8 +24,9 @@ venv: $(STAMP)
 migrate: $(STAMP)
 	@$(LOAD_ENV); $(PY) manage.py migrate --noinput
 
+# The demo's email channel prints each message in the worker's output (console backend, .env.example).
 demo: migrate
-	@$(LOAD_ENV); $(PY) manage.py apply -f demo/policy.yaml
+	@$(LOAD_ENV); $(PY) manage.py apply -f demo/policy.yaml && $(PY) manage.py email_channel demo-email
 
 # Any manage.py command with the development defaults, e.g.
 #   make manage ARGS="apply -f demo/policy.yaml"

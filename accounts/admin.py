@@ -17,12 +17,15 @@ from accounts.lockout import LockoutAdminAuthenticationForm
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
 from inventory.models import Resource
+from jitportal.admin_display import NoGroupFilter, clipped
+from jitportal.durations import format_duration
 from jitportal.errors import DomainError
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "group_names", "is_staff", "is_active")
+    list_filter = ("is_staff", "is_superuser", "is_active", ("groups", NoGroupFilter))
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("groups")
@@ -82,11 +85,9 @@ class RoleAdmin(admin.ModelAdmin):
         "kinds_display",
         "selector_display",
         "logins_display",
-        "max_duration",
+        "max_duration_display",
         "approvals",
-        "denials",
-        "reason",
-        "auto_approve",
+        "auto_approve_display",
         "requestable_by_display",
         "reviewers_display",
     )
@@ -105,7 +106,15 @@ class RoleAdmin(admin.ModelAdmin):
     @admin.display(description="labels")
     def selector_display(self, obj: Role) -> str:
         labels = obj.resource_labels or {}
-        return ", ".join(f"{key}={'|'.join(values)}" for key, values in sorted(labels.items()))
+        return clipped(", ".join(f"{key}={'|'.join(values)}" for key, values in sorted(labels.items())), 30)
+
+    @admin.display(description="max", ordering="max_duration")
+    def max_duration_display(self, obj: Role) -> str:
+        return format_duration(obj.max_duration)
+
+    @admin.display(description="auto", boolean=True, ordering="auto_approve")
+    def auto_approve_display(self, obj: Role) -> bool:
+        return obj.auto_approve
 
     @admin.display(description="logins")
     def logins_display(self, obj: Role) -> str:
@@ -113,11 +122,11 @@ class RoleAdmin(admin.ModelAdmin):
 
     @admin.display(description="requestable by")
     def requestable_by_display(self, obj: Role) -> str:
-        return ", ".join(sorted(g.name for g in obj.requestable_by.all()))
+        return clipped(", ".join(sorted(g.name for g in obj.requestable_by.all())), 30)
 
     @admin.display(description="reviewers")
     def reviewers_display(self, obj: Role) -> str:
-        return ", ".join(sorted(g.name for g in obj.reviewers.all()))
+        return clipped(", ".join(sorted(g.name for g in obj.reviewers.all())), 30)
 
 
 VALID_FOR_CHOICES = [

@@ -7,6 +7,7 @@ from django.contrib import admin
 
 from inventory.models import Resource
 from inventory.services import resource_set_labels, validate_labels
+from jitportal.admin_display import clipped
 from jitportal.errors import DomainError
 
 
@@ -44,7 +45,7 @@ class ResourceAdmin(admin.ModelAdmin):
 
     @admin.display(description="labels")
     def labels_display(self, obj: Resource) -> str:
-        return format_labels(obj.labels)
+        return clipped(format_labels(obj.labels), 60)
 
     def save_model(self, request, obj: Resource, form, change: bool) -> None:
         # The admin already wraps the save in a transaction; the index rows

@@ -19,6 +19,8 @@ from jitcli.ssh import ephemeral_key, parse_address, run, ssh_command
 FINAL_STATES = {"denied", "cancelled", "expired", "revoked"}
 DEFAULT_POLL_SECONDS = 2.0
 NO_GRANT = "no active grant covers this resource"
+# A search listing more than this proposes one example instead of a command naming them all.
+REQUEST_HINT_MOST = 10
 
 
 def _interactive() -> bool:
@@ -138,6 +140,18 @@ def logout(args) -> int:
     return 0
 
 
+def _grant_end(grant: dict) -> str:
+    """When the grant ends: how long is left while active, otherwise the moment itself."""
+    state = grant["state"]
+    if state == "active":
+        return f"in {time_left(grant['expires_at'])}"
+    if state == "revoked":
+        return local(grant.get("revoked_at"))
+    if state == "scheduled":
+        return f"{local(grant['expires_at'])} (starts {local(grant['starts_at'])})"
+    return local(grant["expires_at"])
+
+
 def _grant_rows(grants: list[dict]) -> list[list[str]]:
     return [
         [
@@ -146,13 +160,13 @@ def _grant_rows(grants: list[dict]) -> list[list[str]]:
             g["resource"]["ref"] if g.get("resource") else f"(role {g['role']})",
             ",".join(g.get("logins") or []) or "-",
             g["state"],
-            time_left(g["expires_at"]) if g["state"] == "active" else local(g["starts_at"]),
+            _grant_end(g),
         ]
         for g in grants
     ]
 
 
-GRANT_HEADERS = ["ID", "Role", "Resource", "Logins", "State", "Ends in"]
+GRANT_HEADERS = ["ID", "Role", "Resource", "Logins", "State", "Ends"]
 
 
 def status(args) -> int:
@@ -195,11 +209,20 @@ def search(args) -> int:
         for r in items
     ]
     table(["Kind", "Name", "Address", "Labels", "Requestable roles"], rows)
+    narrowed = bool(args.kind or args.label or args.text.strip())
     if total > len(items):
         print(f"\n(showing {len(items)} of {total}; narrow the search with --kind, --label or TEXT)")
-    resources = " ".join(f"--resource {shlex.quote(r['kind'] + '/' + r['name'])}" for r in items)
-    print("\nTo request access to these resources, run")
-    print(f"> jit request create {resources} --reason <reason>")
+    elif not narrowed and len(items) > 1:
+        print("\n(everything you may search; narrow it with --kind, --label or TEXT)")
+    if narrowed and total == len(items) <= REQUEST_HINT_MOST:
+        resources = " ".join(f"--resource {shlex.quote(r['kind'] + '/' + r['name'])}" for r in items)
+        print("\nTo request access to these resources, run")
+        print(f"> jit request create {resources} --reason <reason>")
+    else:
+        # Proposing every resource listed would invite asking for far more than the task needs.
+        example = shlex.quote(f"{items[0]['kind']}/{items[0]['name']}")
+        print("\nTo request access, name only the resources you need, e.g.")
+        print(f"> jit request create --resource {example} --reason <reason>")
     several = [f"{r['kind']}/{r['name']}" for r in items if len(r["requestable_roles"]) > 1]
     if several:
         print(f"(several roles reach {', '.join(several[:3])}: add --role NAME to choose)")
@@ -347,9 +370,40 @@ def _request_path(rid: str, action: str = "") -> str:
     return f"requests/{urllib.parse.quote(rid)}/{action}"
 
 
+def _request_call(call, rid: str):
+    """One call on a request; a request that does not exist, or that you may not see, is said plainly."""
+    try:
+        return call()
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"no such request: {rid.strip()}") from None
+        raise
+
+
+def _resolution(r: dict) -> str:
+    """The resolution's time with its own reason; an approving reviewer's reason is in the reviews."""
+    state, when, why = r["state"], local(r["resolved_at"]), r.get("resolution_reason") or ""
+    if state in ("approved", "revoked"):
+        # A revoked request was approved first; its revocation has its own line.
+        how = "approved" if r.get("approvals") else "approved without review"
+        return f"{when} ({how})"
+    return f"{when} ({state}{f': {why}' if why else ''})"
+
+
+def _revocation(r: dict) -> str:
+    """When the last live grant was revoked, by whom and why (the request turned revoked then)."""
+    revoked = [g for g in r.get("grants") or [] if g.get("revoked_at")]
+    if not revoked:
+        return r.get("resolution_reason") or "-"
+    last = max(revoked, key=lambda g: g["revoked_at"])
+    by = f" by {last['revoked_by']}" if last.get("revoked_by") else ""
+    why = f": {last['revoke_reason']}" if last.get("revoke_reason") else ""
+    return f"{local(last['revoked_at'])} (revoked{by}{why})"
+
+
 def request_show(args) -> int:
     _, api = _session()
-    r = api.get(_request_path(args.id))
+    r = _request_call(lambda: api.get(_request_path(args.id)), args.id)
     print(f"Request:    {r['id']}")
     print(f"Requester:  {r['requester']}")
     print(f"State:      {r['state']}")
@@ -365,8 +419,9 @@ def request_show(args) -> int:
     if r["state"] == "pending":
         print(f"Expires:    {local(r['pending_expires_at'])} if not decided")
     if r.get("resolved_at"):
-        why = f" ({r['resolution_reason']})" if r.get("resolution_reason") else ""
-        print(f"Resolved:   {local(r['resolved_at'])}{why}")
+        print(f"Resolved:   {_resolution(r)}")
+    if r["state"] == "revoked":
+        print(f"Revoked:    {_revocation(r)}")
     if r.get("suggested_reviewers"):
         print(f"Suggested:  {', '.join(r['suggested_reviewers'])}")
     if r.get("reviews"):
@@ -386,7 +441,7 @@ def request_show(args) -> int:
 
 def request_cancel(args) -> int:
     _, api = _session()
-    r = api.post(_request_path(args.id, "cancel/"))
+    r = _request_call(lambda: api.post(_request_path(args.id, "cancel/")), args.id)
     print(f"Request {r['id']} cancelled.")
     return 0
 
@@ -394,7 +449,9 @@ def request_cancel(args) -> int:
 def request_review(args) -> int:
     _, api = _session()
     decision = "approve" if args.approve else "deny"
-    review = api.post(_request_path(args.id, "reviews/"), {"decision": decision, "reason": args.reason})
+    review = _request_call(
+        lambda: api.post(_request_path(args.id, "reviews/"), {"decision": decision, "reason": args.reason}), args.id
+    )
     state = review.get("request_state", "")
     verb = "Approved" if decision == "approve" else "Denied"
     detail = f"it is now {state}"

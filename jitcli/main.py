@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--reviewer", action="append", default=[], metavar="NAME", help="suggest a reviewer")
     create.add_argument("--wait", action="store_true", help="wait until the request is approved or refused")
 
-    ls = request_command("ls", "list your requests (or those you may review)", commands.request_ls)
+    ls = request_command("ls", "list your requests (or those awaiting your review)", commands.request_ls)
     ls.add_argument(
         "--state",
         action="append",
@@ -94,7 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["pending", "approved", "denied", "cancelled", "expired", "revoked"],
         help="repeatable",
     )
-    ls.add_argument("--review", action="store_true", help="requests you may review instead of your own")
+    ls.add_argument(
+        "--review",
+        action="store_true",
+        help="requests awaiting your review (pending, not yet reviewed by you) instead of your own",
+    )
 
     show = request_command("show", "one request: reviews, thresholds, grants", commands.request_show)
     show.add_argument("id", metavar="ID")

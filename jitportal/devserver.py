@@ -2,7 +2,9 @@
 
     python -m jitportal.devserver --host 127.0.0.1 --port 8000
 
-The three share the terminal's output. If one of them exits on its own (a
+Links in notifications point at the address served here (``--host`` and
+``--port``) unless ``JITPORTAL_BASE_URL`` is set in the environment (or in
+``.env``). The three share the terminal's output. If one of them exits on its own (a
 port already in use, a broker that cannot be reached) the others are stopped
 too, so nothing keeps running half-configured. Production runs these as
 separate services instead (see README.md).
@@ -19,6 +21,29 @@ import time
 from urllib.parse import urlsplit
 
 GRACE_SECONDS = 10
+BASE_URL_VARIABLE = "JITPORTAL_BASE_URL"
+
+
+def served_url(host: str, port: int) -> str:
+    """The address a browser on this machine reaches the server at."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def prepare_environment(*, host: str, port: int) -> None:
+    """Before settings are read, and inherited by the web, the worker and beat.
+
+    ``JITPORTAL_BASE_URL`` names the served address unless the user set it
+    (``.env.example`` leaves it out so that ``make run PORT=...`` decides).
+    """
+    if not os.environ.get(BASE_URL_VARIABLE, "").strip():
+        os.environ[BASE_URL_VARIABLE] = served_url(host, port)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
 
 
 def commands(host: str, port: int) -> dict[str, list[str]]:
@@ -96,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
+    prepare_environment(host=args.host, port=args.port)
     from django.conf import settings
 
     print(
         f"  Background: one Celery worker and beat on {describe_broker(settings.CELERY_BROKER_URL)}; "
-        f"sweeps every {settings.JITPORTAL_SWEEP_INTERVAL_SECONDS}s. Ctrl-C stops everything.\n",
+        f"sweeps every {settings.JITPORTAL_SWEEP_INTERVAL_SECONDS}s. Ctrl-C stops everything.\n"
+        f"  Links in notifications: {settings.JITPORTAL_BASE_URL}/\n",
         flush=True,
     )
 

@@ -134,6 +134,8 @@ LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+# Times in the admin carry their zone (jitportal/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["jitportal.formats"]
 USE_I18N = True
 USE_TZ = True
 

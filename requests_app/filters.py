@@ -9,7 +9,12 @@ from requests_app.models import AccessRequest, AuditEvent, Grant
 class AccessRequestFilterSet(django_filters.FilterSet):
     state = django_filters.MultipleChoiceFilter(choices=AccessRequest.State.choices)
     scope = django_filters.ChoiceFilter(
-        choices=[("mine", "My requests"), ("review", "Requests I may review")], method="filter_scope"
+        choices=[
+            ("mine", "My requests"),
+            ("review", "Requests awaiting my review"),
+            ("reviewable", "Any request I may review"),
+        ],
+        method="filter_scope",
     )
     role = django_filters.CharFilter(field_name="roles__name", distinct=True)
 
@@ -22,6 +27,9 @@ class AccessRequestFilterSet(django_filters.FilterSet):
         if value == "mine":
             return queryset.filter(requester=user)
         if value == "review":
+            awaiting = AccessRequest.objects.awaiting_review_by(user, at=timezone.now())
+            return queryset.filter(pk__in=awaiting.values("pk"))
+        if value == "reviewable":
             return queryset.filter(pk__in=AccessRequest.objects.reviewable_by(user).values("pk"))
         return queryset
 

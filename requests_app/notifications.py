@@ -27,13 +27,17 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
+from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import F, Q, prefetch_related_objects
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from jitportal.durations import format_duration
+from jitportal.errors import DomainError
+from requests_app.audit import audit_record
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
 
 logger = logging.getLogger(__name__)
@@ -457,8 +461,6 @@ def notifications_retry(*, ids: Iterable[int], by, now: datetime | None = None) 
     For after a receiver outage that outlasted the retries. Only ``failed``
     rows move (a conditional update), so a delivered message is never sent twice.
     """
-    from requests_app.audit import audit_record
-
     now = now or timezone.now()
     with transaction.atomic():
         failed = Notification.objects.filter(pk__in=list(ids), status=Notification.Status.FAILED)
@@ -471,6 +473,44 @@ def notifications_retry(*, ids: Iterable[int], by, now: datetime | None = None) 
         audit_record(action="notification.retried", actor=by, target_type="notification", data={"ids": pks})
         transaction.on_commit(partial(enqueue_deliveries, pks))
     return len(pks)
+
+
+def email_channel_ensure(*, name: str, to: list[str], events: list[str]) -> tuple[NotificationChannel, str]:
+    """Make an enabled email channel ``name`` send ``events`` to ``to`` (empty: the reviewers / requester).
+
+    Idempotent, for scripts and the demo; returns the channel and what happened
+    (``created``, ``updated`` or ``unchanged``). Changes are audited.
+    """
+    for address in to:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise DomainError(f"{address!r} is not an email address", field="to") from None
+    unknown = sorted(set(events) - set(Event.values))
+    if unknown:
+        raise DomainError(f"unknown events: {', '.join(unknown)}", field="events")
+    wanted = {"kind": Kind.EMAIL, "enabled": True, "email_to": ", ".join(to), "events": sorted(set(events))}
+    with transaction.atomic():
+        channel = NotificationChannel.objects.select_for_update().filter(name=name).first()
+        if channel is not None and channel.kind != Kind.EMAIL:
+            raise DomainError(f"channel {name} exists and is a {channel.get_kind_display()} channel", field="name")
+        if channel is None:
+            channel = NotificationChannel.objects.create(name=name, **wanted)
+            outcome = "created"
+        elif any(getattr(channel, key) != value for key, value in wanted.items()):
+            for key, value in wanted.items():
+                setattr(channel, key, value)
+            channel.save(update_fields=list(wanted))
+            outcome = "updated"
+        else:
+            return channel, "unchanged"
+        audit_record(
+            action=f"channel.{outcome}",
+            target_type="notification_channel",
+            target_id=str(channel.pk),
+            data={"name": name, **wanted},
+        )
+    return channel, outcome
 
 
 # --- delivery --------------------------------------------------------------------------

@@ -60,12 +60,8 @@ def requests_summarised(queryset: AccessRequestQuerySet) -> AccessRequestQuerySe
 
 
 def requests_awaiting_review(*, user, at: datetime) -> AccessRequestQuerySet:
-    """Pending requests ``user`` may review (never their own) that have not outlived their pending TTL."""
-    return AccessRequest.objects.filter(
-        pk__in=AccessRequest.objects.reviewable_by(user).values("pk"),
-        state=AccessRequest.State.PENDING,
-        pending_expires_at__gt=at,
-    )
+    """The admin queue, its count on the index and the dashboard banner (``awaiting_review_by``)."""
+    return AccessRequest.objects.awaiting_review_by(user, at=at)
 
 
 # --- dashboard and lists --------------------------------------------------------

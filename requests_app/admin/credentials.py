@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.html import format_html
 
 from requests_app.admin.base import ReadOnlyModelAdmin, change_link
 from requests_app.models import IssuedCertificate, SSHCertificateAuthority
@@ -37,7 +38,7 @@ class SSHCertificateAuthorityAdmin(ReadOnlyModelAdmin):
 
 @admin.register(IssuedCertificate)
 class IssuedCertificateAdmin(ReadOnlyModelAdmin):
-    list_display = ("serial", "user", "grant_link", "principals_display", "valid_after", "valid_before", "ca")
+    list_display = ("serial", "user", "grant_link", "principals_display", "valid_after", "valid_before", "ca_display")
     list_filter = ("ca",)
     search_fields = ("=serial", "grant__user__username", "public_key_fingerprint", "key_id")
     list_select_related = ("grant__user", "ca")
@@ -68,6 +69,11 @@ class IssuedCertificateAdmin(ReadOnlyModelAdmin):
     @admin.display(description="grant")
     def grant_link(self, obj: IssuedCertificate):
         return change_link(obj.grant, str(obj.grant_id))
+
+    @admin.display(description="CA", ordering="ca__name")
+    def ca_display(self, obj: IssuedCertificate):
+        # The name fits the column; the fingerprint, on hover, is what a host compares.
+        return format_html('<span title="{}">{}</span>', obj.ca.fingerprint, obj.ca.name)
 
     @admin.display(description="principals")
     def principals_display(self, obj: IssuedCertificate) -> str:

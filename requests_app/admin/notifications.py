@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.text import Truncator
 
+from jitportal.admin_display import clipped
 from requests_app.admin.base import ReadOnlyModelAdmin
 from requests_app.models import Notification, NotificationChannel
 from requests_app.notifications import mask_url, notifications_retry
@@ -169,7 +169,6 @@ class NotificationAdmin(ReadOnlyModelAdmin):
         "next_attempt_at",
         "delivered_at",
         "short_error",
-        "created_at",
     )
     list_filter = ("status", "event", "channel")
     search_fields = ("subject_key", "last_error")
@@ -217,7 +216,7 @@ class NotificationAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="last error")
     def short_error(self, obj: Notification) -> str:
-        return Truncator(obj.last_error).chars(80)
+        return clipped(obj.last_error)
 
     @admin.display(description="message")
     def payload_display(self, obj: Notification):

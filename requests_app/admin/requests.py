@@ -19,9 +19,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
+from jitportal.admin_display import RelatedFilterWithoutNone, clipped
 from requests_app import services
 from requests_app.admin.base import (
     QUEUE_PAGE,
@@ -136,7 +136,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         "pending_expiry_display",
         "state",
     )
-    list_filter = (ReviewQueueFilter, "state", "roles")
+    list_filter = (ReviewQueueFilter, "state", ("roles", RelatedFilterWithoutNone))
     search_fields = ("requester__username", "reason", "resources__name")
     date_hierarchy = "created_at"
     list_per_page = QUEUE_PAGE
@@ -187,7 +187,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="reason")
     def reason_display(self, obj: AccessRequest) -> str:
-        return Truncator(obj.reason).chars(80) if obj.reason else "—"
+        return clipped(obj.reason)
 
     @admin.display(description="age", ordering="-created_at")
     def age(self, obj: AccessRequest) -> str:
@@ -226,6 +226,8 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         queue = request.GET.get(ReviewQueueFilter.parameter_name)
         if user_may_use_review_queue(request.user) and queue in (None, ReviewQueueFilter.AWAITING):
             context.setdefault("title", "Access requests awaiting my review")
+            # Said instead of an empty table (and "0 access requests") when the queue is clear.
+            context.setdefault("empty_queue_note", "Nothing awaits your review.")
         return super().changelist_view(request, extra_context=context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -37,6 +37,17 @@ class AccessRequestQuerySet(models.QuerySet):
             .distinct()
         )
 
+    def awaiting_review_by(self, user, *, at: datetime) -> AccessRequestQuerySet:
+        """What "awaiting my review" means everywhere: pending and still within its time to live,
+        ``user`` may review it, and has not reviewed it yet."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return self.filter(
+            pk__in=AccessRequest.objects.reviewable_by(user).values("pk"),
+            state=AccessRequest.State.PENDING,
+            pending_expires_at__gt=at,
+        ).exclude(pk__in=Review.objects.filter(reviewer=user).values("request_id"))
+
     def with_counts(self) -> AccessRequestQuerySet:
         return self.annotate(
             approval_count=Count("reviews", filter=Q(reviews__decision="approve"), distinct=True),

@@ -296,6 +296,21 @@ def test_reviewer_who_also_requests_sees_own_in_mine_but_not_in_review(api, requ
     assert ids(api(lead).get(REQUESTS, {"scope": "review"})) == {daves}
 
 
+def test_scope_review_is_what_awaits_my_review_and_reviewable_keeps_the_rest(
+    api, requester, dave, reviewer, reviewer2, prod_ssh, web1
+):
+    answered = pending_request(requester, web1)
+    waiting = str(pending_request(dave, web1).pk)
+    decided = pending_request(dave, web1)
+    services.request_review(request=answered, reviewer=reviewer, decision="approve", reason="ok")
+    services.request_review(request=decided, reviewer=reviewer2, decision="deny", reason="no")
+
+    assert ids(api(reviewer).get(REQUESTS, {"scope": "review"})) == {waiting}
+    assert ids(api(reviewer2).get(REQUESTS, {"scope": "review"})) == {str(answered.pk), waiting}
+    assert ids(api(reviewer).get(REQUESTS, {"scope": "reviewable"})) == {str(answered.pk), waiting, str(decided.pk)}
+    assert ids(api(reviewer).get(REQUESTS, {"scope": "review", "state": "pending"})) == {waiting}
+
+
 def test_staff_lists_every_request(api, requester, dave, staff, prod_ssh, web1):
     made = {str(pending_request(requester, web1).pk), str(pending_request(dave, web1).pk)}
 

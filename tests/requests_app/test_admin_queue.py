@@ -128,6 +128,20 @@ def test_queue_hides_requests_past_their_pending_ttl(client, staff_reviewer, que
     assert shown(client.get(QUEUE)) == {queue["second"].pk}
 
 
+def test_queue_drops_a_request_once_i_reviewed_it_but_others_still_see_it(
+    client, staff_reviewer, staff_reviewer2, queue
+):
+    request_review(request=queue["first"], reviewer=staff_reviewer, decision="approve", reason="fine")
+    client.force_login(staff_reviewer)
+
+    assert shown(client.get(QUEUE)) == {queue["second"].pk}
+    assert shown(client.get(QUEUE, {"queue": "awaiting"})) == {queue["second"].pk}
+    # Still pending (1 of 2), so it stays among those I may review, and in carol's queue.
+    assert queue["first"].pk in shown(client.get(QUEUE, {"queue": "reviewable"}))
+    client.force_login(staff_reviewer2)
+    assert shown(client.get(QUEUE)) == {queue["first"].pk, queue["second"].pk}
+
+
 def test_all_requests_filters_and_search(client, staff_reviewer, queue, prod_ssh):
     client.force_login(staff_reviewer)
     assert shown(client.get(QUEUE, {"queue": "all"})) == {r.pk for r in queue.values()}
@@ -386,6 +400,20 @@ def test_index_summary_counts_my_queue_its_oldest_and_active_grants(client, staf
     assert '<strong data-summary="awaiting">2</strong>' in content
     assert '<td data-summary="oldest">3\xa0hours</td>' in content
     assert '<strong data-summary="active">2</strong>' in content
+
+
+def test_index_summary_does_not_count_what_i_already_reviewed(client, staff_reviewer, queue):
+    AccessRequest.objects.filter(pk=queue["second"].pk).update(created_at=timezone.now() - timedelta(hours=5))
+    request_review(request=queue["second"], reviewer=staff_reviewer, decision="approve", reason="fine")
+    client.force_login(staff_reviewer)
+
+    response = client.get(reverse("admin:index"))
+
+    summary = response.context["review_summary"]
+    assert summary.awaiting == 1
+    # The oldest is the oldest still waiting for me, not the one I already answered.
+    assert summary.oldest_age < timedelta(hours=1)
+    assert '<strong data-summary="awaiting">1</strong>' in response.content.decode()
 
 
 def test_index_summary_for_an_auditor_has_no_queue(client, staff, queue, grants):

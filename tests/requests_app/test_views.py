@@ -146,6 +146,14 @@ def test_dashboard_points_reviewers_to_their_queue(client, pending, staff_review
     assert reverse("admin:requests_app_accessrequest_changelist") in page.content.decode()
 
 
+def test_dashboard_banner_forgets_a_request_once_i_reviewed_it(client, pending, staff_reviewer, staff_reviewer2):
+    request_review(request=pending, reviewer=staff_reviewer, decision="approve", reason="fine")
+
+    assert "your review" not in text(login(client, staff_reviewer).get("/"))
+    # Still pending: the second reviewer is still asked.
+    assert "1 request awaits your review" in text(login(client, staff_reviewer2).get("/"))
+
+
 def test_dashboard_does_not_offer_the_queue_to_a_group_member_without_the_admin(client, pending, reviewer):
     assert "await your review" not in text(login(client, reviewer).get("/"))
 

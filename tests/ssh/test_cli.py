@@ -14,13 +14,14 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, User
 from requests_app import services
-from requests_app.models import AccessRequest, IssuedCertificate
+from requests_app.models import AccessRequest, Grant, IssuedCertificate
 from tests.conftest import make_resource, make_role, make_user
 from tests.ssh.conftest import LOGIN
 
@@ -298,6 +299,25 @@ def test_search_prints_a_table_and_the_command_to_request_it(alice, lab_role):
     assert "lab-2" in narrowed.stdout and "lab-1" not in narrowed.stdout
 
 
+def test_an_unfiltered_search_never_proposes_requesting_everything(alice, lab_role):
+    for n in range(12):
+        make_resource(f"lab-{n:02}", labels={"env": "lab"})
+    alice.login("alice")
+
+    everything = alice("search")
+    broad = alice("search", "--label", "env=lab")
+    one = alice("search", "lab-07")
+
+    for result in (everything, broad):
+        assert result.returncode == 0, result.stderr
+        commands = [line for line in result.stdout.splitlines() if line.startswith("> jit request create")]
+        assert commands == ["> jit request create --resource node/lab-00 --reason <reason>"]
+        assert "name only the resources you need" in result.stdout
+    assert "narrow it with --kind, --label or TEXT" in everything.stdout
+    assert "> jit request create --resource node/lab-07 --reason <reason>" in one.stdout.splitlines()
+    assert "To request access to these resources, run" in one.stdout
+
+
 def test_request_create_wait_shows_progress_until_two_reviewers_approve(alice, lab_role, live_server):
     make_resource("lab-1", labels={"env": "lab"})
     alice.login("alice")
@@ -371,6 +391,104 @@ def test_request_ls_show_review_and_cancel(alice, lab_role, tmp_path, live_serve
     again = alice("request", "cancel", str(request.pk))
     assert again.returncode == 1
     assert one_line_error(again) == "jit: the request is cancelled; only pending requests can be cancelled"
+
+
+def test_request_ls_review_leaves_out_what_i_already_reviewed(alice, lab_role, tmp_path, live_server):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-8 first")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-9 second")
+    first, second = AccessRequest.objects.order_by("created_at")
+    bob = Jit(tmp_path / "bob", live_server.url)
+    bob.login("bob")
+    carol = Jit(tmp_path / "carol", live_server.url)
+    carol.login("carol")
+
+    bob("request", "review", str(first.pk), "--approve", "--reason", "fine")
+    bobs, carols = bob("request", "ls", "--review"), carol("request", "ls", "--review")
+
+    assert str(first.pk) not in bobs.stdout and str(second.pk) in bobs.stdout
+    assert str(first.pk) in carols.stdout and str(second.pk) in carols.stdout
+    bob("request", "review", str(second.pk), "--deny", "--reason", "no")
+    assert bob("request", "ls", "--review").stdout.strip() == "No requests for you to review."
+
+
+def at_utc(moment) -> str:
+    """A time as jit prints it with TZ=UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def test_request_show_pairs_each_time_with_its_own_reason_and_ended_grants_show_their_end(alice, lab_role):
+    lab1, lab2 = make_resource("lab-1", labels={"env": "lab"}), make_resource("lab-2", labels={"env": "lab"})
+    request = services.request_create(
+        requester=User.objects.get(username="alice"),
+        resources=[lab1, lab2],
+        reason="INC-10 both",
+        duration="30m",
+    )
+    for name, why in (("bob", "looks fine"), ("carol", "ok by me")):
+        reviewer = User.objects.get(username=name)
+        services.request_review(request=request, reviewer=reviewer, decision="approve", reason=why)
+    request.refresh_from_db()
+    approved_at = request.resolved_at
+    revoked_grant, expired_grant = request.grants.order_by("resource__name")
+    Grant.objects.filter(pk=expired_grant.pk).update(
+        starts_at=approved_at - timedelta(hours=3), expires_at=approved_at - timedelta(hours=2)
+    )
+    root = make_user("root", is_staff=True, is_superuser=True)
+    revoked_at = approved_at + timedelta(minutes=10)
+    services.grant_revoke(grant=revoked_grant, by=root, reason="laptop stolen", now=revoked_at)
+    alice.env["TZ"] = "UTC"
+    alice.login("alice")
+
+    shown = alice("request", "show", str(request.pk))
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert f"Resolved:   {at_utc(approved_at)} (approved)" in lines
+    assert f"Revoked:    {at_utc(revoked_at)} (revoked by root: laptop stolen)" in lines
+    grants = {line.split()[2]: line for line in shown.stdout.split("Grants:")[1].splitlines()[3:]}
+    assert grants["node/lab-1"].split()[4] == "revoked"
+    assert grants["node/lab-1"].endswith(at_utc(revoked_at))
+    assert grants["node/lab-2"].split()[4] == "expired"
+    assert grants["node/lab-2"].endswith(at_utc(approved_at - timedelta(hours=2)))
+    assert "Ends" in shown.stdout.split("Grants:")[1].splitlines()[1]
+
+
+def test_request_show_of_a_denied_request_pairs_the_time_with_the_denial(alice, lab_role):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.env["TZ"] = "UTC"
+    alice.login("alice")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-11")
+    request = AccessRequest.objects.get()
+    bob = User.objects.get(username="bob")
+    services.request_review(request=request, reviewer=bob, decision="deny", reason="not during the freeze")
+    request.refresh_from_db()
+
+    shown = alice("request", "show", str(request.pk))
+
+    assert f"Resolved:   {at_utc(request.resolved_at)} (denied: not during the freeze)" in shown.stdout.splitlines()
+
+
+@pytest.mark.parametrize("command", ["show", "cancel", "review"])
+def test_a_missing_request_is_no_such_request(alice, lab_role, command):
+    someone_elses = services.request_create(
+        requester=make_user("dave", groups=("engineers",)),
+        resources=[make_resource("lab-1", labels={"env": "lab"})],
+        reason="INC-12",
+    )
+    alice.login("alice")
+    extra = ["--approve", "--reason", "x"] if command == "review" else []
+
+    ids = ["00000000-0000-0000-0000-000000000000", "nope"]
+    if command != "review":  # reviewing what one may not see is the portal's refusal to word, not the CLI's
+        ids.append(str(someone_elses.pk))
+    for rid in ids:
+        result = alice("request", command, rid, *extra)
+        assert result.returncode == 1
+        assert one_line_error(result) == f"jit: no such request: {rid}"
+    someone_elses.refresh_from_db()
+    assert someone_elses.state == AccessRequest.State.PENDING
 
 
 def test_the_requester_cannot_review_their_own_request_from_the_cli(alice, lab_role):

@@ -1,0 +1,39 @@
+"""Presentation helpers every app's admin shares: list columns that fit a 1280 px screen."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+EMPTY = "—"
+
+
+def clipped(text: str, limit: int = 40):
+    """Free text for a list column: cut to ``limit`` characters, the whole of it on hover."""
+    text = " ".join((text or "").split())
+    if not text:
+        return EMPTY
+    if len(text) <= limit:
+        return text
+    return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(limit))
+
+
+class RelatedFilterWithoutNone(admin.RelatedFieldListFilter):
+    """A relation filter without the "-" entry for rows with none: every row has one (a request's roles)."""
+
+    include_empty_choice = False
+
+
+class RelatedFilterNoneNamed(admin.RelatedFieldListFilter):
+    """A relation filter whose entry for rows with none says so ("(no group)") instead of "-"."""
+
+    none_label = "(none)"
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        self.empty_value_display = self.none_label
+
+
+class NoGroupFilter(RelatedFilterNoneNamed):
+    none_label = "(no group)"

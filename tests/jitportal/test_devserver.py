@@ -1,0 +1,62 @@
+"""``make run``: the links in notifications name the address the portal serves."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jitportal.devserver import served_url
+
+REPO = Path(__file__).resolve().parents[2]
+# Exactly what the Makefile runs before ``make run`` starts the devserver.
+LOAD_ENV = re.search(r"^LOAD_ENV := (.+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+SERVED_BASE_URL = (
+    "from jitportal.devserver import prepare_environment; "
+    "prepare_environment(host={host!r}, port={port}); "
+    "from django.conf import settings; print(settings.JITPORTAL_BASE_URL)"
+)
+
+
+def base_url_under_make_run(tmp_path, *, host="127.0.0.1", port=8000, exported=None, dot_env=None) -> str:
+    """The base URL that web, worker and beat of ``make run HOST=.. PORT=..`` see (the repo's env files)."""
+    (tmp_path / ".env.example").write_text((REPO / ".env.example").read_text())
+    if dot_env is not None:
+        (tmp_path / ".env").write_text(dot_env)
+    env = {k: v for k, v in os.environ.items() if k not in ("JITPORTAL_BASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env["PYTHONPATH"] = str(REPO)
+    if exported is not None:
+        env["JITPORTAL_BASE_URL"] = exported
+    script = f"{LOAD_ENV}; exec {sys.executable} -c {SERVED_BASE_URL.format(host=host, port=port)!r}".replace("$$", "$")
+    result = subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_make_run_with_another_port_links_to_that_port(tmp_path):
+    assert base_url_under_make_run(tmp_path, port=8100) == "http://127.0.0.1:8100"
+    assert base_url_under_make_run(tmp_path, host="localhost", port=8200) == "http://localhost:8200"
+
+
+def test_a_base_url_the_user_set_wins_over_the_port(tmp_path):
+    assert base_url_under_make_run(tmp_path, port=8100, exported="https://jit.example.com") == "https://jit.example.com"
+    dot_env = "JITPORTAL_BASE_URL=https://tunnel.example.net\n"
+    assert base_url_under_make_run(tmp_path, port=8100, dot_env=dot_env) == "https://tunnel.example.net"
+
+
+@pytest.mark.parametrize(
+    "host, port, url",
+    [
+        ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
+        ("0.0.0.0", 8100, "http://127.0.0.1:8100"),
+        ("::", 8100, "http://[::1]:8100"),
+        ("::1", 8100, "http://[::1]:8100"),
+        ("portal.local", 9000, "http://portal.local:9000"),
+    ],
+)
+def test_the_served_url_is_one_a_browser_on_this_machine_can_open(host, port, url):
+    assert served_url(host, port) == url
