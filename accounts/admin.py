@@ -289,22 +289,15 @@ class AccessAttemptAdmin(_SuperuserReadOnlyAdmin, axes_admin.AccessAttemptAdmin)
     pass
 
 
-class AccessLogAdmin(_SuperuserReadOnlyAdmin, axes_admin.AccessLogAdmin):
-    pass
-
-
-class AccessFailureLogAdmin(_SuperuserReadOnlyAdmin, axes_admin.AccessFailureLogAdmin):
-    pass
-
-
-for _model, _model_admin in (
-    (AccessAttempt, AccessAttemptAdmin),
-    (AccessLog, AccessLogAdmin),
-    (AccessFailureLog, AccessFailureLogAdmin),
-):
+for _model, _model_admin in ((AccessAttempt, AccessAttemptAdmin),):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
     admin.site.register(_model, _model_admin)
+# Successful sign-ins are not logged (AXES_DISABLE_ACCESS_LOG) and failures are
+# in the audit log (auth.failed), so these pages would always be empty.
+for _model in (AccessLog, AccessFailureLog):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
 
 # The admin's sign-in answers a lockout as the portal's does.
 admin.site.login_form = LockoutAdminAuthenticationForm

@@ -11,6 +11,7 @@ import io
 import pytest
 from django.contrib import admin
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 from playwright.sync_api import expect
 
@@ -51,6 +52,8 @@ def busy_admin(transactional_db):
     services.grant_revoke(grant=grants[0], by=root, reason="laptop stolen " * 100)
     Notification.objects.update(status="failed", last_error="HTTP 500 Internal Server Error: " + "trace " * 100)
     ApiToken.objects.create(user=alice, name="jit on a laptop with a rather long host name, as laptops have")
+    # One failed sign-in fills the lockout's pages.
+    Client().post("/accounts/login/", {"username": "alice", "password": "wrong"}, HTTP_USER_AGENT="Mozilla/5.0 " * 20)
     return root
 
 
