@@ -86,10 +86,9 @@ DASHBOARD_RECENT = 5
 
 def dashboard_for(*, user, at: datetime) -> Dashboard:
     """Live grants (active or scheduled), pending requests and the latest decisions of ``user``."""
-    # Only grants the access check would still honour: leaving a group ends them.
     grants = list(
-        Grant.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=at)
-        .filter(role__in=Role.objects.requestable_by(user))
+        Grant.objects.honoured(at=at, include_scheduled=True)
+        .filter(user=user)
         .select_related("role", "resource")
         .order_by("expires_at", "pk")
     )

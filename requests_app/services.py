@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Role
@@ -23,7 +23,7 @@ from inventory.models import Resource
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.audit import audit_record, audit_record_many
-from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review
+from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
 from requests_app.notifications import Event, notify, notify_many
 
 DEFAULT_DURATION = timedelta(hours=1)
@@ -546,31 +546,36 @@ class AccessDecision:
 def access_check(*, user, resource: Resource, login: str | None = None, at: datetime | None = None) -> AccessDecision:
     """Decide from timestamps, now: an ended grant denies even if no sweep ran.
 
-    Two queries whatever the number of grants: the user's live grants that
-    could cover the resource, and the roles the user is still eligible for.
+    Whether a grant still counts is ``GrantQuerySet.honoured`` (and, for the
+    reason given, ``grant_refusal``). Two queries whatever the number of
+    grants (the roles' selectors, then the user's live grants that could
+    cover the resource, each marked honoured or not); a refusal for a grant
+    no longer honoured costs up to two more to say why.
     """
     at = at or timezone.now()
     if not user.is_active:
         return AccessDecision(False, reason="the user is not active")
+    honoured = Grant.objects.honoured(at=at).filter(pk=OuterRef("pk"))
     grants = list(
         Grant.objects.active(at=at)
         .filter(user=user)
         .filter(Q(resource=resource) | Q(resource__isnull=True))
-        .select_related("role")
+        .annotate(is_honoured=Exists(honoured))
+        .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
-    if not grants:
-        return AccessDecision(False, reason="no active grant covers this resource")
-    eligible = set(Role.objects.requestable_by(user).values_list("pk", flat=True))
     reason = "no active grant covers this resource"
+    not_honoured = None
     for grant in grants:
         if not grant.role.matches(resource):
             continue
-        if grant.role_id not in eligible:
-            reason = f"no longer eligible for role {grant.role.name}"
+        if not grant.is_honoured:
+            not_honoured = not_honoured or grant
             continue
         if login is not None and login not in grant.role.logins:
             reason = f"login {login!r} is not allowed by role {grant.role.name}"
             continue
         return AccessDecision(True, grant=grant)
+    if not_honoured is not None:
+        reason = grant_refusal(not_honoured, at=at) or reason
     return AccessDecision(False, reason=reason)

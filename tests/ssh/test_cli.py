@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, User
 from requests_app import services
 from requests_app.models import AccessRequest, IssuedCertificate
 from tests.conftest import make_resource, make_role, make_user
@@ -423,8 +423,23 @@ def ssh_args(host, *rest: str) -> list[str]:
     ]
 
 
+def someone_else_holds(resource, role) -> None:
+    """Another engineer's live grant on ``resource``: the host already lists the login's principal.
+
+    Principals follow the grants the access check honours, and a host's timer
+    picks up a new grant only at its next run; with one already listed, the
+    CLI's new certificate is accepted at once.
+    """
+    dana = make_user("dana", groups=("engineers",))
+    made = services.request_create(requester=dana, resources=[resource], roles=[role], reason="INC-0")
+    for name in ("bob", "carol"):
+        services.request_review(request=made, reviewer=User.objects.get(username=name), decision="approve")
+
+
 def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab_role, sshd_factory, live_server):
-    host, _, _ = sshd_for(sshd_factory, "lab-1", live_server.url)
+    host, resource, refresh = sshd_for(sshd_factory, "lab-1", live_server.url)
+    someone_else_holds(resource, lab_role)
+    refresh()
     alice.login("alice")
     reviewers = Reviewers(live_server.url, [("bob", "approve", "ok"), ("carol", "approve", "ok")])
     reviewers.start()
@@ -436,7 +451,7 @@ def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab
     assert result.stdout.strip() == f"connected as {LOGIN}"
     assert f"You have no access to {LOGIN}@lab-1; requesting it." in result.stderr
     assert "1 of 2 approvals" in result.stderr
-    request = AccessRequest.objects.get()
+    request = AccessRequest.objects.get(requester__username="alice")
     assert request.reason == "INC-11 disk" and request.state == AccessRequest.State.APPROVED
     certificate = IssuedCertificate.objects.get()
     assert certificate.principals == [f"{LOGIN}@lab-1"]
@@ -446,19 +461,22 @@ def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab
     again = alice(*ssh_args(host, f"{LOGIN}@lab-1", "echo", "again"))
 
     assert again.returncode == 0 and again.stdout.strip() == "again"
-    assert AccessRequest.objects.count() == 1  # the active grant was used, nothing new requested
+    # The active grant was used, nothing new requested.
+    assert AccessRequest.objects.filter(requester__username="alice").count() == 1
     assert IssuedCertificate.objects.count() == 2  # a fresh key and certificate per connection
 
 
 def test_jit_ssh_after_revocation_is_refused(alice, lab_role, sshd_factory, live_server, staff):
     host, resource, refresh = sshd_for(sshd_factory, "lab-1", live_server.url)
+    someone_else_holds(resource, lab_role)
+    refresh()
     alice.login("alice")
     reviewers = Reviewers(live_server.url, [("bob", "approve", "ok"), ("carol", "approve", "ok")])
     reviewers.start()
     first = alice(*ssh_args(host, "--reason", "INC-12", f"{LOGIN}@lab-1", "true"))
     reviewers.finish()
     assert first.returncode == 0, first.stderr
-    grant = AccessRequest.objects.get().grants.get()
+    grant = AccessRequest.objects.get(requester__username="alice").grants.get()
     services.grant_revoke(grant=grant, by=staff, reason="incident over")
     refresh()
 
