@@ -72,6 +72,7 @@ class AccessRequest(models.Model):
         REVOKED = "revoked"
 
     FINAL_STATES = {State.DENIED, State.CANCELLED, State.EXPIRED, State.REVOKED}
+    PENDING_TTL_PASSED = "pending time to live passed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
@@ -119,12 +120,26 @@ class AccessRequest(models.Model):
             return self.State.EXPIRED
         return self.state
 
+    def resolution_at(self, at: datetime) -> tuple[datetime | None, str]:
+        """When and why the request was resolved as of ``at``, an expiry not yet recorded included."""
+        if self.state != self.State.EXPIRED and self.state_at(at) == self.State.EXPIRED:
+            return self.pending_expires_at, self.PENDING_TTL_PASSED
+        return self.resolved_at, self.resolution_reason
+
     @property
     def current_state(self) -> str:
         return self.state_at(timezone.now())
 
     def get_current_state_display(self) -> str:
         return self.State(self.current_state).label
+
+    @property
+    def current_resolved_at(self) -> datetime | None:
+        return self.resolution_at(timezone.now())[0]
+
+    @property
+    def current_resolution_reason(self) -> str:
+        return self.resolution_at(timezone.now())[1]
 
     @property
     def is_final(self) -> bool:

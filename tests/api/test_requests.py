@@ -508,7 +508,7 @@ def test_second_review_by_the_same_reviewer_is_409(api, requester, reviewer, pro
     made = pending_request(requester, web1)
     review(api(reviewer), made)
 
-    response = review(api(reviewer), made, decision="deny")
+    response = review(api(reviewer), made, decision="deny", reason="not now")
 
     assert response.status_code == 409
     assert made.reviews.count() == 1
@@ -524,11 +524,11 @@ def test_review_on_a_resolved_request_is_409(api, requester, reviewer, reviewer2
         services.request_review(request=made, reviewer=reviewer, decision="approve")
         services.request_review(request=made, reviewer=reviewer2, decision="approve")
     elif final == "denied":
-        services.request_review(request=made, reviewer=reviewer, decision="deny")
+        services.request_review(request=made, reviewer=reviewer, decision="deny", reason="not now")
     else:
         services.request_cancel(request=made, user=requester)
 
-    response = review(api(approver), made, decision="deny")
+    response = review(api(approver), made, decision="deny", reason="not now")
 
     assert response.status_code == 409
     assert final in response.json()["detail"]

@@ -54,7 +54,7 @@ def make_request_in(state: str, *, requester, reviewer, staff, role) -> AccessRe
     if state == State.APPROVED:
         request_review(request=req, reviewer=reviewer, decision="approve")
     elif state == State.DENIED:
-        request_review(request=req, reviewer=reviewer, decision="deny")
+        request_review(request=req, reviewer=reviewer, decision="deny", reason="not now")
     elif state == State.CANCELLED:
         request_cancel(request=req, user=requester)
     elif state == State.EXPIRED:
@@ -106,7 +106,7 @@ def test_denial_threshold_denies_the_request(requester, reviewer, prod_ssh, web1
 def test_a_denial_after_an_approval_below_threshold_denies(requester, reviewer, reviewer2, prod_ssh, web1):
     req = request_create(requester=requester, resources=[web1], reason="INC-1")
     request_review(request=req, reviewer=reviewer, decision="approve")
-    request_review(request=req, reviewer=reviewer2, decision="deny")
+    request_review(request=req, reviewer=reviewer2, decision="deny", reason="not now")
     assert refreshed(req).state == State.DENIED
     assert not Grant.objects.exists()
 
@@ -114,7 +114,7 @@ def test_a_denial_after_an_approval_below_threshold_denies(requester, reviewer, 
 def test_late_approval_never_overturns_a_denial(requester, reviewer, reviewer2, prod_ssh, web1):
     req = request_create(requester=requester, resources=[web1], reason="INC-1")
     request_review(request=req, reviewer=reviewer, decision="approve")
-    request_review(request=req, reviewer=reviewer2, decision="deny")
+    request_review(request=req, reviewer=reviewer2, decision="deny", reason="not now")
     third = make_user("dave", groups=("sre-leads",))
     with pytest.raises(StateConflict):
         request_review(request=req, reviewer=third, decision="approve")
@@ -162,7 +162,7 @@ def test_review_is_refused_unless_pending(state, decision, requester, reviewer, 
     req = make_request_in(state, requester=requester, reviewer=reviewer, staff=staff, role=ops)
     grants_before = Grant.objects.count()
     with pytest.raises(StateConflict, match=str(state)):
-        request_review(request=req, reviewer=reviewer2, decision=decision)
+        request_review(request=req, reviewer=reviewer2, decision=decision, reason="checked")
     assert refreshed(req).state == state
     assert Grant.objects.count() == grants_before
     assert not Review.objects.filter(reviewer=reviewer2).exists()
@@ -231,9 +231,9 @@ def test_multi_role_request_needs_the_largest_approval_count(requester, two_role
 
 def test_multi_role_request_is_denied_at_the_smallest_denial_count(requester, two_roles, leads):
     req = request_create(requester=requester, roles=list(two_roles))
-    request_review(request=req, reviewer=leads[0], decision="deny")
+    request_review(request=req, reviewer=leads[0], decision="deny", reason="not now")
     assert refreshed(req).state == State.PENDING
-    request_review(request=req, reviewer=leads[1], decision="deny")
+    request_review(request=req, reviewer=leads[1], decision="deny", reason="not now")
     assert refreshed(req).state == State.DENIED
 
 
@@ -337,7 +337,7 @@ def test_requester_cannot_review_own_request_even_as_an_eligible_reviewer(reques
     req = request_create(requester=requester, roles=[ops])
     for decision in ("approve", "deny"):
         with pytest.raises(PermissionRefused, match="own request"):
-            request_review(request=req, reviewer=requester, decision=decision)
+            request_review(request=req, reviewer=requester, decision=decision, reason="checked")
     assert refreshed(req).state == State.PENDING
     assert not Review.objects.exists()
     refused = list(events("review.refused_self"))
@@ -369,7 +369,7 @@ def test_reviewer_must_be_in_a_reviewer_group_of_every_role(requester, reviewer,
 def test_outsider_cannot_review(requester, outsider, ops):
     req = request_create(requester=requester, roles=[ops])
     with pytest.raises(PermissionRefused):
-        request_review(request=req, reviewer=outsider, decision="deny")
+        request_review(request=req, reviewer=outsider, decision="deny", reason="not now")
     assert refreshed(req).state == State.PENDING
     assert events("review.refused_ineligible").get().actor == outsider
 
@@ -406,7 +406,7 @@ def test_reviewer_cannot_review_twice(requester, reviewer, prod_ssh, web1):
     with pytest.raises(StateConflict, match="already reviewed"):
         request_review(request=req, reviewer=reviewer, decision="approve")
     with pytest.raises(StateConflict, match="already reviewed"):
-        request_review(request=req, reviewer=reviewer, decision="deny")
+        request_review(request=req, reviewer=reviewer, decision="deny", reason="not now")
     assert Review.objects.filter(reviewer=reviewer).count() == 1
     assert refreshed(req).state == State.PENDING
 
