@@ -14,9 +14,11 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import ApiToken, User
 from requests_app import services
@@ -549,3 +551,47 @@ def test_the_cli_imports_no_django():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_denial_needs_a_reason_and_the_requester_reads_it_in_request_show(alice, lab_role, tmp_path, live_server):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    bob = Jit(tmp_path / "bob", live_server.url)
+    bob.login("bob")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-8 logs")
+    request = AccessRequest.objects.get()
+
+    blank = bob("request", "review", str(request.pk), "--deny", "--reason", " ")
+
+    assert blank.returncode == 1
+    assert "reason" in one_line_error(blank) and "required" in one_line_error(blank)
+    assert not request.reviews.exists()
+
+    denied = bob("request", "review", str(request.pk), "--deny", "--reason", "use the runbook instead")
+    shown = alice("request", "show", str(request.pk))
+
+    assert denied.returncode == 0, denied.stderr
+    assert "State:      denied" in shown.stdout
+    assert "use the runbook instead" in shown.stdout
+
+
+def test_request_show_and_ls_read_a_request_past_its_ttl_as_expired(alice, lab_role):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-8 logs")
+    request = AccessRequest.objects.get()
+    now = timezone.now()
+    AccessRequest.objects.filter(pk=request.pk).update(
+        created_at=now - timedelta(days=2), pending_expires_at=now - timedelta(minutes=5)
+    )
+
+    shown = alice("request", "show", str(request.pk))
+    pending = alice("request", "ls", "--state", "pending")
+    cancelled = alice("request", "cancel", str(request.pk))
+
+    assert "State:      expired" in shown.stdout
+    assert str(request.pk) not in pending.stdout
+    assert cancelled.returncode == 1
+    assert "expired" in one_line_error(cancelled)
+    request.refresh_from_db()
+    assert request.state == AccessRequest.State.EXPIRED
