@@ -609,3 +609,18 @@ def test_ssh_ca_rotate_refuses_a_bad_overlap():
         run_ssh_ca("rotate", "--trust-old-for", "soon")
 
     assert not SSHCertificateAuthority.objects.exists()
+
+
+def test_a_role_narrowed_to_match_nothing_ends_its_resource_grants_on_the_host(requester, reviewer, web_ssh, web1):
+    grant = granted(requester, reviewer, role=web_ssh, resources=[web1])
+    key = ed25519_key()
+    issue(grant, key=key)
+
+    web_ssh.resource_kinds = []
+    web_ssh.save(update_fields=["resource_kinds"])
+
+    assert resource_ssh_principals(resource=web1) == []
+    assert ssh_revoked_public_keys() == [openssh_public(key)]
+    assert grant_refusal(Grant.objects.get(pk=grant.pk), at=timezone.now()) == (
+        "role web-ssh no longer grants access to node/web-1"
+    )
