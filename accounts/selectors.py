@@ -5,10 +5,26 @@ from __future__ import annotations
 from functools import reduce
 from operator import or_
 
-from django.db.models import Q
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
 
 from accounts.models import Role
 from inventory.models import Resource, ResourceQuerySet
+
+
+def reviewers_of(roles: list[Role]) -> QuerySet:
+    """Active users in a reviewer group of every one of ``roles``: who may review a request for them.
+
+    The one definition of reviewer eligibility: the review service, the count
+    of approvals toward a threshold and the suggested reviewers all use it.
+    """
+    User = get_user_model()
+    if not roles:
+        return User.objects.none()
+    queryset = User.objects.filter(is_active=True)
+    for role in roles:
+        queryset = queryset.filter(pk__in=User.objects.filter(groups__reviewable_roles=role).values("pk"))
+    return queryset
 
 
 def roles_requestable_by(user) -> list[Role]:

@@ -29,14 +29,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import ssh
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import Role
 from inventory.models import Resource
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.audit import audit_record
-from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority
+from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority, grant_refusal
 
 # OpenSSH refuses certificates with more principals than this (and so does cryptography).
 MAX_PRINCIPALS = 256
@@ -342,16 +341,26 @@ def grant_ssh_principals(grant: Grant) -> list[str]:
     return principals
 
 
-def resource_ssh_principals(*, resource: Resource, login: str | None = None) -> list[str]:
-    """Lines for the host's AuthorizedPrincipalsFile: ``login@name`` for every role that matches it.
+def resource_ssh_principals(*, resource: Resource, login: str | None = None, at: datetime | None = None) -> list[str]:
+    """Lines for the host's AuthorizedPrincipalsFile: ``login@name`` for the grants honoured on it now.
 
-    Static as long as the policy is: whether a person gets in is decided when
-    the certificate is signed (and ends with it), not by this file.
+    A login is listed while some grant the access check honours covers this
+    host with a role that allows it (``GrantQuerySet.honoured``), so losing
+    the grant's group, the account or the host's labels takes the principal
+    off at once; the revoked keys list catches certificates of a login that
+    someone else still holds.
     """
+    at = at or timezone.now()
+    grants = (
+        Grant.objects.honoured(at=at)
+        .filter(Q(resource=resource) | Q(resource__isnull=True))
+        .select_related("role")
+        .only("id", "resource_id", "role__id", "role__resource_kinds", "role__resource_labels", "role__logins")
+    )
     logins: set[str] = set()
-    for role in Role.objects.only("id", "resource_kinds", "resource_labels", "logins"):
-        if role.matches(resource):
-            logins.update(role.logins or [])
+    for grant in grants:
+        if grant.covers(resource):
+            logins.update(grant.role.logins or [])
     if login is not None:
         logins &= {login}
     principals = (_principal(name, resource) for name in sorted(logins))
@@ -374,20 +383,13 @@ def _epoch(moment: datetime, *, up: bool = False) -> int:
 def _refuse_unless_usable(grant: Grant, *, user, at: datetime) -> None:
     if grant.user_id != user.pk:
         raise PermissionRefused("only the grant's owner can get a certificate for it")
-    if not user.is_active:
-        raise PermissionRefused("your account is not active")
-    state = grant.state_at(at)
-    if state == Grant.State.REVOKED:
-        raise StateConflict(f"the grant was revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S %Z}; request access again")
-    if state == Grant.State.EXPIRED:
-        raise StateConflict(f"the grant ended at {grant.expires_at:%Y-%m-%d %H:%M:%S %Z}; request access again")
-    if state == Grant.State.SCHEDULED:
-        raise StateConflict(f"the grant starts at {grant.starts_at:%Y-%m-%d %H:%M:%S %Z}; ask for a certificate then")
-    role = grant.role
-    if not Role.objects.requestable_by(user).filter(pk=role.pk).exists():
-        raise PermissionRefused(f"you are no longer eligible for role {role.name}")
-    if grant.resource_id is not None and not role.matches(grant.resource):
-        raise PermissionRefused(f"role {role.name} no longer grants access to {grant.resource.ref}")
+    refusal = grant_refusal(grant, at=at)
+    if refusal is None:
+        return
+    # A grant outside its window is a state to wait out or renew; one the owner lost is a refusal.
+    if grant.state_at(at) != Grant.State.ACTIVE:
+        raise StateConflict(refusal)
+    raise PermissionRefused(refusal)
 
 
 def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | None = None) -> IssuedCertificate:
@@ -466,22 +468,17 @@ def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | Non
 
 
 def ssh_revoked_public_keys(*, at: datetime | None = None) -> list[str]:
-    """Subject keys of still-valid certificates whose access ended early, one OpenSSH line each.
+    """Subject keys of still-valid certificates whose grant the access check no longer honours.
 
-    Early means the grant was revoked, its owner deactivated, or no longer in
-    a group that may request the role. A certificate drops off the list once
-    it would have expired anyway, so the list stays short.
+    ``GrantQuerySet.honoured`` decides: revoked, owner deactivated or out of
+    every group that may request the role, or the resource relabelled out of
+    the role. A certificate drops off the list once it would have expired
+    anyway, so the list stays short. Two queries.
     """
     at = at or timezone.now()
-    still_eligible = Exists(
-        Role.requestable_by.through.objects.filter(
-            role_id=OuterRef("grant__role_id"), group__user=OuterRef("grant__user_id")
-        )
-    )
-    ended = Q(grant__revoked_at__isnull=False) | Q(grant__user__is_active=False) | ~still_eligible
     keys = (
         IssuedCertificate.objects.filter(valid_before__gt=at)
-        .filter(ended)
+        .exclude(grant__in=Grant.objects.honoured(at=at).values("pk"))
         .order_by("public_key")
         .values_list("public_key", flat=True)
         .distinct()

@@ -163,6 +163,14 @@ class ReviewForm(forms.Form):
         help_text="Recorded with each review and shown to the requester.",
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        decision = self.data.get("decision") if self.is_bound else self.initial.get("decision")
+        if decision == Review.Decision.DENY:
+            # A hint for the browser; the review service is what refuses a denial without a reason.
+            self.fields["reason"].widget.attrs["required"] = True
+            self.fields["reason"].help_text = "Required for a denial; recorded and shown to the requester."
+
 
 class RevokeForm(forms.Form):
     reason = forms.CharField(

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db.models import Count, IntegerField, Min, OuterRef, Prefetch, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from accounts.models import Role
-from accounts.selectors import roles_matching, roles_requestable_by
+from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
 from inventory.models import Resource
 from inventory.selectors import resources_resolve
 from jitportal.errors import DomainError
@@ -82,21 +83,19 @@ DASHBOARD_RECENT = 5
 
 def dashboard_for(*, user, at: datetime) -> Dashboard:
     """Live grants (active or scheduled), pending requests and the latest decisions of ``user``."""
-    # Only grants the access check would still honour: leaving a group ends them.
     grants = list(
-        Grant.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=at)
-        .filter(role__in=Role.objects.requestable_by(user))
+        Grant.objects.honoured(at=at, include_scheduled=True)
+        .filter(user=user)
         .select_related("role", "resource")
         .order_by("expires_at", "pk")
     )
     mine = AccessRequest.objects.filter(requester=user)
-    pending = list(
-        requests_summarised(mine.filter(state=AccessRequest.State.PENDING)).order_by("-created_at")[
-            : DASHBOARD_PENDING + 1
-        ]
-    )
+    pending_now = mine.in_state(AccessRequest.State.PENDING, at=at)
+    pending = list(requests_summarised(pending_now).order_by("-created_at")[: DASHBOARD_PENDING + 1])
+    # An expiry no sweep has recorded yet sorts by the moment it happened.
+    resolved = Coalesce("resolved_at", "pending_expires_at")
     recent = list(
-        requests_summarised(mine.exclude(state=AccessRequest.State.PENDING)).order_by("-resolved_at", "-created_at")[
+        requests_summarised(mine.exclude(pk__in=pending_now.values("pk"))).order_by(resolved.desc(), "-created_at")[
             :DASHBOARD_RECENT
         ]
     )
@@ -110,10 +109,10 @@ def dashboard_for(*, user, at: datetime) -> Dashboard:
     )
 
 
-def requests_of(*, user, state: str | None = None) -> AccessRequestQuerySet:
+def requests_of(*, user, state: str | None = None, at: datetime | None = None) -> AccessRequestQuerySet:
     queryset = AccessRequest.objects.filter(requester=user)
     if state:
-        queryset = queryset.filter(state=state)
+        queryset = queryset.in_state(state, at=at or timezone.now())
     return requests_summarised(queryset).order_by("-created_at")
 
 
@@ -139,13 +138,8 @@ def request_detail_get(*, user, pk) -> AccessRequest | None:
 
 
 def reviewers_eligible_for(*, roles: list[Role], exclude=None) -> list:
-    """Active users in a reviewer group of every one of ``roles`` (as the service's eligibility rule)."""
-    if not roles:
-        return []
-    User = get_user_model()
-    queryset = User.objects.filter(is_active=True)
-    for role in roles:
-        queryset = queryset.filter(pk__in=User.objects.filter(groups__reviewable_roles=role).values("pk"))
+    """Who may review a request for ``roles`` (``reviewers_of``), by username."""
+    queryset = reviewers_of(roles)
     if exclude is not None:
         queryset = queryset.exclude(pk=exclude.pk)
     return list(queryset.order_by("username"))

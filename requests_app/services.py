@@ -14,16 +14,16 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Role
-from accounts.selectors import roles_matching, roles_requestable_by
+from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
 from inventory.models import Resource
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.audit import audit_record, audit_record_many
-from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review
+from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
 from requests_app.notifications import Event, notify, notify_many
 
 DEFAULT_DURATION = timedelta(hours=1)
@@ -208,13 +208,20 @@ def request_create(
 
 
 def reviewer_is_eligible(*, reviewer, roles: list[Role]) -> bool:
-    """Eligible when the reviewer is in a reviewer group of every role."""
-    if not reviewer.is_active or not roles:
-        return False
-    reviewable = set(
-        Role.objects.reviewable_by(reviewer).filter(pk__in=[r.pk for r in roles]).values_list("pk", flat=True)
-    )
-    return all(r.pk in reviewable for r in roles)
+    """Eligible when the reviewer is active and in a reviewer group of every role."""
+    return reviewers_of(roles).filter(pk=reviewer.pk).exists()
+
+
+def requester_refusal(access_request: AccessRequest, *, roles: list[Role]) -> str | None:
+    """Why the requester may no longer be given ``roles`` (the rule ``request_create`` applied), or None."""
+    requester = access_request.requester
+    if not requester.is_active:
+        return f"{requester.username}'s account is not active; the request cannot be approved"
+    requestable = set(Role.objects.requestable_by(requester).values_list("pk", flat=True))
+    lost = [r.name for r in roles if r.pk not in requestable]
+    if lost:
+        return f"{requester.username} may no longer request {', '.join(sorted(lost))}"
+    return None
 
 
 def _lock(access_request: AccessRequest) -> AccessRequest:
@@ -226,8 +233,14 @@ def _lock(access_request: AccessRequest) -> AccessRequest:
 
 
 def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
-    if access_request.state == AccessRequest.State.PENDING and access_request.pending_expires_at <= at:
-        access_request.state = AccessRequest.State.EXPIRED
+    """Record the expiry of a locked request whose time to live has passed; True when it had.
+
+    The caller commits this and then refuses what was asked, so the expiry is
+    on record even though the action was not done.
+    """
+    expired = AccessRequest.State.EXPIRED
+    if access_request.state == AccessRequest.State.PENDING and access_request.state_at(at) == expired:
+        access_request.state = expired
         access_request.resolved_at = at
         access_request.resolution_reason = PENDING_TTL_PASSED
         access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
@@ -237,18 +250,32 @@ def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
     return False
 
 
+def _expired_conflict(access_request: AccessRequest, what: str) -> StateConflict:
+    when = access_request.pending_expires_at
+    return StateConflict(f"the request expired at {when:%Y-%m-%d %H:%M:%S %Z} before it was {what}")
+
+
 def request_review(
     *, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None
 ) -> Review:
-    """Record one reviewer's decision and resolve the request when a threshold is met."""
-    now = now or timezone.now()
+    """Record one reviewer's decision and resolve the request when a threshold is met.
+
+    Only reviews whose reviewers are still eligible count toward the approval
+    threshold, and the approving review re-checks that the requester may
+    still have the roles (a 409 naming why otherwise, audited, nothing
+    approved). The clock is read once the row is locked, so recorded times
+    follow the order in which reviews really happened.
+    """
     if decision not in Review.Decision.values:
         raise DomainError("must be 'approve' or 'deny'", field="decision")
     reason = _clean_reason(reason)
+    if decision == Review.Decision.DENY and not reason:
+        raise DomainError("a reason is required to deny a request; the requester is shown it", field="reason")
     expired = False
     try:
         with transaction.atomic():
             access_request = _lock(request)
+            at = now or timezone.now()
             roles = list(access_request.roles.all())
             audit_data = {
                 "decision": decision,
@@ -265,7 +292,7 @@ def request_review(
                     "review.refused_ineligible",
                     audit_data,
                 )
-            if _expire_if_due(access_request, now):
+            if _expire_if_due(access_request, at):
                 expired = True
             else:
                 if access_request.state != AccessRequest.State.PENDING:
@@ -273,7 +300,7 @@ def request_review(
                 if Review.objects.filter(request=access_request, reviewer=reviewer).exists():
                     raise StateConflict("you have already reviewed this request")
                 review = Review.objects.create(
-                    request=access_request, reviewer=reviewer, decision=decision, reason=reason, created_at=now
+                    request=access_request, reviewer=reviewer, decision=decision, reason=reason, created_at=at
                 )
                 audit_record(
                     action="review.created",
@@ -281,13 +308,16 @@ def request_review(
                     target=access_request,
                     data={**audit_data, "reason": reason},
                 )
+                # A denial stands even if its author has left the reviewers: it never grants anything.
                 counts = Review.objects.filter(request=access_request).aggregate(
-                    approvals=Count("pk", filter=Q(decision=Review.Decision.APPROVE)),
+                    approvals=Count(
+                        "pk", filter=Q(decision=Review.Decision.APPROVE, reviewer__in=reviewers_of(roles).values("pk"))
+                    ),
                     denials=Count("pk", filter=Q(decision=Review.Decision.DENY)),
                 )
                 if counts["denials"] >= access_request.denials_required:
                     access_request.state = AccessRequest.State.DENIED
-                    access_request.resolved_at = now
+                    access_request.resolved_at = at
                     access_request.resolution_reason = reason
                     access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
                     audit_record(
@@ -298,7 +328,10 @@ def request_review(
                     )
                     notify(event=Event.REQUEST_DENIED, access_request=access_request)
                 elif counts["approvals"] >= access_request.approvals_required:
-                    _approve(access_request, at=now, resolution=reason, actor=reviewer)
+                    refusal = requester_refusal(access_request, roles=roles)
+                    if refusal is not None:
+                        raise _Refusal(StateConflict(refusal), "review.refused_requester_ineligible", audit_data)
+                    _approve(access_request, at=at, resolution=reason, actor=reviewer)
                 request.state = access_request.state
                 return review
     except _Refusal as refusal:
@@ -310,8 +343,9 @@ def request_review(
         )
         raise refusal.error from None
     if expired:
-        request.state = AccessRequest.State.EXPIRED
-        raise StateConflict("the request expired before it was reviewed")
+        request.state = access_request.state
+        request.resolved_at = access_request.resolved_at
+        raise _expired_conflict(access_request, "reviewed")
     raise AssertionError("unreachable")
 
 
@@ -355,25 +389,32 @@ def _grants_create(access_request: AccessRequest, *, at: datetime) -> list[Grant
 
 
 def request_cancel(*, request: AccessRequest, user, reason: str = "", now: datetime | None = None) -> AccessRequest:
-    now = now or timezone.now()
+    """The requester withdraws a pending request; one past its time to live is recorded expired (409)."""
     reason = _clean_reason(reason)
     with transaction.atomic():
         access_request = _lock(request)
+        at = now or timezone.now()
         if access_request.requester_id != user.pk:
             raise PermissionRefused("only the requester can cancel a request")
-        if access_request.state != AccessRequest.State.PENDING:
-            raise StateConflict(f"the request is {access_request.state}; only pending requests can be cancelled")
-        access_request.state = AccessRequest.State.CANCELLED
-        access_request.resolved_at = now
-        access_request.resolution_reason = reason or "cancelled by the requester"
-        access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
-        audit_record(
-            action="request.cancelled", actor=user, target=access_request, data=_request_audit_data(access_request)
-        )
+        expired = _expire_if_due(access_request, at)
+        if not expired:
+            if access_request.state != AccessRequest.State.PENDING:
+                raise StateConflict(f"the request is {access_request.state}; only pending requests can be cancelled")
+            access_request.state = AccessRequest.State.CANCELLED
+            access_request.resolved_at = at
+            access_request.resolution_reason = reason or "cancelled by the requester"
+            access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
+            audit_record(
+                action="request.cancelled", actor=user, target=access_request, data=_request_audit_data(access_request)
+            )
+    if expired:
+        # Raised after the commit: the expiry stays on record.
+        request.state = access_request.state
+        raise _expired_conflict(access_request, "cancelled")
     return access_request
 
 
-PENDING_TTL_PASSED = "pending time to live passed"
+PENDING_TTL_PASSED = AccessRequest.PENDING_TTL_PASSED
 
 
 def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) -> int:
@@ -492,7 +533,6 @@ def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | N
 
 def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) -> Grant:
     """End a grant now (staff only); the request is revoked once none of its grants is still live."""
-    now = now or timezone.now()
     if not (by.is_active and by.is_staff):
         raise PermissionRefused("only staff can revoke access")
     reason = _clean_reason(reason)
@@ -501,6 +541,7 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
     with transaction.atomic():
         access_request = _lock(grant.request)
         locked = Grant.objects.select_for_update().get(pk=grant.pk)
+        now = now or timezone.now()
         if locked.revoked_at is not None:
             raise StateConflict("the grant is already revoked")
         if locked.expires_at <= now:
@@ -546,31 +587,36 @@ class AccessDecision:
 def access_check(*, user, resource: Resource, login: str | None = None, at: datetime | None = None) -> AccessDecision:
     """Decide from timestamps, now: an ended grant denies even if no sweep ran.
 
-    Two queries whatever the number of grants: the user's live grants that
-    could cover the resource, and the roles the user is still eligible for.
+    Whether a grant still counts is ``GrantQuerySet.honoured`` (and, for the
+    reason given, ``grant_refusal``). Two queries whatever the number of
+    grants (the roles' selectors, then the user's live grants that could
+    cover the resource, each marked honoured or not); a refusal for a grant
+    no longer honoured costs up to two more to say why.
     """
     at = at or timezone.now()
     if not user.is_active:
         return AccessDecision(False, reason="the user is not active")
+    honoured = Grant.objects.honoured(at=at).filter(pk=OuterRef("pk"))
     grants = list(
         Grant.objects.active(at=at)
         .filter(user=user)
         .filter(Q(resource=resource) | Q(resource__isnull=True))
-        .select_related("role")
+        .annotate(is_honoured=Exists(honoured))
+        .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
-    if not grants:
-        return AccessDecision(False, reason="no active grant covers this resource")
-    eligible = set(Role.objects.requestable_by(user).values_list("pk", flat=True))
     reason = "no active grant covers this resource"
+    not_honoured = None
     for grant in grants:
         if not grant.role.matches(resource):
             continue
-        if grant.role_id not in eligible:
-            reason = f"no longer eligible for role {grant.role.name}"
+        if not grant.is_honoured:
+            not_honoured = not_honoured or grant
             continue
         if login is not None and login not in grant.role.logins:
             reason = f"login {login!r} is not allowed by role {grant.role.name}"
             continue
         return AccessDecision(True, grant=grant)
+    if not_honoured is not None:
+        reason = grant_refusal(not_honoured, at=at) or reason
     return AccessDecision(False, reason=reason)

@@ -146,7 +146,8 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
         if is_requester and grant.resource_id and grant.resource.kind == "node" and grant.is_active(now)
     ]
     review_url = None
-    if access_request.state == AccessRequest.State.PENDING and selectors.user_may_use_review_queue(request.user):
+    state = access_request.state_at(now)
+    if state == AccessRequest.State.PENDING and selectors.user_may_use_review_queue(request.user):
         if AccessRequest.objects.reviewable_by(request.user).filter(pk=access_request.pk).exists():
             review_url = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
     context = {
@@ -154,7 +155,7 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
         "grants": grants,
         "now": now,
         "is_requester": is_requester,
-        "can_cancel": is_requester and access_request.state == AccessRequest.State.PENDING,
+        "can_cancel": is_requester and state == AccessRequest.State.PENDING,
         "connect": connect,
         "review_url": review_url,
         "grant_states": Grant.State,

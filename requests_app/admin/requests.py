@@ -122,6 +122,21 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RequestStateFilter(admin.SimpleListFilter):
+    """The state as derived from the timestamps: past its time to live a pending request is expired."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return AccessRequest.State.choices
+
+    def queryset(self, request, queryset):
+        if self.value() not in AccessRequest.State.values:
+            return queryset
+        return queryset.filter(pk__in=AccessRequest.objects.in_state(self.value(), at=timezone.now()).values("pk"))
+
+
 @admin.register(AccessRequest)
 class AccessRequestAdmin(ReadOnlyModelAdmin):
     listed_for_staff = True
@@ -134,9 +149,9 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         "age",
         "approvals_display",
         "pending_expiry_display",
-        "state",
+        "state_display",
     )
-    list_filter = (ReviewQueueFilter, "state", ("roles", RelatedFilterWithoutNone))
+    list_filter = (ReviewQueueFilter, RequestStateFilter, ("roles", RelatedFilterWithoutNone))
     search_fields = ("requester__username", "reason", "resources__name")
     date_hierarchy = "created_at"
     list_per_page = QUEUE_PAGE
@@ -144,7 +159,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     fields = (
         "id",
         "requester_display",
-        "state",
+        "state_display",
         "roles",
         "resources",
         "reason",
@@ -172,6 +187,10 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: AccessRequest) -> str:
         return short_id(obj.pk)
+
+    @admin.display(description="state", ordering="state")
+    def state_display(self, obj: AccessRequest) -> str:
+        return obj.current_state
 
     @admin.display(description="roles")
     def roles_display(self, obj: AccessRequest) -> str:
@@ -213,10 +232,8 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="pending expiry", ordering="pending_expires_at")
     def pending_expiry_display(self, obj: AccessRequest) -> str:
-        if obj.state != AccessRequest.State.PENDING:
+        if obj.current_state != AccessRequest.State.PENDING:
             return "—"
-        if obj.pending_expires_at <= timezone.now():
-            return "expired"
         return f"in {timeuntil(obj.pending_expires_at, depth=1)}"
 
     # --- pages
@@ -246,8 +263,9 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         if not self.has_review_permission(request):
             return None
         note = ""
-        if obj.state != AccessRequest.State.PENDING:
-            note = f"This request is {obj.state}; only pending requests can be reviewed."
+        state = obj.current_state
+        if state != AccessRequest.State.PENDING:
+            note = f"This request is {state}; only pending requests can be reviewed."
         elif obj.requester_id == user.pk:
             note = "This is your own request; another reviewer decides on it."
         elif not services.reviewer_is_eligible(reviewer=user, roles=list(obj.roles.all())):
@@ -321,8 +339,8 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         )
         notes = {}
         for r in requests:
-            if r.state != AccessRequest.State.PENDING:
-                notes[r.pk] = f"it is {r.state}: will be refused"
+            if r.current_state != AccessRequest.State.PENDING:
+                notes[r.pk] = f"it is {r.current_state}: will be refused"
             elif r.requester_id == user.pk:
                 notes[r.pk] = "your own request: will be refused"
             elif r.pk not in reviewable:

@@ -59,6 +59,10 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     denials = serializers.SerializerMethodField()
     reviews = ReviewSerializer(many=True, read_only=True)
     grants = GrantSerializer(many=True, read_only=True)
+    # Derived from the timestamps: a request past its time to live reads expired before any sweep ran.
+    state = serializers.SerializerMethodField()
+    resolved_at = serializers.SerializerMethodField()
+    resolution_reason = serializers.SerializerMethodField()
 
     class Meta:
         model = AccessRequest
@@ -83,6 +87,21 @@ class AccessRequestSerializer(serializers.ModelSerializer):
             "reviews",
             "grants",
         ]
+
+    def _now(self):
+        return self.context.setdefault("now", timezone.now())
+
+    @extend_schema_field(serializers.ChoiceField(choices=AccessRequest.State.choices))
+    def get_state(self, obj) -> str:
+        return obj.state_at(self._now())
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_resolved_at(self, obj):
+        resolved_at = obj.resolution_at(self._now())[0]
+        return serializers.DateTimeField().to_representation(resolved_at) if resolved_at else None
+
+    def get_resolution_reason(self, obj) -> str:
+        return obj.resolution_at(self._now())[1]
 
     def _count(self, obj, decision: str) -> int:
         # Counted from the prefetched reviews: no query per row.

@@ -10,6 +10,7 @@ from requests_app.models.requests import (
     Grant,
     GrantQuerySet,
     Review,
+    grant_refusal,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "NotificationChannel",
     "Review",
     "SSHCertificateAuthority",
+    "grant_refusal",
 ]

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Role
@@ -57,6 +57,19 @@ class AccessRequestQuerySet(models.QuerySet):
     def due_for_expiry(self, *, at: datetime) -> AccessRequestQuerySet:
         return self.filter(state=AccessRequest.State.PENDING, pending_expires_at__lte=at)
 
+    def in_state(self, state: str, *, at: datetime) -> AccessRequestQuerySet:
+        """Requests whose state at ``at`` is ``state``, as ``AccessRequest.state_at`` derives it.
+
+        A pending request past its time to live is expired whether or not the
+        sweep has recorded it yet.
+        """
+        pending = AccessRequest.State.PENDING
+        if state == pending:
+            return self.filter(state=pending, pending_expires_at__gt=at)
+        if state == AccessRequest.State.EXPIRED:
+            return self.filter(Q(state=state) | Q(state=pending, pending_expires_at__lte=at))
+        return self.filter(state=state)
+
 
 class AccessRequest(models.Model):
     """A person's ask for roles (and optionally specific resources) for a while."""
@@ -70,6 +83,7 @@ class AccessRequest(models.Model):
         REVOKED = "revoked"
 
     FINAL_STATES = {State.DENIED, State.CANCELLED, State.EXPIRED, State.REVOKED}
+    PENDING_TTL_PASSED = "pending time to live passed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
@@ -111,9 +125,36 @@ class AccessRequest(models.Model):
     def __str__(self) -> str:
         return f"{self.requester} {self.state} {self.id}"
 
+    def state_at(self, at: datetime) -> str:
+        """The state at ``at``: a pending request past its time to live reads expired before any sweep."""
+        if self.state == self.State.PENDING and self.pending_expires_at <= at:
+            return self.State.EXPIRED
+        return self.state
+
+    def resolution_at(self, at: datetime) -> tuple[datetime | None, str]:
+        """When and why the request was resolved as of ``at``, an expiry not yet recorded included."""
+        if self.state != self.State.EXPIRED and self.state_at(at) == self.State.EXPIRED:
+            return self.pending_expires_at, self.PENDING_TTL_PASSED
+        return self.resolved_at, self.resolution_reason
+
+    @property
+    def current_state(self) -> str:
+        return self.state_at(timezone.now())
+
+    def get_current_state_display(self) -> str:
+        return self.State(self.current_state).label
+
+    @property
+    def current_resolved_at(self) -> datetime | None:
+        return self.resolution_at(timezone.now())[0]
+
+    @property
+    def current_resolution_reason(self) -> str:
+        return self.resolution_at(timezone.now())[1]
+
     @property
     def is_final(self) -> bool:
-        return self.state in self.FINAL_STATES
+        return self.current_state in self.FINAL_STATES
 
     @property
     def is_role_based(self) -> bool:
@@ -153,6 +194,26 @@ class GrantQuerySet(models.QuerySet):
 
     def active(self, *, at: datetime) -> GrantQuerySet:
         return self.filter(starts_at__lte=at, expires_at__gt=at, revoked_at__isnull=True)
+
+    def honoured(self, *, at: datetime, include_scheduled: bool = False) -> GrantQuerySet:
+        """Grants the access check honours at ``at``: ``grant_refusal`` is None for exactly these.
+
+        Active, the user active and still in a group that may request the
+        role, and for a grant on one resource the role still matching it (a
+        role-based grant covers whatever the role matches when asked). Costs
+        one query for the roles' selectors. ``include_scheduled`` adds grants
+        that start later and would be honoured then as things stand now.
+        """
+        eligible = Exists(
+            Role.requestable_by.through.objects.filter(role_id=OuterRef("role_id"), group__user=OuterRef("user_id"))
+        )
+        matching = Q(resource__isnull=True)
+        for role in Role.objects.only("id", "resource_kinds", "resource_labels"):
+            matching |= Q(role_id=role.pk, resource__in=Resource.objects.filter(role.resource_q()).values("pk"))
+        window = self.filter(expires_at__gt=at, revoked_at__isnull=True)
+        if not include_scheduled:
+            window = window.filter(starts_at__lte=at)
+        return window.filter(eligible, matching, user__is_active=True)
 
 
 class Grant(models.Model):
@@ -219,3 +280,25 @@ class Grant(models.Model):
         if self.resource_id is not None:
             return self.resource_id == resource.pk
         return self.role.matches(resource)
+
+
+def grant_refusal(grant: Grant, *, at: datetime) -> str | None:
+    """Why the access check does not honour ``grant`` at ``at``, or None when it does.
+
+    The same rule as ``GrantQuerySet.honoured``, for one grant.
+    """
+    state = grant.state_at(at)
+    if state == Grant.State.REVOKED:
+        return f"the grant was revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S %Z}; request access again"
+    if state == Grant.State.EXPIRED:
+        return f"the grant ended at {grant.expires_at:%Y-%m-%d %H:%M:%S %Z}; request access again"
+    if state == Grant.State.SCHEDULED:
+        return f"the grant starts at {grant.starts_at:%Y-%m-%d %H:%M:%S %Z}"
+    role = grant.role
+    if not grant.user.is_active:
+        return f"{grant.user.username}'s account is not active"
+    if not Role.objects.requestable_by(grant.user).filter(pk=role.pk).exists():
+        return f"{grant.user.username} is no longer eligible for role {role.name}"
+    if grant.resource_id is not None and not role.matches(grant.resource):
+        return f"role {role.name} no longer grants access to {grant.resource.ref}"
+    return None

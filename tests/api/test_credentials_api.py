@@ -13,6 +13,7 @@ from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
 
 from accounts.models import ApiToken
+from inventory.services import resource_upsert
 from requests_app import services
 from requests_app.credentials import ssh_ca_rotate
 from requests_app.models import AuditEvent, Grant, IssuedCertificate, SSHCertificateAuthority
@@ -126,7 +127,7 @@ def test_owner_no_longer_eligible_is_a_403(api, requester, grant):
     response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
 
     assert response.status_code == 403
-    assert response.json() == {"detail": "you are no longer eligible for role web-ssh"}
+    assert response.json() == {"detail": "alice is no longer eligible for role web-ssh"}
 
 
 @pytest.mark.parametrize(
@@ -210,8 +211,10 @@ def test_no_endpoint_ever_returns_the_ca_private_key(api, requester, staff, gran
 # --- host side: principals --------------------------------------------------------------------------
 
 
-def test_principals_for_a_host_by_name_or_id_as_text(host_agent, web_ssh, web1):
-    make_role("web-ops", logins=["root"])
+def test_principals_for_a_host_by_name_or_id_as_text(host_agent, requester, reviewer, grant, web1):
+    web_ops = make_role("web-ops", logins=["root"])
+    made = services.request_create(requester=requester, roles=[web_ops], reason="INC-2")
+    services.request_review(request=made, reviewer=reviewer, decision="approve")
 
     by_name = host_agent.get(principals_url("web-1"))
     by_id = host_agent.get(principals_url(web1.pk))
@@ -222,7 +225,7 @@ def test_principals_for_a_host_by_name_or_id_as_text(host_agent, web_ssh, web1):
     assert by_id.content == by_name.content
 
 
-def test_principals_filtered_by_login_for_authorized_principals_command(host_agent, web_ssh, web1):
+def test_principals_filtered_by_login_for_authorized_principals_command(host_agent, grant):
     assert host_agent.get(principals_url("web-1"), {"login": "ubuntu"}).content.decode() == "ubuntu@web-1\n"
     assert host_agent.get(principals_url("web-1"), {"login": "nobody"}).content.decode() == ""
     as_json = host_agent.get(principals_url("web-1"), {"login": "deploy", "format": "json"})
@@ -248,6 +251,28 @@ def test_host_material_is_refused_to_people_and_plain_tokens(api, requester, url
     assert people.status_code == 403
     assert "host agent" in people.content.decode()
     assert token_client(requester).get(url, HTTP_ACCEPT="application/json").status_code == 403
+
+
+@pytest.mark.parametrize("lose_access", ["relabel", "leave the group", "deactivate"])
+def test_host_endpoints_follow_the_access_check_at_once(api, requester, grant, web1, host_agent, lose_access):
+    make_role("any-env-ssh", resource_labels={"env": ["*"]}, logins=["ubuntu"])
+    key = ed25519_key()
+    assert api(requester).post(certificate_url(grant), {"public_key": openssh_public(key)}).status_code == 201
+    assert host_agent.get(principals_url("web-1"), {"login": "ubuntu"}).content.decode() == "ubuntu@web-1\n"
+    assert host_agent.get(REVOKED).content.decode() == ""
+
+    if lose_access == "relabel":
+        resource_upsert(kind="node", name="web-1", labels={"env": "staging"})
+    elif lose_access == "leave the group":
+        requester.groups.clear()
+    else:
+        requester.is_active = False
+        requester.save(update_fields=["is_active"])
+
+    assert host_agent.get(principals_url("web-1"), {"login": "ubuntu"}).content.decode() == ""
+    assert host_agent.get(REVOKED).content.decode() == openssh_public(key) + "\n"
+    check = host_agent.get("/api/v1/access-check/", {"user": "alice", "resource": "node/web-1", "login": "ubuntu"})
+    assert check.json()["allowed"] is False
 
 
 # --- host side: revoked keys --------------------------------------------------------------------------
@@ -279,13 +304,16 @@ def test_host_endpoints_use_a_fixed_number_of_queries(
             api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
             services.grant_revoke(grant=grant, by=staff, reason="done")
     for i in range(5):
-        make_role(f"extra-{i}", logins=[f"login{i}"])
+        role = make_role(f"extra-{i}", logins=[f"login{i}"])
+        made = services.request_create(requester=requester, roles=[role], reason="INC-1")
+        services.request_review(request=made, reviewer=reviewer, decision="approve")
 
-    # The token and its user, then the list (and for principals the resource): nothing per certificate or role.
-    with django_assert_max_num_queries(3):
-        revoked = host_agent.get(REVOKED)
+    # The token and its user, the roles' selectors, then the list (and for principals the resource):
+    # nothing per certificate, grant or role.
     with django_assert_max_num_queries(4):
+        revoked = host_agent.get(REVOKED)
+    with django_assert_max_num_queries(5):
         principals = host_agent.get(principals_url("web-1"))
 
     assert len(revoked.content.decode().splitlines()) == 6
-    assert len(principals.content.decode().splitlines()) == 7
+    assert len(principals.content.decode().splitlines()) == 5

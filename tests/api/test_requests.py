@@ -523,7 +523,7 @@ def test_second_review_by_the_same_reviewer_is_409(api, requester, reviewer, pro
     made = pending_request(requester, web1)
     review(api(reviewer), made)
 
-    response = review(api(reviewer), made, decision="deny")
+    response = review(api(reviewer), made, decision="deny", reason="not now")
 
     assert response.status_code == 409
     assert made.reviews.count() == 1
@@ -539,11 +539,11 @@ def test_review_on_a_resolved_request_is_409(api, requester, reviewer, reviewer2
         services.request_review(request=made, reviewer=reviewer, decision="approve")
         services.request_review(request=made, reviewer=reviewer2, decision="approve")
     elif final == "denied":
-        services.request_review(request=made, reviewer=reviewer, decision="deny")
+        services.request_review(request=made, reviewer=reviewer, decision="deny", reason="not now")
     else:
         services.request_cancel(request=made, user=requester)
 
-    response = review(api(approver), made, decision="deny")
+    response = review(api(approver), made, decision="deny", reason="not now")
 
     assert response.status_code == 409
     assert final in response.json()["detail"]
@@ -736,3 +736,103 @@ def test_roles_listed_by_the_api_are_exactly_the_requestable_ones(api, requester
     assert listed == ["prod-ssh"]
     assert client.post(REQUESTS, {"roles": listed, "reason": "x"}).status_code == 201
     assert client.post(REQUESTS, {"roles": [hidden.name], "reason": "x"}).status_code == 400
+
+
+# --- eligibility at approval, expiry derived from the timestamps, denial reasons --------------
+
+
+def test_approving_for_a_requester_who_left_the_group_is_409_naming_why(
+    api, requester, reviewer, reviewer2, prod_ssh, web1
+):
+    made = pending_request(requester, web1)
+    review(api(reviewer), made)
+    requester.groups.clear()
+
+    response = review(api(reviewer2), made)
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": "alice may no longer request prod-ssh"}
+    made.refresh_from_db()
+    assert made.state == AccessRequest.State.PENDING
+    assert not made.grants.exists()
+    assert AuditEvent.objects.filter(action="review.refused_requester_ineligible", actor_username="carol").exists()
+
+
+def test_approval_of_a_reviewer_who_left_is_not_counted(api, requester, reviewer, reviewer2, prod_ssh, web1):
+    made = pending_request(requester, web1)
+    review(api(reviewer), made)
+    reviewer.groups.clear()
+
+    response = review(api(reviewer2), made)
+
+    assert response.status_code == 201
+    assert response.json()["request_state"] == "pending"
+    assert not made.grants.exists()
+
+
+def past_its_ttl(made: AccessRequest) -> AccessRequest:
+    now = timezone.now()
+    AccessRequest.objects.filter(pk=made.pk).update(
+        created_at=now - timedelta(days=2), pending_expires_at=now - timedelta(minutes=5)
+    )
+    made.refresh_from_db()
+    return made
+
+
+def test_a_request_past_its_ttl_reads_expired_before_the_sweep(api, requester, prod_ssh, web1):
+    made = past_its_ttl(pending_request(requester, web1))
+    assert made.state == AccessRequest.State.PENDING  # no sweep has run
+
+    body = api(requester).get(f"{REQUESTS}{made.pk}/").json()
+
+    assert body["state"] == "expired"
+    assert body["resolved_at"] is not None
+    assert body["resolution_reason"] == "pending time to live passed"
+    listed = api(requester).get(REQUESTS, {"state": "pending"}).json()
+    assert listed["count"] == 0
+    expired = api(requester).get(REQUESTS, {"state": "expired"}).json()
+    assert [r["id"] for r in expired["results"]] == [str(made.pk)]
+    assert [r["state"] for r in api(requester).get(REQUESTS).json()["results"]] == ["expired"]
+
+
+def test_cancel_after_the_ttl_is_409_and_records_the_expiry(api, requester, prod_ssh, web1):
+    made = past_its_ttl(pending_request(requester, web1))
+
+    response = api(requester).post(f"{REQUESTS}{made.pk}/cancel/")
+
+    assert response.status_code == 409
+    assert "expired" in response.json()["detail"]
+    made.refresh_from_db()
+    assert made.state == AccessRequest.State.EXPIRED
+    assert AuditEvent.objects.filter(action="request.expired", target_id=str(made.pk)).count() == 1
+    assert not AuditEvent.objects.filter(action="request.cancelled").exists()
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_a_denial_without_a_reason_is_400_naming_reason(api, requester, reviewer, prod_ssh, web1, reason):
+    made = pending_request(requester, web1)
+
+    response = review(api(reviewer), made, decision="deny", reason=reason)
+
+    assert response.status_code == 400
+    assert "reason" in response.json()
+    assert not made.reviews.exists()
+
+
+def test_a_denial_without_a_reason_field_is_400_naming_reason(api, requester, reviewer, prod_ssh, web1):
+    made = pending_request(requester, web1)
+
+    response = api(reviewer).post(f"{REQUESTS}{made.pk}/reviews/", {"decision": "deny"})
+
+    assert response.status_code == 400
+    assert "reason" in response.json()
+
+
+def test_the_requester_reads_why_it_was_denied(api, requester, reviewer, prod_ssh, web1):
+    made = pending_request(requester, web1)
+    review(api(reviewer), made, decision="deny", reason="use the read replica")
+
+    body = api(requester).get(f"{REQUESTS}{made.pk}/").json()
+
+    assert body["state"] == "denied"
+    assert body["resolution_reason"] == "use the read replica"

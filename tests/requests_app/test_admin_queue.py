@@ -438,3 +438,38 @@ def test_queue_queries_do_not_grow_with_rows(client, staff_reviewer, requester, 
     large, response = queries_for(client, QUEUE)
     assert response.context["cl"].result_count == 300
     assert small == large, (small, large)
+
+
+# --- a denial needs a reason; expiry read from the timestamps ---------------------------------------
+
+
+def test_denying_without_a_reason_is_refused_beside_the_field(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    page = act(client, "deny_selected", [queue["first"]])
+    assert re.search(r'<textarea[^>]*name="reason"[^>]*required', page.content.decode())
+
+    response = confirm(client, "deny", [queue["first"]], reason="  ")
+
+    assert response.templates[0].name == "admin/requests_app/review_confirm.html"
+    assert "a reason is required to deny a request" in text(response)
+    assert not Review.objects.filter(reviewer=staff_reviewer).exists()
+    queue["first"].refresh_from_db()
+    assert queue["first"].state == AccessRequest.State.PENDING
+
+
+def test_the_list_shows_a_request_past_its_ttl_as_expired_and_filters_by_that(client, staff_reviewer, queue):
+    now = timezone.now()
+    AccessRequest.objects.filter(pk=queue["first"].pk).update(
+        created_at=now - timedelta(days=2), pending_expires_at=now - timedelta(minutes=5)
+    )
+    client.force_login(staff_reviewer)
+
+    expired = client.get(QUEUE, {"queue": "all", "state": "expired"})
+    pending = client.get(QUEUE, {"queue": "all", "state": "pending"})
+
+    assert shown(expired) == {queue["first"].pk}
+    assert queue["first"].pk not in shown(pending)
+    assert "expired" in text(client.get(change_url(queue["first"])))
+    assert "This request is expired; only pending requests can be reviewed." in text(
+        client.get(change_url(queue["first"]))
+    )

@@ -47,7 +47,7 @@ def chain(requester, reviewer, ops):
     """Five chained events; returns their ids oldest first."""
     for _ in range(2):
         req = request_create(requester=requester, roles=[ops], reason="INC-1")
-        request_review(request=req, reviewer=reviewer, decision="deny")
+        request_review(request=req, reviewer=reviewer, decision="deny", reason="not now")
     ids = list(AuditEvent.objects.order_by("id").values_list("id", flat=True))
     assert len(ids) == 6
     return ids
@@ -83,7 +83,7 @@ def test_approval_path_records_each_step_with_its_actor(requester, reviewer, sta
 
 def test_denial_is_recorded_with_the_reviewer(requester, reviewer, ops):
     req = request_create(requester=requester, roles=[ops])
-    request_review(request=req, reviewer=reviewer, decision="deny")
+    request_review(request=req, reviewer=reviewer, decision="deny", reason="not now")
     assert trail(req)[-2:] == [("review.created", "bob"), ("request.denied", "bob")]
     assert AuditEvent.objects.get(action="request.denied").data["state"] == "denied"
 

@@ -10,12 +10,13 @@ these tests only mean something (and only run) on PostgreSQL:
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from jitportal.errors import StateConflict
@@ -98,7 +99,9 @@ def test_approve_deny_and_cancel_at_once_resolve_the_request_exactly_once(reques
     calls = [lambda: request_cancel(request=req, user=requester)] * 2
     for i, reviewer in enumerate(reviewers):
         decision = "approve" if (i + round_) % 2 else "deny"
-        calls.append(lambda r=reviewer, d=decision: request_review(request=req, reviewer=r, decision=d))
+        calls.append(
+            lambda r=reviewer, d=decision: request_review(request=req, reviewer=r, decision=d, reason="checked")
+        )
     calls = calls[round_:] + calls[:round_]
 
     succeeded, failed = split(run_at_once(calls))
@@ -135,7 +138,9 @@ def test_approvals_and_denials_racing_on_a_two_approval_request_end_in_one_state
     role = make_role("prod-ssh", approvals=2, denials=2)
     req = request_create(requester=requester, roles=[role], reason="INC-1")
     calls = [
-        lambda r=r, d=("approve" if i % 2 else "deny"): request_review(request=req, reviewer=r, decision=d)
+        lambda r=r, d=("approve" if i % 2 else "deny"): request_review(
+            request=req, reviewer=r, decision=d, reason="checked"
+        )
         for i, r in enumerate(reviewers)
     ]
     calls.append(lambda: request_cancel(request=req, user=requester))
@@ -195,3 +200,36 @@ def test_people_reviewing_each_others_requests_at_once_do_not_deadlock(db):
     assert set(AccessRequest.objects.values_list("state", flat=True)) == {State.APPROVED}
     assert Grant.objects.count() == len(people)
     assert audit_verify().ok
+
+
+def test_a_review_waiting_for_the_lock_is_stamped_after_it_is_released(requester, reviewers):
+    """Hold the request row in one transaction; a review started meanwhile records a time after the release."""
+    role = make_role("prod-ops", approvals=1)
+    req = request_create(requester=requester, roles=[role], reason="INC-1")
+    started = threading.Event()
+    outcome: list[object] = []
+
+    def review() -> None:
+        try:
+            started.set()
+            outcome.append(request_review(request=req, reviewer=reviewers[0], decision="approve", reason="ok"))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        AccessRequest.objects.select_for_update().get(pk=req.pk)
+        thread = threading.Thread(target=review)
+        thread.start()
+        started.wait(timeout=10)
+        time.sleep(0.5)  # the review is now waiting on the row lock
+        assert not outcome
+        released_at = timezone.now()
+    thread.join(timeout=30)
+
+    review_made = outcome[0]
+    assert isinstance(review_made, Review), review_made
+    req.refresh_from_db()
+    assert review_made.created_at >= released_at
+    assert req.resolved_at >= released_at

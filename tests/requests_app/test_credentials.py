@@ -35,8 +35,8 @@ from requests_app.credentials import (
     ssh_cas_trusted,
     ssh_revoked_public_keys,
 )
-from requests_app.models import AuditEvent, Grant, IssuedCertificate, SSHCertificateAuthority
-from requests_app.services import grant_revoke, request_create, request_review
+from requests_app.models import AuditEvent, Grant, IssuedCertificate, SSHCertificateAuthority, grant_refusal
+from requests_app.services import access_check, grant_revoke, request_create, request_review
 from tests.conftest import make_resource, make_role, make_user
 from tests.ssh.keys import (
     dsa_public_line,
@@ -440,15 +440,73 @@ def test_rotation_never_extends_an_older_cas_trust():
 # --- host side: principals and revoked keys ------------------------------------------------------
 
 
-def test_host_principals_are_every_matching_roles_logins_for_that_host(web_ssh, web1, dev1):
-    make_role("prod-ops", logins=["root", "ubuntu"])
-    make_role("dev-ssh", resource_labels={"env": ["dev"]}, logins=["dev"])
+def test_host_principals_are_the_logins_of_grants_honoured_on_that_host(requester, reviewer, web_ssh, web1, web2, dev1):
+    prod_ops = make_role("prod-ops", logins=["root", "ubuntu"], approvals=1)
+    dev_ssh = make_role("dev-ssh", resource_labels={"env": ["dev"]}, logins=["dev"], approvals=1)
     make_role("db-only", resource_kinds=["db"], resource_labels={}, logins=["postgres"])
+    # Nobody holds anything yet: no host lists a principal.
+    assert resource_ssh_principals(resource=web1) == []
+
+    granted(requester, reviewer, role=web_ssh, resources=[web1])
+    granted(requester, reviewer, role=prod_ops)  # role-based: every prod node
+    granted(requester, reviewer, role=dev_ssh, resources=[dev1])
 
     assert resource_ssh_principals(resource=web1) == ["deploy@web-1", "root@web-1", "ubuntu@web-1"]
+    assert resource_ssh_principals(resource=web2) == ["root@web-2", "ubuntu@web-2"]
     assert resource_ssh_principals(resource=web1, login="ubuntu") == ["ubuntu@web-1"]
     assert resource_ssh_principals(resource=web1, login="dev") == []
     assert resource_ssh_principals(resource=dev1) == ["dev@dev-1"]
+
+
+def test_host_principals_and_revoked_keys_cost_a_constant_number_of_queries(
+    requester, reviewer, web_ssh, web1, web2, django_assert_num_queries
+):
+    for resource in (web1, web2):
+        issue(granted(requester, reviewer, role=web_ssh, resources=[resource]))
+    for _ in range(3):
+        issue(granted(make_user(groups=("engineers",)), reviewer, role=web_ssh, resources=[web1]))
+
+    with django_assert_num_queries(2):
+        assert resource_ssh_principals(resource=web1) == ["deploy@web-1", "ubuntu@web-1"]
+    with django_assert_num_queries(2):
+        assert ssh_revoked_public_keys() == []
+
+
+def _relabel_out_of_the_role(user, resource):
+    make_resource(resource.name, labels={"env": "staging"})
+
+
+def _leave_the_group(user, resource):
+    user.groups.remove(Group.objects.get(name="engineers"))
+
+
+def _deactivate(user, resource):
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+
+@pytest.mark.parametrize("lose_access", [_relabel_out_of_the_role, _leave_the_group, _deactivate])
+def test_losing_what_the_access_check_requires_ends_the_certificate_on_the_host_at_once(
+    requester, reviewer, web_ssh, web1, lose_access
+):
+    # A role that still reaches web-1 with the same login after the relabel,
+    # so the host's principal could only go because the grant stopped counting.
+    make_role("staging-ssh", resource_labels={"env": ["staging", "prod"]}, logins=["ubuntu"])
+    grant = granted(requester, reviewer, role=web_ssh, resources=[web1])
+    key = ed25519_key()
+    issue(grant, key=key)
+    assert resource_ssh_principals(resource=web1, login="ubuntu") == ["ubuntu@web-1"]
+    assert ssh_revoked_public_keys() == []
+
+    lose_access(requester, web1)
+
+    web1.refresh_from_db()
+    assert resource_ssh_principals(resource=web1, login="ubuntu") == []
+    assert ssh_revoked_public_keys() == [openssh_public(key)]
+    # The same rule everywhere: the access check and the honoured grants agree.
+    assert not access_check(user=requester, resource=web1, login="ubuntu").allowed
+    assert not Grant.objects.honoured(at=timezone.now()).filter(pk=grant.pk).exists()
+    assert grant_refusal(Grant.objects.get(pk=grant.pk), at=timezone.now())
 
 
 def test_revoked_keys_list_keys_whose_access_ended_early_until_their_certificates_expire(
@@ -551,3 +609,18 @@ def test_ssh_ca_rotate_refuses_a_bad_overlap():
         run_ssh_ca("rotate", "--trust-old-for", "soon")
 
     assert not SSHCertificateAuthority.objects.exists()
+
+
+def test_a_role_narrowed_to_match_nothing_ends_its_resource_grants_on_the_host(requester, reviewer, web_ssh, web1):
+    grant = granted(requester, reviewer, role=web_ssh, resources=[web1])
+    key = ed25519_key()
+    issue(grant, key=key)
+
+    web_ssh.resource_kinds = []
+    web_ssh.save(update_fields=["resource_kinds"])
+
+    assert resource_ssh_principals(resource=web1) == []
+    assert ssh_revoked_public_keys() == [openssh_public(key)]
+    assert grant_refusal(Grant.objects.get(pk=grant.pk), at=timezone.now()) == (
+        "role web-ssh no longer grants access to node/web-1"
+    )

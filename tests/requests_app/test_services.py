@@ -11,6 +11,7 @@ from datetime import timezone as dt_timezone
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.utils import timezone
 
 from inventory.models import Resource
@@ -26,7 +27,7 @@ from requests_app.services import (
     request_review,
     reviewer_is_eligible,
 )
-from tests.conftest import make_role, make_user
+from tests.conftest import make_resource, make_role, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +55,7 @@ def make_request_in(state: str, *, requester, reviewer, staff, role) -> AccessRe
     if state == State.APPROVED:
         request_review(request=req, reviewer=reviewer, decision="approve")
     elif state == State.DENIED:
-        request_review(request=req, reviewer=reviewer, decision="deny")
+        request_review(request=req, reviewer=reviewer, decision="deny", reason="not now")
     elif state == State.CANCELLED:
         request_cancel(request=req, user=requester)
     elif state == State.EXPIRED:
@@ -106,7 +107,7 @@ def test_denial_threshold_denies_the_request(requester, reviewer, prod_ssh, web1
 def test_a_denial_after_an_approval_below_threshold_denies(requester, reviewer, reviewer2, prod_ssh, web1):
     req = request_create(requester=requester, resources=[web1], reason="INC-1")
     request_review(request=req, reviewer=reviewer, decision="approve")
-    request_review(request=req, reviewer=reviewer2, decision="deny")
+    request_review(request=req, reviewer=reviewer2, decision="deny", reason="not now")
     assert refreshed(req).state == State.DENIED
     assert not Grant.objects.exists()
 
@@ -114,7 +115,7 @@ def test_a_denial_after_an_approval_below_threshold_denies(requester, reviewer, 
 def test_late_approval_never_overturns_a_denial(requester, reviewer, reviewer2, prod_ssh, web1):
     req = request_create(requester=requester, resources=[web1], reason="INC-1")
     request_review(request=req, reviewer=reviewer, decision="approve")
-    request_review(request=req, reviewer=reviewer2, decision="deny")
+    request_review(request=req, reviewer=reviewer2, decision="deny", reason="not now")
     third = make_user("dave", groups=("sre-leads",))
     with pytest.raises(StateConflict):
         request_review(request=req, reviewer=third, decision="approve")
@@ -162,7 +163,7 @@ def test_review_is_refused_unless_pending(state, decision, requester, reviewer, 
     req = make_request_in(state, requester=requester, reviewer=reviewer, staff=staff, role=ops)
     grants_before = Grant.objects.count()
     with pytest.raises(StateConflict, match=str(state)):
-        request_review(request=req, reviewer=reviewer2, decision=decision)
+        request_review(request=req, reviewer=reviewer2, decision=decision, reason="checked")
     assert refreshed(req).state == state
     assert Grant.objects.count() == grants_before
     assert not Review.objects.filter(reviewer=reviewer2).exists()
@@ -231,9 +232,9 @@ def test_multi_role_request_needs_the_largest_approval_count(requester, two_role
 
 def test_multi_role_request_is_denied_at_the_smallest_denial_count(requester, two_roles, leads):
     req = request_create(requester=requester, roles=list(two_roles))
-    request_review(request=req, reviewer=leads[0], decision="deny")
+    request_review(request=req, reviewer=leads[0], decision="deny", reason="not now")
     assert refreshed(req).state == State.PENDING
-    request_review(request=req, reviewer=leads[1], decision="deny")
+    request_review(request=req, reviewer=leads[1], decision="deny", reason="not now")
     assert refreshed(req).state == State.DENIED
 
 
@@ -337,7 +338,7 @@ def test_requester_cannot_review_own_request_even_as_an_eligible_reviewer(reques
     req = request_create(requester=requester, roles=[ops])
     for decision in ("approve", "deny"):
         with pytest.raises(PermissionRefused, match="own request"):
-            request_review(request=req, reviewer=requester, decision=decision)
+            request_review(request=req, reviewer=requester, decision=decision, reason="checked")
     assert refreshed(req).state == State.PENDING
     assert not Review.objects.exists()
     refused = list(events("review.refused_self"))
@@ -369,7 +370,7 @@ def test_reviewer_must_be_in_a_reviewer_group_of_every_role(requester, reviewer,
 def test_outsider_cannot_review(requester, outsider, ops):
     req = request_create(requester=requester, roles=[ops])
     with pytest.raises(PermissionRefused):
-        request_review(request=req, reviewer=outsider, decision="deny")
+        request_review(request=req, reviewer=outsider, decision="deny", reason="not now")
     assert refreshed(req).state == State.PENDING
     assert events("review.refused_ineligible").get().actor == outsider
 
@@ -406,7 +407,7 @@ def test_reviewer_cannot_review_twice(requester, reviewer, prod_ssh, web1):
     with pytest.raises(StateConflict, match="already reviewed"):
         request_review(request=req, reviewer=reviewer, decision="approve")
     with pytest.raises(StateConflict, match="already reviewed"):
-        request_review(request=req, reviewer=reviewer, decision="deny")
+        request_review(request=req, reviewer=reviewer, decision="deny", reason="not now")
     assert Review.objects.filter(reviewer=reviewer).count() == 1
     assert refreshed(req).state == State.PENDING
 
@@ -807,3 +808,159 @@ def test_request_is_revoked_only_once_none_of_its_grants_is_left(requester, staf
     assert refreshed(req).state == State.REVOKED
     assert events("request.revoked").get().actor == staff
     assert role.grants.filter(revoked_at__isnull=True).count() == 0
+
+
+# --- eligibility at approval -------------------------------------------------------------
+
+
+def test_requester_removed_from_the_requesting_group_gets_no_grants_on_approval(requester, reviewer, ops):
+    req = request_create(requester=requester, roles=[ops], reason="INC-3")
+    requester.groups.remove(Group.objects.get(name="engineers"))
+
+    with pytest.raises(StateConflict, match="^alice may no longer request prod-ops$"):
+        request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
+
+    assert refreshed(req).state == State.PENDING
+    assert not Grant.objects.exists()
+    assert not Review.objects.exists()
+    refused = events("review.refused_requester_ineligible").get()
+    assert refused.actor == reviewer
+    assert refused.data["message"] == "alice may no longer request prod-ops"
+    assert not events("request.approved").exists()
+    # Put back in the group later, nothing was granted meanwhile: access needs a fresh approval.
+    requester.groups.add(Group.objects.get(name="engineers"))
+    assert not access_check(user=requester, resource=make_resource("web-9", labels={"env": "prod"})).allowed
+    assert audit_verify().ok
+
+
+def test_deactivated_requester_gets_no_grants_on_approval(requester, reviewer, ops):
+    req = request_create(requester=requester, roles=[ops], reason="INC-3")
+    requester.is_active = False
+    requester.save(update_fields=["is_active"])
+
+    with pytest.raises(StateConflict, match="alice's account is not active"):
+        request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
+
+    assert refreshed(req).state == State.PENDING
+    assert not Grant.objects.exists()
+
+
+def test_a_review_that_does_not_reach_the_threshold_is_recorded_whatever_the_requester_lost(
+    requester, reviewer, prod_ssh, web1
+):
+    req = request_create(requester=requester, resources=[web1], reason="INC-3")
+    requester.groups.clear()
+
+    request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
+
+    assert refreshed(req).state == State.PENDING
+    assert Review.objects.count() == 1
+
+
+def test_an_approval_from_someone_who_left_the_reviewers_does_not_count(requester, reviewer, reviewer2, prod_ssh, web1):
+    req = request_create(requester=requester, resources=[web1], reason="INC-4")
+    request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
+    reviewer.groups.clear()
+
+    request_review(request=req, reviewer=reviewer2, decision="approve", reason="ok")
+
+    assert refreshed(req).state == State.PENDING
+    assert not Grant.objects.exists()
+    dave = make_user("dave", groups=("sre-leads",))
+    request_review(request=req, reviewer=dave, decision="approve", reason="ok")
+    assert refreshed(req).state == State.APPROVED
+
+
+def test_an_approval_from_a_deactivated_reviewer_does_not_count(requester, reviewer, reviewer2, prod_ssh, web1):
+    req = request_create(requester=requester, resources=[web1], reason="INC-4")
+    request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
+    reviewer.is_active = False
+    reviewer.save(update_fields=["is_active"])
+
+    request_review(request=req, reviewer=reviewer2, decision="approve", reason="ok")
+
+    assert refreshed(req).state == State.PENDING
+
+
+# --- pending past its time to live ----------------------------------------------------------
+
+
+def test_pending_request_past_its_ttl_reads_expired_before_any_sweep(requester, ops):
+    now = timezone.now()
+    req = request_create(requester=requester, roles=[ops], now=now)
+    later = now + timedelta(hours=25)
+
+    assert req.state == State.PENDING  # nothing recorded yet
+    assert req.state_at(now) == State.PENDING
+    assert req.state_at(later) == State.EXPIRED
+    assert req.resolution_at(later) == (req.pending_expires_at, "pending time to live passed")
+    assert list(AccessRequest.objects.in_state(State.EXPIRED, at=later)) == [req]
+    assert not AccessRequest.objects.in_state(State.PENDING, at=later).exists()
+    assert list(AccessRequest.objects.in_state(State.PENDING, at=now)) == [req]
+
+
+def test_cancel_after_the_ttl_is_a_conflict_that_records_the_expiry(requester, ops):
+    now = timezone.now()
+    req = request_create(requester=requester, roles=[ops], now=now)
+
+    with pytest.raises(StateConflict, match="expired at .* before it was cancelled"):
+        request_cancel(request=req, user=requester, now=now + timedelta(hours=25))
+
+    req = refreshed(req)
+    assert req.state == State.EXPIRED
+    assert req.resolved_at == now + timedelta(hours=25)
+    assert req.resolution_reason == "pending time to live passed"
+    assert events("request.expired").count() == 1
+    assert not events("request.cancelled").exists()
+    assert audit_verify().ok
+
+
+def test_someone_elses_late_cancel_records_nothing(requester, outsider, ops):
+    now = timezone.now()
+    req = request_create(requester=requester, roles=[ops], now=now)
+    with pytest.raises(PermissionRefused):
+        request_cancel(request=req, user=outsider, now=now + timedelta(hours=25))
+    assert refreshed(req).state == State.PENDING
+
+
+# --- times follow the lock -------------------------------------------------------------------
+
+
+def test_review_and_resolution_are_stamped_after_the_row_lock(requester, reviewer, ops):
+    """The clock is read once the request row is held, never before."""
+    req = request_create(requester=requester, roles=[ops], reason="INC-5")
+    locked_at: list[datetime] = []
+
+    def note_lock(execute, sql, params, many, context):
+        if not locked_at and 'FROM "requests_app_accessrequest"' in sql:
+            locked_at.append(timezone.now())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(note_lock):
+        review = request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
+
+    req = refreshed(req)
+    assert locked_at
+    assert review.created_at >= locked_at[0]
+    assert req.resolved_at == review.created_at >= locked_at[0]
+    assert req.grants.get().starts_at >= locked_at[0]
+
+
+# --- a denial says why ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", ["", "   ", None])
+def test_a_denial_needs_a_reason(requester, reviewer, ops, reason):
+    req = request_create(requester=requester, roles=[ops])
+    with pytest.raises(DomainError) as exc:
+        request_review(request=req, reviewer=reviewer, decision="deny", reason=reason)
+    assert exc.value.field == "reason"
+    assert refreshed(req).state == State.PENDING
+    assert not Review.objects.exists()
+
+
+def test_the_denial_reason_is_the_requests_resolution(requester, reviewer, ops):
+    req = request_create(requester=requester, roles=[ops])
+    request_review(request=req, reviewer=reviewer, decision="deny", reason="use the read replica")
+    req = refreshed(req)
+    assert (req.state, req.resolution_reason) == (State.DENIED, "use the read replica")

@@ -568,3 +568,52 @@ def test_my_requests_queries_do_not_grow(client, requester, prod_ssh):
     large, response = queries_for(client, reverse("request-list"))
     assert response.context["page"].paginator.count == 300
     assert small == large
+
+
+# --- a request past its time to live, a denial's reason ----------------------------------------
+
+
+def past_its_ttl(access_request: AccessRequest) -> AccessRequest:
+    now = timezone.now()
+    AccessRequest.objects.filter(pk=access_request.pk).update(
+        created_at=now - timedelta(days=2), pending_expires_at=now - timedelta(minutes=5)
+    )
+    access_request.refresh_from_db()
+    return access_request
+
+
+def test_a_request_past_its_ttl_reads_expired_on_every_page_before_the_sweep(client, requester, pending):
+    past_its_ttl(pending)
+    login(client, requester)
+
+    detail = client.get(detail_url(pending))
+    assert "Expired" in text(detail) and "pending time to live passed" in text(detail)
+    assert not detail.context["can_cancel"]
+    assert "Cancel request" not in text(detail)
+    dashboard = client.get(reverse("dashboard"))
+    assert list(dashboard.context["board"].pending) == []
+    assert [r.pk for r in dashboard.context["board"].recent] == [pending.pk]
+    assert not client.get(reverse("request-list"), {"state": "pending"}).context["page"].object_list
+    expired = client.get(reverse("request-list"), {"state": "expired"}).context["page"].object_list
+    assert [r.pk for r in expired] == [pending.pk]
+
+
+def test_cancelling_from_the_page_after_the_ttl_records_the_expiry(client, requester, pending):
+    past_its_ttl(pending)
+
+    response = login(client, requester).post(reverse("request-cancel", args=[pending.pk]), follow=True)
+
+    assert "Not cancelled: the request expired at" in text(response)
+    pending.refresh_from_db()
+    assert pending.state == AccessRequest.State.EXPIRED
+    assert AuditEvent.objects.filter(action="request.expired", target_id=str(pending.pk)).exists()
+
+
+def test_the_requester_sees_why_the_request_was_denied(client, requester, reviewer, pending):
+    request_review(request=pending, reviewer=reviewer, decision="deny", reason="use the read replica instead")
+    login(client, requester)
+
+    detail = text(client.get(detail_url(pending)))
+    assert "Denied" in detail and "use the read replica instead" in detail
+    dashboard = text(client.get(reverse("dashboard")))
+    assert "use the read replica instead" in dashboard

@@ -18,6 +18,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import ApiToken, User
 from requests_app import services
@@ -541,8 +542,23 @@ def ssh_args(host, *rest: str) -> list[str]:
     ]
 
 
+def someone_else_holds(resource, role) -> None:
+    """Another engineer's live grant on ``resource``: the host already lists the login's principal.
+
+    Principals follow the grants the access check honours, and a host's timer
+    picks up a new grant only at its next run; with one already listed, the
+    CLI's new certificate is accepted at once.
+    """
+    dana = make_user("dana", groups=("engineers",))
+    made = services.request_create(requester=dana, resources=[resource], roles=[role], reason="INC-0")
+    for name in ("bob", "carol"):
+        services.request_review(request=made, reviewer=User.objects.get(username=name), decision="approve")
+
+
 def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab_role, sshd_factory, live_server):
-    host, _, _ = sshd_for(sshd_factory, "lab-1", live_server.url)
+    host, resource, refresh = sshd_for(sshd_factory, "lab-1", live_server.url)
+    someone_else_holds(resource, lab_role)
+    refresh()
     alice.login("alice")
     reviewers = Reviewers(live_server.url, [("bob", "approve", "ok"), ("carol", "approve", "ok")])
     reviewers.start()
@@ -554,7 +570,7 @@ def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab
     assert result.stdout.strip() == f"connected as {LOGIN}"
     assert f"You have no access to {LOGIN}@lab-1; requesting it." in result.stderr
     assert "1 of 2 approvals" in result.stderr
-    request = AccessRequest.objects.get()
+    request = AccessRequest.objects.get(requester__username="alice")
     assert request.reason == "INC-11 disk" and request.state == AccessRequest.State.APPROVED
     certificate = IssuedCertificate.objects.get()
     assert certificate.principals == [f"{LOGIN}@lab-1"]
@@ -564,19 +580,22 @@ def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab
     again = alice(*ssh_args(host, f"{LOGIN}@lab-1", "echo", "again"))
 
     assert again.returncode == 0 and again.stdout.strip() == "again"
-    assert AccessRequest.objects.count() == 1  # the active grant was used, nothing new requested
+    # The active grant was used, nothing new requested.
+    assert AccessRequest.objects.filter(requester__username="alice").count() == 1
     assert IssuedCertificate.objects.count() == 2  # a fresh key and certificate per connection
 
 
 def test_jit_ssh_after_revocation_is_refused(alice, lab_role, sshd_factory, live_server, staff):
     host, resource, refresh = sshd_for(sshd_factory, "lab-1", live_server.url)
+    someone_else_holds(resource, lab_role)
+    refresh()
     alice.login("alice")
     reviewers = Reviewers(live_server.url, [("bob", "approve", "ok"), ("carol", "approve", "ok")])
     reviewers.start()
     first = alice(*ssh_args(host, "--reason", "INC-12", f"{LOGIN}@lab-1", "true"))
     reviewers.finish()
     assert first.returncode == 0, first.stderr
-    grant = AccessRequest.objects.get().grants.get()
+    grant = AccessRequest.objects.get(requester__username="alice").grants.get()
     services.grant_revoke(grant=grant, by=staff, reason="incident over")
     refresh()
 
@@ -649,3 +668,47 @@ def test_the_cli_imports_no_django():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_denial_needs_a_reason_and_the_requester_reads_it_in_request_show(alice, lab_role, tmp_path, live_server):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    bob = Jit(tmp_path / "bob", live_server.url)
+    bob.login("bob")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-8 logs")
+    request = AccessRequest.objects.get()
+
+    blank = bob("request", "review", str(request.pk), "--deny", "--reason", " ")
+
+    assert blank.returncode == 1
+    assert "reason" in one_line_error(blank) and "required" in one_line_error(blank)
+    assert not request.reviews.exists()
+
+    denied = bob("request", "review", str(request.pk), "--deny", "--reason", "use the runbook instead")
+    shown = alice("request", "show", str(request.pk))
+
+    assert denied.returncode == 0, denied.stderr
+    assert "State:      denied" in shown.stdout
+    assert "use the runbook instead" in shown.stdout
+
+
+def test_request_show_and_ls_read_a_request_past_its_ttl_as_expired(alice, lab_role):
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    alice("request", "create", "--resource", "node/lab-1", "--reason", "INC-8 logs")
+    request = AccessRequest.objects.get()
+    now = timezone.now()
+    AccessRequest.objects.filter(pk=request.pk).update(
+        created_at=now - timedelta(days=2), pending_expires_at=now - timedelta(minutes=5)
+    )
+
+    shown = alice("request", "show", str(request.pk))
+    pending = alice("request", "ls", "--state", "pending")
+    cancelled = alice("request", "cancel", str(request.pk))
+
+    assert "State:      expired" in shown.stdout
+    assert str(request.pk) not in pending.stdout
+    assert cancelled.returncode == 1
+    assert "expired" in one_line_error(cancelled)
+    request.refresh_from_db()
+    assert request.state == AccessRequest.State.EXPIRED

@@ -107,15 +107,25 @@ def alice(requester, tmp_path) -> Person:
 
 
 def grant_for(alice: Person, reviewer, *hosts: Host, duration=None):
+    """An approved grant, and the hosts' timers having run since (principals follow the grants)."""
     access_request = services.request_create(
         requester=alice.user, resources=[h.resource for h in hosts], reason="INC-9", duration=duration
     )
     services.request_review(request=access_request, reviewer=reviewer, decision="approve")
+    for host in hosts:
+        host.refresh()
     return access_request.grants.get()
 
 
-def test_hosts_are_configured_from_the_api(hosts, lab_role):
+def test_hosts_are_configured_from_the_api(hosts, alice, reviewer, lab_role):
     lab1, lab2 = hosts
+    # No grant yet: no principal is accepted anywhere.
+    assert (lab1.server.directory / "principals" / LOGIN).read_text() == ""
+
+    access_request = services.request_create(requester=alice.user, roles=[lab_role], reason="INC-8")
+    services.request_review(request=access_request, reviewer=reviewer, decision="approve")
+    lab1.refresh()
+    lab2.refresh()
 
     assert (lab1.server.directory / "principals" / LOGIN).read_text() == f"{LOGIN}@lab-1\n"
     assert (lab2.server.directory / "principals" / LOGIN).read_text() == f"{LOGIN}@lab-2\n"
@@ -165,10 +175,32 @@ def test_approved_certificate_runs_a_command_on_its_host_only_until_revoked(host
     assert "revoked by file" in lab1.server.log()
 
 
+@pytest.mark.parametrize("lose_access", ["relabel", "leave the group", "deactivate"])
+def test_certificate_stops_working_once_the_access_check_stops_honouring_its_grant(hosts, alice, reviewer, lose_access):
+    lab1, _ = hosts
+    grant = grant_for(alice, reviewer, lab1)
+    certificate = alice.certificate(grant)
+    assert connected(alice.ssh(lab1, certificate))
+
+    if lose_access == "relabel":
+        make_resource("lab-1", labels={"env": "retired"}, address=lab1.server.address)
+    elif lose_access == "leave the group":
+        alice.user.groups.clear()
+    else:
+        alice.user.is_active = False
+        alice.user.save(update_fields=["is_active"])
+    lab1.refresh()
+
+    assert refused(alice.ssh(lab1, certificate))
+    assert "revoked by file" in lab1.server.log()
+
+
 def test_role_based_grant_reaches_every_host_the_role_matches(hosts, alice, reviewer, lab_role):
     lab1, lab2 = hosts
     access_request = services.request_create(requester=alice.user, roles=[lab_role], reason="INC-10")
     services.request_review(request=access_request, reviewer=reviewer, decision="approve")
+    lab1.refresh()
+    lab2.refresh()
     certificate = alice.certificate(access_request.grants.get())
 
     assert connected(alice.ssh(lab1, certificate))
