@@ -42,11 +42,11 @@ class AccessRequestQuerySet(models.QuerySet):
         ``user`` may review it, and has not reviewed it yet."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        return self.filter(
-            pk__in=AccessRequest.objects.reviewable_by(user).values("pk"),
-            state=AccessRequest.State.PENDING,
-            pending_expires_at__gt=at,
-        ).exclude(pk__in=Review.objects.filter(reviewer=user).values("request_id"))
+        return (
+            self.in_state(AccessRequest.State.PENDING, at=at)
+            .filter(pk__in=AccessRequest.objects.reviewable_by(user).values("pk"))
+            .exclude(pk__in=Review.objects.filter(reviewer=user).values("request_id"))
+        )
 
     def with_counts(self) -> AccessRequestQuerySet:
         return self.annotate(
