@@ -19,6 +19,14 @@ class User(AbstractUser):
 
     class Meta:
         ordering = ["username"]
+        # The capabilities (accounts.capabilities), held by groups or single users.
+        permissions = [
+            ("audit", "Read every request, grant, review and audit event"),
+            ("revoke", "End any grant early"),
+            ("check_access", "Ask the access check and host endpoints about other users"),
+            ("manage_oncall", "Replace on-call schedules"),
+            ("scim", "Use the SCIM provisioning endpoints"),
+        ]
 
 
 class RoleQuerySet(models.QuerySet):
