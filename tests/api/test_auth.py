@@ -77,7 +77,21 @@ def test_issued_token_authenticates_api_calls(requester):
         "email": "alice@example.com",
         "is_staff": False,
         "groups": ["engineers"],
+        "capabilities": [],
     }
+
+
+def test_me_names_the_capabilities_held(api, auditor, revoker):
+    assert api(auditor).get("/api/v1/me/").json()["capabilities"] == ["audit"]
+    assert api(revoker).get("/api/v1/me/").json()["capabilities"] == ["revoke"]
+    root = make_user("root", is_superuser=True)
+    assert api(root).get("/api/v1/me/").json()["capabilities"] == [
+        "audit",
+        "revoke",
+        "check_access",
+        "manage_oncall",
+        "scim",
+    ]
 
 
 def test_token_is_stored_only_as_a_hash(requester):
