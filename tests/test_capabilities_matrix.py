@@ -487,3 +487,57 @@ def test_admin_bulk_actions_are_offered_only_to_who_may_use_them(world):
         "revoker": {"revoke_selected"},
         "superuser": {"revoke_selected"},
     }
+
+
+# --- signing in and finding one's way ---------------------------------------------------------
+
+
+def test_a_reviewer_without_the_staff_flag_signs_in_to_the_admin(world):
+    client = Client()
+
+    response = client.post(
+        reverse("admin:login"), {"username": "bob", "password": "pw-correct-horse", "next": reverse("admin:index")}
+    )
+
+    assert response.status_code == 302 and response["Location"] == reverse("admin:index")
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_someone_with_nothing_to_do_there_is_refused_by_the_admin_sign_in(world):
+    client = Client()
+
+    response = client.post(reverse("admin:login"), {"username": "alice", "password": "pw-correct-horse"})
+
+    assert response.status_code == 200
+    assert "an account that works in the admin" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_admin_refusals_name_what_is_missing(world):
+    auditor = admin_client(world, "auditor")
+
+    revoke = auditor.get(REVOKE, {"ids": [world.grant.pk]})
+    review = auditor.get(REVIEW, {"decision": "approve", "ids": [str(world.pending.pk)]})
+
+    assert revoke.status_code == 403 and "You need the revoke capability." in revoke.content.decode()
+    assert review.status_code == 403 and "reviewers group" in review.content.decode()
+
+
+def test_the_portal_links_each_to_their_part_of_the_admin(world):
+    def link(persona):
+        page = admin_client(world, persona).get(reverse("dashboard")).content.decode()
+        if 'href="/admin/requests_app/accessrequest/">Review queue' in page:
+            return "queue"
+        return "admin" if 'href="/admin/">Admin' in page else None
+
+    assert {p: link(p) for p in SIGNED_IN} == {
+        "requester": None,
+        "peer": None,
+        "other_reviewer": "queue",
+        "reviewer": "queue",
+        "auditor": "admin",
+        "revoker": "admin",
+        "staff": "admin",
+        "superuser": "admin",
+        "checker": None,
+    }

@@ -116,7 +116,7 @@ class GrantAdmin(ReadOnlyModelAdmin):
 
     def revoke_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_revoke_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied(capabilities.refusal(capabilities.Capability.REVOKE))
         data = request.POST if request.method == "POST" else request.GET
         form = RevokeForm(request.POST) if request.method == "POST" else None
         return self._revoke_page(request, data.getlist("ids"), next_url=data.get("next"), form=form)

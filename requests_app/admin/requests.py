@@ -284,7 +284,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     def review_view(self, request: HttpRequest) -> HttpResponse:
         """The confirmation page (GET, from the change page's buttons) and the reviews themselves (POST)."""
         if not self.has_review_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied("You review only as a member of a role's reviewers group.")
         data = request.POST if request.method == "POST" else request.GET
         decision = data.get("decision", "")
         if decision not in Review.Decision.values:
