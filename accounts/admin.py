@@ -193,7 +193,8 @@ class ApiTokenAddForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["can_check_access"].help_text = (
-            "Lets an integration (a host agent, a proxy) ask the access check about other users. "
+            "Lets an integration (a host agent, a proxy) ask the access check and host endpoints about "
+            "other users, when its user also holds the check_access capability. "
             "Never give it to a person's own token."
         )
 

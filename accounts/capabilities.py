@@ -12,19 +12,9 @@ missing capability with :func:`refusal`.
 
 from __future__ import annotations
 
-from django.db import models
-
-from accounts.models import ApiToken, Role
+# Capability lives with the model (its permissions); callers take it from here.
+from accounts.models import ApiToken, Capability, Role
 from jitportal.errors import PermissionRefused
-
-
-class Capability(models.TextChoices):
-    AUDIT = "audit", "Read every request, grant, review and audit event"
-    REVOKE = "revoke", "End any grant early"
-    CHECK_ACCESS = "check_access", "Ask the access check and host endpoints about other users"
-    MANAGE_ONCALL = "manage_oncall", "Replace on-call schedules"
-    SCIM = "scim", "Use the SCIM provisioning endpoints"
-
 
 # The app whose permissions carry the capabilities (User.Meta.permissions).
 APP_LABEL = "accounts"
