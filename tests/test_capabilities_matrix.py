@@ -541,3 +541,14 @@ def test_the_portal_links_each_to_their_part_of_the_admin(world):
         "superuser": "admin",
         "checker": None,
     }
+
+
+def test_the_queue_filters_offer_only_the_roles_of_requests_one_may_see(world):
+    def roles_offered(persona):
+        response = admin_client(world, persona).get(QUEUE, {"queue": "all"})
+        spec = next(f for f in response.context["cl"].filter_specs if getattr(f, "field_path", "") == "roles")
+        return {str(title) for _, title in spec.lookup_choices}
+
+    assert roles_offered("reviewer") == {"prod-ssh"}
+    assert roles_offered("other_reviewer") == {"prod-db"}
+    assert roles_offered("auditor") == {"prod-ssh", "prod-db"}

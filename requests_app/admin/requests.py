@@ -140,7 +140,8 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         "pending_expiry_display",
         "state",
     )
-    list_filter = (ReviewQueueFilter, "state", "roles")
+    # Only the roles of requests one may see: a reviewer does not learn other teams' roles here.
+    list_filter = (ReviewQueueFilter, "state", ("roles", admin.RelatedOnlyFieldListFilter))
     search_fields = ("requester__username", "reason", "resources__name")
     date_hierarchy = "created_at"
     list_per_page = QUEUE_PAGE
