@@ -8,11 +8,14 @@ from axes import admin as axes_admin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts import capabilities
 from accounts.lockout import LockoutAdminAuthenticationForm
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
@@ -22,8 +25,47 @@ from jitportal.durations import format_duration
 from jitportal.errors import DomainError
 
 
+class ConfigurationAdminMixin:
+    """Roles, resources and channels: the staff flag edits them, and gives nothing more."""
+
+    def has_module_permission(self, request) -> bool:
+        return capabilities.may_configure(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return capabilities.may_configure(request.user)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return capabilities.may_configure(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return capabilities.may_configure(request.user)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return capabilities.may_configure(request.user)
+
+
+class PeopleAdminMixin:
+    """Users, groups (which carry capabilities) and API tokens: superusers only, or staff could make
+    themselves auditors."""
+
+    def has_module_permission(self, request) -> bool:
+        return capabilities.may_manage_people(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return capabilities.may_manage_people(request.user)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return capabilities.may_manage_people(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return capabilities.may_manage_people(request.user)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return capabilities.may_manage_people(request.user)
+
+
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(PeopleAdminMixin, DjangoUserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "group_names", "is_staff", "is_active")
     list_filter = ("is_staff", "is_superuser", "is_active", ("groups", NoGroupFilter))
 
@@ -34,6 +76,14 @@ class UserAdmin(DjangoUserAdmin):
     def group_names(self, obj: User) -> str:
         # Reads the prefetched groups: no query per row.
         return ", ".join(sorted(g.name for g in obj.groups.all()))
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(PeopleAdminMixin, DjangoGroupAdmin):
+    """A group's permissions are where its capabilities (accounts | user | audit, ...) are held."""
 
 
 def _form_rule(rule, value):
@@ -78,7 +128,7 @@ class RoleAdminForm(forms.ModelForm):
 
 
 @admin.register(Role)
-class RoleAdmin(admin.ModelAdmin):
+class RoleAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
     form = RoleAdminForm
     list_display = (
         "name",
@@ -155,7 +205,8 @@ class ApiTokenAddForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["can_check_access"].help_text = (
-            "Lets an integration (a host agent, a proxy) ask the access check about other users. "
+            "Lets an integration (a host agent, a proxy) ask the access check and host endpoints about "
+            "other users, when its user also holds the check_access capability. "
             "Never give it to a person's own token."
         )
 
@@ -182,7 +233,7 @@ def revoke_tokens(request, tokens) -> int:
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(PeopleAdminMixin, admin.ModelAdmin):
     list_display = ("token_prefix", "name", "user", "created", "expiry", "can_check_access", "expired")
     list_display_links = ("token_prefix", "name")
     list_filter = ("can_check_access",)

@@ -14,11 +14,23 @@ from inventory.models import Resource, selector_q
 MAX_ROLE_DURATION = timedelta(days=14)
 
 
+class Capability(models.TextChoices):
+    """What one may do beyond one's own requests; asked through ``accounts.capabilities``."""
+
+    AUDIT = "audit", "Read every request, grant, review and audit event"
+    REVOKE = "revoke", "End any grant early"
+    CHECK_ACCESS = "check_access", "Ask the access check and host endpoints about other users"
+    MANAGE_ONCALL = "manage_oncall", "Replace on-call schedules"
+    SCIM = "scim", "Use the SCIM provisioning endpoints"
+
+
 class User(AbstractUser):
     """A person. Group membership decides what they may request and review."""
 
     class Meta:
         ordering = ["username"]
+        # Capabilities are permissions (accounts.audit, ...), held by groups or single users.
+        permissions = [(capability.value, capability.label) for capability in Capability]
 
 
 class RoleQuerySet(models.QuerySet):
@@ -97,8 +109,9 @@ class ApiToken(AbstractAuthToken):
     """
 
     name = models.CharField(max_length=100, blank=True)
-    # Lets an integration (a host agent, a proxy) ask the access check about
-    # other users; people's own tokens never carry it.
+    # A further restriction on the user's check_access capability: a call made
+    # with a token asks about other users only when the token was made with
+    # this too (a host agent's token), so people's everyday tokens never can.
     can_check_access = models.BooleanField(default=False)
 
     class Meta:

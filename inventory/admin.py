@@ -5,6 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
+# Admin modules load after every app (autodiscover): the one place inventory meets accounts.
+from accounts.admin import ConfigurationAdminMixin
 from inventory.models import Resource
 from inventory.services import resource_set_labels, validate_labels
 from jitportal.admin_display import clipped
@@ -34,7 +36,7 @@ class ResourceAdminForm(forms.ModelForm):
 
 
 @admin.register(Resource)
-class ResourceAdmin(admin.ModelAdmin):
+class ResourceAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
     form = ResourceAdminForm
     list_display = ("kind", "name", "address", "labels_display", "updated_at")
     list_display_links = ("kind", "name")

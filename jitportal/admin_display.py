@@ -19,8 +19,8 @@ def clipped(text: str, limit: int = 40):
     return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(limit))
 
 
-class RelatedFilterWithoutNone(admin.RelatedFieldListFilter):
-    """A relation filter without the "-" entry for rows with none: every row has one (a request's roles)."""
+class RelatedOnlyFilterWithoutNone(admin.RelatedOnlyFieldListFilter):
+    """Only the related rows the listed rows use, without the "-" entry (every request has a role)."""
 
     include_empty_choice = False
 

@@ -15,6 +15,7 @@ from django.db.models import Count, IntegerField, Min, OuterRef, Prefetch, Subqu
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts import capabilities
 from accounts.models import Role
 from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
 from inventory.models import Resource
@@ -23,16 +24,6 @@ from jitportal.errors import DomainError
 from requests_app.models import AccessRequest, AccessRequestQuerySet, Grant, Review
 
 RESOURCES_SHOWN = 3
-REVIEW_PERMISSION = "requests_app.review_accessrequest"
-
-
-def user_may_use_review_queue(user) -> bool:
-    """The admin queue needs staff (to open the admin) and the review permission.
-
-    Which requests the user may act on is still decided per request by the
-    roles' reviewer groups (``AccessRequest.objects.reviewable_by``).
-    """
-    return bool(user.is_authenticated and user.is_active and user.is_staff and user.has_perm(REVIEW_PERMISSION))
 
 
 def requests_summarised(queryset: AccessRequestQuerySet) -> AccessRequestQuerySet:
@@ -99,7 +90,7 @@ def dashboard_for(*, user, at: datetime) -> Dashboard:
             :DASHBOARD_RECENT
         ]
     )
-    awaiting = requests_awaiting_review(user=user, at=at).count() if user_may_use_review_queue(user) else None
+    awaiting = requests_awaiting_review(user=user, at=at).count() if capabilities.may_review_queue(user) else None
     return Dashboard(
         grants=grants,
         pending=pending[:DASHBOARD_PENDING],
@@ -150,7 +141,7 @@ class ReviewSummary:
     at: datetime
     awaiting: int | None  # None: the user has no review queue
     oldest_at: datetime | None
-    active_grants: int
+    active_grants: int | None  # None: the user may not read every grant
 
     @property
     def oldest_age(self) -> timedelta | None:
@@ -160,10 +151,11 @@ class ReviewSummary:
 def review_summary(*, user, at: datetime) -> ReviewSummary:
     """What the admin index shows: my queue (for reviewers) and grants active now."""
     awaiting = oldest = None
-    if user_may_use_review_queue(user):
+    if capabilities.may_review_queue(user):
         numbers = requests_awaiting_review(user=user, at=at).aggregate(n=Count("pk"), oldest=Min("created_at"))
         awaiting, oldest = numbers["n"], numbers["oldest"]
-    return ReviewSummary(at=at, awaiting=awaiting, oldest_at=oldest, active_grants=Grant.objects.active(at=at).count())
+    active = Grant.objects.active(at=at).count() if capabilities.may_read_all_grants(user) else None
+    return ReviewSummary(at=at, awaiting=awaiting, oldest_at=oldest, active_grants=active)
 
 
 # --- what a new request would be ------------------------------------------------------

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from accounts import capabilities
 from accounts.models import Role
 from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
 from inventory.models import Resource
@@ -532,9 +533,8 @@ def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | N
 
 
 def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) -> Grant:
-    """End a grant now (staff only); the request is revoked once none of its grants is still live."""
-    if not (by.is_active and by.is_staff):
-        raise PermissionRefused("only staff can revoke access")
+    """End a grant now (capability ``revoke``); the request is revoked once none of its grants is still live."""
+    capabilities.require(by, capabilities.Capability.REVOKE)
     reason = _clean_reason(reason)
     if not reason:
         raise DomainError("a reason is required to revoke access", field="reason")

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts import capabilities
 from accounts.selectors import resources_searchable_by, roles_matching, roles_requestable_by
 from inventory.filters import ResourceFilterSet
 from jitportal.errors import DomainError
@@ -147,7 +148,7 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
     ]
     review_url = None
     state = access_request.state_at(now)
-    if state == AccessRequest.State.PENDING and selectors.user_may_use_review_queue(request.user):
+    if state == AccessRequest.State.PENDING and capabilities.may_review_queue(request.user):
         if AccessRequest.objects.reviewable_by(request.user).filter(pk=access_request.pk).exists():
             review_url = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
     context = {

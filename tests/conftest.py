@@ -1,8 +1,10 @@
 """Factories and personas shared by the whole suite.
 
 Personas: ``requester`` (in engineers), ``reviewer`` and ``reviewer2`` (in
-sre-leads), ``outsider`` (in no group), ``staff`` (an auditor: staff, no
-groups). Role ``prod-ssh`` (nodes with env=prod, login ubuntu, two approvals)
+sre-leads), ``outsider`` (in no group), ``auditor`` (holds the ``audit``
+capability through the ``security`` group), ``revoker`` (holds ``revoke``
+itself), ``staff`` (the staff flag alone: edits configuration, nothing more),
+``superuser``. Role ``prod-ssh`` (nodes with env=prod, login ubuntu, two approvals)
 is requestable by engineers and reviewed by sre-leads; ``web-1``/``web-2``
 are prod nodes, ``dev-1`` a dev node and ``db-1`` a prod database.
 """
@@ -13,7 +15,7 @@ from datetime import timedelta
 from itertools import count
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from rest_framework.test import APIClient
 
 from accounts.models import Role, User
@@ -32,6 +34,17 @@ def make_user(
         group, _ = Group.objects.get_or_create(name=name)
         user.groups.add(group)
     return user
+
+
+def give_capabilities(holder: User | Group, *capabilities: str) -> User | Group:
+    """Give a user or a group capabilities (``audit``, ``revoke``, ...); a user comes back fresh (no perm cache)."""
+    permissions = Permission.objects.filter(content_type__app_label="accounts", codename__in=capabilities)
+    assert permissions.count() == len(capabilities), capabilities
+    if isinstance(holder, Group):
+        holder.permissions.add(*permissions)
+        return holder
+    holder.user_permissions.add(*permissions)
+    return User.objects.get(pk=holder.pk)
 
 
 def make_role(
@@ -78,7 +91,27 @@ def outsider(db):
 
 @pytest.fixture
 def staff(db):
-    return make_user("auditor", is_staff=True)
+    """The staff flag alone: edits roles, resources and channels, and nothing more."""
+    return make_user("stella", is_staff=True)
+
+
+@pytest.fixture
+def auditor(db):
+    """erin: reads everything through the security group's ``audit``; no staff flag."""
+    user = make_user("erin", groups=("security",))
+    give_capabilities(Group.objects.get(name="security"), "audit")
+    return User.objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def revoker(db):
+    """ray: holds ``revoke`` himself; no staff flag."""
+    return give_capabilities(make_user("ray"), "revoke")
+
+
+@pytest.fixture
+def superuser(db):
+    return make_user("root", is_staff=True, is_superuser=True)
 
 
 @pytest.fixture

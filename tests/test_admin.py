@@ -186,8 +186,8 @@ def test_audit_chain_intact_after_browsing_admin(admin_client, data):
     assert audit_verify().ok
 
 
-def test_staff_auditor_reads_history_but_not_other_models(client, staff, data):
-    client.force_login(staff)
+def test_auditor_reads_history_but_not_other_models(client, auditor, data):
+    client.force_login(auditor)
     assert client.get(admin_url(AccessRequest, "changelist")).status_code == 200
     assert client.get(admin_url(AccessRequest, "change", data["approved"].pk)).status_code == 200
     assert client.get(admin_url(Grant, "changelist")).status_code == 200

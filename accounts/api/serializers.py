@@ -68,3 +68,6 @@ class MeSerializer(serializers.Serializer):
     email = serializers.CharField()
     is_staff = serializers.BooleanField()
     groups = serializers.ListField(child=serializers.CharField())
+    capabilities = serializers.ListField(
+        child=serializers.CharField(), help_text="audit, revoke, check_access, manage_oncall, scim: those held"
+    )

@@ -15,6 +15,7 @@ from accounts.api.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
+from accounts.capabilities import capabilities_of
 from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, lockout_seconds
 from accounts.models import ApiToken, Role
 from accounts.selectors import resources_searchable_by, roles_requestable_by
@@ -97,6 +98,7 @@ class MeView(APIView):
             "email": user.email,
             "is_staff": user.is_staff,
             "groups": sorted(user.groups.values_list("name", flat=True)),
+            "capabilities": capabilities_of(user),
         }
         return Response(MeSerializer(body).data)
 

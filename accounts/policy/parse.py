@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from accounts.capabilities import Capability
 from accounts.models import MAX_ROLE_DURATION, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
 from inventory.models import Resource
@@ -29,12 +30,11 @@ USER_KEYS = (
     "superuser",
     "active",
     "reviewer",
+    "capabilities",
     "first_name",
     "last_name",
 )
-# ``reviewer: true`` lets a user work the review queue in the admin. Named by
-# string, not imported: requests_app depends on accounts, not the other way round.
-REVIEW_PERMISSION = ("requests_app", "review_accessrequest")
+GROUP_KEYS = ("name", "capabilities")
 ROLE_KEYS = (
     "name",
     "description",
@@ -171,6 +171,16 @@ class _Entry:
                 self.fail(key, f"{item[:20]!r}… is longer than {max_length} characters")
         return list(dict.fromkeys(value))
 
+    def capabilities(self, key: str = "capabilities") -> list[str]:
+        """Capability names, each one of ``Capability``; an unknown one fails naming it."""
+        names = self.names(key, max_length=64)
+        for name in names:
+            if name not in Capability.values:
+                hint = difflib.get_close_matches(name, Capability.values, n=1)
+                suggestion = f" (did you mean {hint[0]}?)" if hint else f" (known: {', '.join(Capability.values)})"
+                self.fail(key, f"unknown capability {name!r}{suggestion}")
+        return names
+
     def duration(self, key: str, default: timedelta, *, maximum: timedelta | None = None) -> timedelta:
         value = self.raw.get(key)
         if value is None:
@@ -197,7 +207,7 @@ class _UserSpec:
     password: str | None
     groups: list[str]
     fields: dict[str, Any]  # model field -> value
-    reviewer: bool = False
+    capabilities: list[str]
 
 
 @dataclass
@@ -227,6 +237,8 @@ class _ResourceSpec:
 class Plan:
     sections: set[str]
     groups: list[str]
+    # Every group of the ``groups`` section -> its capabilities (a plain name: none).
+    group_capabilities: dict[str, list[str]]
     users: list[_UserSpec]
     roles: list[_RoleSpec]
     resources: list[_ResourceSpec]
@@ -252,9 +264,17 @@ def _section(data: dict, name: str) -> list:
     return value
 
 
-def _parse_groups(items: list) -> list[str]:
+def _parse_groups(items: list) -> dict[str, list[str]]:
+    """Group name -> capabilities; an entry is a name or ``{name: security, capabilities: [audit]}``."""
     seen: dict[str, int] = {}
-    for i, name in enumerate(items):
+    capabilities: dict[str, list[str]] = {}
+    for i, item in enumerate(items):
+        name, held = item, []
+        if isinstance(item, dict):
+            entry = _Entry("groups", i, item, _one_line(item.get("name")))
+            name = entry.text("name", max_length=150, required=True)
+            entry.check_keys(GROUP_KEYS)
+            held = entry.capabilities()
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise DomainError(f"groups[{i}]: {name!r} is not a group name", field=f"groups[{i}]")
         if len(name) > 150:
@@ -262,7 +282,8 @@ def _parse_groups(items: list) -> list[str]:
         if name in seen:
             raise DomainError(f"groups[{i}] ({name}): listed twice (also groups[{seen[name]}])", field=f"groups[{i}]")
         seen[name] = i
-    return list(seen)
+        capabilities[name] = held
+    return capabilities
 
 
 def _parse_user(index: int, raw: object) -> _UserSpec:
@@ -289,13 +310,10 @@ def _parse_user(index: int, raw: object) -> _UserSpec:
     password = entry.raw.get("password")
     if password is not None and (not isinstance(password, str) or not password):
         entry.fail("password", "must be non-empty text (leave it out for a user who cannot log in with one)")
-    reviewer = entry.flag("reviewer", False)
-    if reviewer:
-        # The queue lives in the admin, which only staff can open.
-        if entry.raw.get("staff") is False:
-            entry.fail("staff", "a reviewer works the queue in the admin, so must be staff (leave staff out)")
-        fields["is_staff"] = True
-    return _UserSpec(entry, username, password, entry.names("groups"), fields, reviewer)
+    # Accepted for old files and checked, but it gives nothing: the roles' reviewer
+    # groups decide who reviews, and no staff flag is needed for the queue.
+    entry.flag("reviewer", False)
+    return _UserSpec(entry, username, password, entry.names("groups"), fields, entry.capabilities())
 
 
 def _shared_rule(entry: _Entry, rule, value):
@@ -377,10 +395,12 @@ def parse_document(data: object) -> Plan:
             hint = difflib.get_close_matches(str(key), SECTIONS, n=1)
             suggestion = f" (did you mean {hint[0]}?)" if hint else f" (allowed: {', '.join(SECTIONS)})"
             raise DomainError(f"{key}: unknown section{suggestion}", field=str(key))
+    groups = _parse_groups(_section(data, "groups"))
     plan = Plan(
         # A bare "users:" (null) is an unfinished file, not "no users": only a list counts for prune.
         sections={key for key in SECTIONS if data.get(key) is not None},
-        groups=_parse_groups(_section(data, "groups")),
+        groups=list(groups),
+        group_capabilities=groups,
         users=[_parse_user(i, raw) for i, raw in enumerate(_section(data, "users"))],
         roles=[_parse_role(i, raw) for i, raw in enumerate(_section(data, "roles"))],
         resources=[_parse_resource(i, raw) for i, raw in enumerate(_section(data, "resources"))],

@@ -10,8 +10,9 @@ from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, models, transaction
 from django.db.models import Count
 
+from accounts.capabilities import APP_LABEL, Capability
 from accounts.models import Role, User
-from accounts.policy.parse import REVIEW_PERMISSION, USER_FIELDS, Plan, check_group_refs, parse_document
+from accounts.policy.parse import USER_FIELDS, Plan, check_group_refs, parse_document
 from accounts.policy.result import Change, PolicyResult
 from inventory.models import Resource, ResourceLabel
 from inventory.services import resource_upsert
@@ -87,22 +88,51 @@ def _plan_prune(plan: Plan) -> _Prune:
 # --- writing ------------------------------------------------------------------
 
 
+def _capabilities_in(permissions) -> set[str]:
+    """The capability names among prefetched permissions (each with its content type)."""
+    return {
+        p.codename for p in permissions if p.content_type.app_label == APP_LABEL and p.codename in Capability.values
+    }
+
+
 class _Writer:
     def __init__(self, plan: Plan):
         self.plan = plan
         self.changes: list[Change] = []
         self.groups: dict[str, Group] = {}
-        self._review_permission: Permission | None = None
+        self.created_groups: set[str] = set()
+        self._capabilities: dict[str, Permission] | None = None
 
-    def review_permission(self) -> Permission:
-        if self._review_permission is None:
-            app_label, codename = REVIEW_PERMISSION
-            self._review_permission = Permission.objects.filter(
-                content_type__app_label=app_label, codename=codename
-            ).first()
-            if self._review_permission is None:
-                raise DomainError(f"the permission {app_label}.{codename} does not exist; run migrate first")
-        return self._review_permission
+    def capability_permissions(self) -> dict[str, Permission]:
+        """Capability name -> the permission that carries it (accounts.User's custom permissions)."""
+        if self._capabilities is None:
+            found = Permission.objects.filter(content_type__app_label=APP_LABEL, codename__in=Capability.values)
+            self._capabilities = {p.codename: p for p in found}
+            missing = [c for c in Capability.values if c not in self._capabilities]
+            if missing:
+                raise DomainError(f"the capability permissions ({', '.join(missing)}) do not exist; run migrate first")
+        return self._capabilities
+
+    def set_capabilities(self, permissions, current: set[str], wanted: list[str]) -> bool:
+        """Make the capabilities among ``permissions`` (a related manager) exactly ``wanted``.
+
+        Other permissions, given in the admin, are not the file's and stay.
+        """
+        if current == set(wanted):
+            return False
+        by_name = self.capability_permissions()
+        permissions.remove(*[by_name[c] for c in current - set(wanted)])
+        permissions.add(*[by_name[c] for c in set(wanted) - current])
+        return True
+
+    def write_group_capabilities(self) -> None:
+        names = list(self.plan.group_capabilities)
+        groups = Group.objects.filter(name__in=names).prefetch_related("permissions__content_type")
+        for group in groups:
+            wanted = self.plan.group_capabilities[group.name]
+            changed = self.set_capabilities(group.permissions, _capabilities_in(group.permissions.all()), wanted)
+            if changed and group.name not in self.created_groups:
+                self.record("updated", "group", group.name, "capabilities")
 
     def record(self, action: str, kind: str, name: str, detail: list[str] | str = "") -> None:
         if isinstance(detail, list):
@@ -119,6 +149,7 @@ class _Writer:
         for name in self.plan.groups:
             if name not in self.groups:
                 self.groups[name] = Group.objects.create(name=name)
+                self.created_groups.add(name)
                 self.record("created", "group", name)
 
     def write_users(self) -> None:
@@ -136,8 +167,7 @@ class _Writer:
                 user.save()
                 if spec.groups:
                     user.groups.set([self.groups[n] for n in spec.groups])
-                if spec.reviewer:
-                    user.user_permissions.add(self.review_permission())
+                self.set_capabilities(user.user_permissions, set(), spec.capabilities)
                 self.record("created", "user", spec.username)
                 continue
             changed = [key for key, attr in USER_FIELDS.items() if getattr(user, attr) != spec.fields[attr]]
@@ -155,17 +185,9 @@ class _Writer:
             if {g.name for g in user.groups.all()} != set(spec.groups):
                 user.groups.set([self.groups[n] for n in spec.groups])
                 changed.append("groups")
-            # Only this one permission is the file's; others granted in the admin stay.
-            app_label, codename = REVIEW_PERMISSION
-            has_review = any(
-                p.codename == codename and p.content_type.app_label == app_label for p in user.user_permissions.all()
-            )
-            if has_review != spec.reviewer:
-                if spec.reviewer:
-                    user.user_permissions.add(self.review_permission())
-                else:
-                    user.user_permissions.remove(self.review_permission())
-                changed.append("reviewer")
+            held = _capabilities_in(user.user_permissions.all())
+            if self.set_capabilities(user.user_permissions, held, spec.capabilities):
+                changed.append("capabilities")
             if changed:
                 self.record("updated", "user", spec.username, changed)
 
@@ -217,6 +239,12 @@ class _Writer:
     def write_prune(self, prune: _Prune) -> None:
         if prune.users:
             User.objects.filter(pk__in=[u.pk for u in prune.users]).update(is_active=False)
+            # Reactivating one later (in the admin) must not bring back a power the file took away.
+            through = User.user_permissions.through
+            through.objects.filter(
+                user_id__in=[u.pk for u in prune.users],
+                permission__in=list(self.capability_permissions().values()),
+            ).delete()
             for user in prune.users:
                 self.record("updated", "user", user.username, "deactivated: not in the file")
         if prune.roles:
@@ -249,6 +277,7 @@ def policy_apply(*, data: dict, prune: bool = False, dry_run: bool = False) -> P
             to_prune = _plan_prune(plan) if prune else _Prune()
             writer = _Writer(plan)
             writer.write_groups()
+            writer.write_group_capabilities()
             writer.write_users()
             writer.write_roles()
             writer.write_resources()

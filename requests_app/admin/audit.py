@@ -1,4 +1,4 @@
-"""The audit log in the admin: read-only for everyone."""
+"""The audit log in the admin: read-only, for holders of ``audit``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from requests_app.models import AuditEvent
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyModelAdmin):
-    listed_for_staff = True
     list_display = ("id", "created_at", "actor_username", "action", "target_type", "target_id", "short_hash")
     list_filter = ("action", "target_type")
     search_fields = ("actor_username", "action", "target_id")

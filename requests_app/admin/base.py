@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from accounts import capabilities
 from jitportal.errors import DomainError
 from requests_app.models import AccessRequest
 
@@ -18,7 +19,13 @@ QUEUE_PAGE = 100
 
 
 class ReadOnlyAdminMixin:
-    """History is not editable: no add, change or delete for anyone; staff may view."""
+    """History is not editable: no add, change or delete for anyone.
+
+    Who may look is one capability predicate per admin class (``may_view``),
+    asked for the admin index and for every page alike.
+    """
+
+    may_view = staticmethod(capabilities.may_audit)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -30,22 +37,12 @@ class ReadOnlyAdminMixin:
         return False
 
     def has_view_permission(self, request, obj=None) -> bool:
-        # Auditors are staff users: they read every request, grant and event.
-        return request.user.is_active and request.user.is_staff
+        return self.may_view(request.user)
 
 
 class ReadOnlyModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    # Listed on the admin index for every staff user only when reviewers work
-    # with it; otherwise only for holders of the model's view permission (and
-    # superusers), so a reviewer's admin shows the queue, grants and the audit
-    # log and nothing else. Any staff user may still open it (auditors).
-    listed_for_staff = False
-
     def has_module_permission(self, request) -> bool:
-        user = request.user
-        if not (user.is_active and user.is_staff):
-            return False
-        return self.listed_for_staff or user.has_perm(f"{self.opts.app_label}.view_{self.opts.model_name}")
+        return self.may_view(request.user)
 
     def get_actions(self, request):
         actions = super().get_actions(request)

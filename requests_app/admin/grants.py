@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 
+from accounts import capabilities
 from requests_app import services
 from requests_app.admin.base import (
     ReadOnlyModelAdmin,
@@ -55,7 +56,7 @@ class GrantStateFilter(admin.SimpleListFilter):
 
 @admin.register(Grant)
 class GrantAdmin(ReadOnlyModelAdmin):
-    listed_for_staff = True
+    may_view = staticmethod(capabilities.may_read_all_grants)
     list_display = ("id", "user", "role", "resource", "starts_at", "expires_at", "state_display", "revoked_at")
     list_filter = (GrantStateFilter, "role", "resource__kind")
     search_fields = ("user__username", "role__name", "resource__name")
@@ -78,11 +79,13 @@ class GrantAdmin(ReadOnlyModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "role", "resource", "revoked_by", "request")
+        return Grant.objects.visible_to(request.user).select_related(
+            "user", "role", "resource", "revoked_by", "request"
+        )
 
     def has_revoke_permission(self, request) -> bool:
-        # As the API: staff end access early (the service checks again).
-        return request.user.is_active and request.user.is_staff
+        # As the API (the service checks again).
+        return capabilities.may_revoke(request.user)
 
     @admin.display(description="state")
     def state_display(self, obj: Grant) -> str:
@@ -113,7 +116,7 @@ class GrantAdmin(ReadOnlyModelAdmin):
 
     def revoke_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_revoke_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied(capabilities.refusal(capabilities.Capability.REVOKE))
         data = request.POST if request.method == "POST" else request.GET
         form = RevokeForm(request.POST) if request.method == "POST" else None
         return self._revoke_page(request, data.getlist("ids"), next_url=data.get("next"), form=form)

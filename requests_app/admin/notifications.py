@@ -16,6 +16,8 @@ from django.core.validators import URLValidator, validate_email
 from django.urls import reverse
 from django.utils.html import format_html
 
+from accounts import capabilities
+from accounts.admin import ConfigurationAdminMixin
 from jitportal.admin_display import clipped
 from requests_app.admin.base import ReadOnlyModelAdmin
 from requests_app.models import Notification, NotificationChannel
@@ -105,7 +107,7 @@ class NotificationChannelForm(forms.ModelForm):
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(admin.ModelAdmin):
+class NotificationChannelAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
     form = NotificationChannelForm
     list_display = ("name", "kind", "enabled", "destination", "events_display", "roles_display")
     list_filter = ("kind", "enabled")
@@ -122,6 +124,13 @@ class NotificationChannelAdmin(admin.ModelAdmin):
         "events_display",
         "roles",
     )
+
+    def has_module_permission(self, request) -> bool:
+        return self.has_view_permission(request)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Auditors may see where notifications go (masked), not change it.
+        return capabilities.may_read_notifications(request.user)
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("roles")
@@ -157,7 +166,12 @@ class NotificationChannelAdmin(admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyModelAdmin):
-    """The outbox: what was sent where, and what is still being retried."""
+    """The outbox: what was sent where, and what is still being retried.
+
+    Read by auditors, and by staff, who manage the channels and need to see their deliveries.
+    """
+
+    may_view = staticmethod(capabilities.may_read_notifications)
 
     list_display = (
         "id",
@@ -191,7 +205,7 @@ class NotificationAdmin(ReadOnlyModelAdmin):
 
     def has_retry_permission(self, request) -> bool:
         # Whoever may manage the channels may send their failed messages again.
-        return request.user.is_active and request.user.has_perm("requests_app.change_notificationchannel")
+        return capabilities.may_configure(request.user)
 
     @admin.action(description="Retry the selected failed deliveries now", permissions=["retry"])
     def retry_failed(self, request, queryset) -> None:

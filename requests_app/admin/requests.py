@@ -1,12 +1,13 @@
 """Requests, reviews, grants and the audit log in the admin: the reviewers' queue over read-only history.
 
 Nobody adds, edits or deletes these here, superusers included: they change only
-through the lifecycle services, which lock, check and audit. Staff (the
-auditors) may read all of them. Reviewers are staff with the
-``requests_app.review_accessrequest`` permission: the request list opens on
-the requests awaiting their review, and approving, denying or revoking goes
-through an intermediate page to the same service functions as the API, so
-self-review, eligibility and thresholds hold; each refusal is reported.
+through the lifecycle services, which lock, check and audit. Holders of the
+``audit`` capability read all of them. Reviewers (members of a role's
+``reviewers`` group, no staff flag needed) see the requests they may review
+and their own: the request list opens on the requests awaiting their review,
+and approving, denying or revoking goes through an intermediate page to the
+same service functions as the API, so self-review, eligibility and thresholds
+hold; each refusal is reported. Who sees what is ``accounts.capabilities``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
-from jitportal.admin_display import RelatedFilterWithoutNone, clipped
+from accounts import capabilities
+from jitportal.admin_display import RelatedOnlyFilterWithoutNone, clipped
 from requests_app import services
 from requests_app.admin.base import (
     QUEUE_PAGE,
@@ -45,13 +47,14 @@ from requests_app.selectors import (
     requests_awaiting_review,
     requests_summarised,
     review_summary,
-    user_may_use_review_queue,
 )
 
 # --- access requests: the review queue ----------------------------------------------
 
 
 class ReviewInline(ReadOnlyAdminMixin, admin.TabularInline):
+    # Shown with a request to whoever may open it (its reviewers, auditors).
+    may_view = staticmethod(capabilities.may_read_requests)
     model = Review
     fields = ("reviewer", "decision", "reason", "created_at")
     readonly_fields = fields
@@ -64,6 +67,7 @@ class ReviewInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 class GrantInline(ReadOnlyAdminMixin, admin.TabularInline):
+    may_view = staticmethod(capabilities.may_read_requests)
     model = Grant
     fields = ("role", "resource", "starts_at", "expires_at", "state_display", "revoked_at", "revoked_by")
     readonly_fields = fields
@@ -89,7 +93,7 @@ class ReviewQueueFilter(admin.SimpleListFilter):
     def __init__(self, request, params, model, model_admin):
         super().__init__(request, params, model, model_admin)
         # Auditors without the review permission have no queue: they start on everything.
-        self.default = self.AWAITING if user_may_use_review_queue(request.user) else self.ALL
+        self.default = self.AWAITING if capabilities.may_review_queue(request.user) else self.ALL
 
     def lookups(self, request, model_admin):
         return [
@@ -139,7 +143,7 @@ class RequestStateFilter(admin.SimpleListFilter):
 
 @admin.register(AccessRequest)
 class AccessRequestAdmin(ReadOnlyModelAdmin):
-    listed_for_staff = True
+    may_view = staticmethod(capabilities.may_read_requests)
     list_display = (
         "short_id",
         "requester",
@@ -151,7 +155,9 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         "pending_expiry_display",
         "state_display",
     )
-    list_filter = (ReviewQueueFilter, RequestStateFilter, ("roles", RelatedFilterWithoutNone))
+    # Only the roles of requests one may see (a reviewer does not learn other teams' roles here),
+    # and no "-" entry: every request has a role.
+    list_filter = (ReviewQueueFilter, RequestStateFilter, ("roles", RelatedOnlyFilterWithoutNone))
     search_fields = ("requester__username", "reason", "resources__name")
     date_hierarchy = "created_at"
     list_per_page = QUEUE_PAGE
@@ -177,10 +183,11 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     inlines = (ReviewInline, GrantInline)
 
     def get_queryset(self, request):
-        return requests_summarised(super().get_queryset(request))
+        # Reviewers see what they may review (and their own); auditors everything.
+        return requests_summarised(AccessRequest.objects.visible_to(request.user))
 
     def has_review_permission(self, request) -> bool:
-        return user_may_use_review_queue(request.user)
+        return capabilities.may_review_queue(request.user)
 
     # --- columns
 
@@ -241,7 +248,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     def changelist_view(self, request, extra_context=None):
         context = dict(extra_context or {})
         queue = request.GET.get(ReviewQueueFilter.parameter_name)
-        if user_may_use_review_queue(request.user) and queue in (None, ReviewQueueFilter.AWAITING):
+        if capabilities.may_review_queue(request.user) and queue in (None, ReviewQueueFilter.AWAITING):
             context.setdefault("title", "Access requests awaiting my review")
             # Said instead of an empty table (and "0 access requests") when the queue is clear.
             context.setdefault("empty_queue_note", "Nothing awaits your review.")
@@ -299,7 +306,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     def review_view(self, request: HttpRequest) -> HttpResponse:
         """The confirmation page (GET, from the change page's buttons) and the reviews themselves (POST)."""
         if not self.has_review_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied("You review only as a member of a role's reviewers group.")
         data = request.POST if request.method == "POST" else request.GET
         decision = data.get("decision", "")
         if decision not in Review.Decision.values:

@@ -20,6 +20,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import capabilities
 from inventory.models import Resource
 from inventory.selectors import resource_get
 from jitportal.errors import PermissionRefused
@@ -63,15 +64,13 @@ _FORMAT_PARAMETER = OpenApiParameter(
 
 
 class IsHostAgent(BasePermission):
-    """Staff, or a token made with "can check access" (a host agent)."""
-
-    message = "only staff or a token with the check permission (a host agent) may read this"
+    """Holders of ``check_access`` (a host agent): these lists are about every user."""
 
     def has_permission(self, request, view) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated and user.is_active):
-            return False
-        return user.is_staff or bool(getattr(request.auth, "can_check_access", False))
+        if capabilities.may_check_access(request.user, request.auth):
+            return True
+        self.message = capabilities.check_access_refusal(request.user, request.auth)
+        return False
 
 
 # --- certificates ---------------------------------------------------------------------------

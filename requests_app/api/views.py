@@ -11,6 +11,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import capabilities
 from accounts.models import Role
 from inventory.selectors import resource_get, resources_resolve
 from jitportal.errors import DomainError, PermissionRefused
@@ -33,10 +34,10 @@ User = get_user_model()
 
 
 class IsAuditor(BasePermission):
-    message = "only auditors (staff) can read the audit log"
+    message = capabilities.refusal(capabilities.Capability.AUDIT)
 
     def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.is_active and request.user.is_staff)
+        return capabilities.may_audit(request.user)
 
 
 def _users_resolve(usernames: list[str], *, field: str) -> list:
@@ -186,12 +187,8 @@ class AccessCheckView(APIView):
         username = params.get("user", "").strip()
         user = request.user
         if username and username != request.user.username:
-            token = request.auth
-            may_check_others = request.user.is_staff or bool(getattr(token, "can_check_access", False))
-            if not may_check_others:
-                raise PermissionRefused(
-                    "checking another user's access needs staff or a token with the check permission"
-                )
+            if not capabilities.may_check_access(request.user, request.auth):
+                raise PermissionRefused(capabilities.check_access_refusal(request.user, request.auth))
             user = User.objects.filter(username=username).first()
             if user is None:
                 raise NotFound(f"no such user: {username}")

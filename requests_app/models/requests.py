@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from accounts.capabilities import may_audit, may_read_all_grants
 from accounts.models import Role
 from inventory.models import Resource
 
@@ -18,10 +19,10 @@ MAX_REASON_LENGTH = 4096
 
 class AccessRequestQuerySet(models.QuerySet):
     def visible_to(self, user) -> AccessRequestQuerySet:
-        """Own requests, those the user may review, everything for auditors (staff)."""
+        """Own requests, those the user may review, everything for holders of ``audit``."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        if user.is_staff:
+        if may_audit(user):
             return self
         return self.filter(Q(requester=user) | Q(pk__in=self.reviewable_by(user).values("pk")))
 
@@ -107,7 +108,6 @@ class AccessRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("review_accessrequest", "Can review access requests")]
         constraints = [
             models.CheckConstraint(condition=Q(duration__gt=timedelta(0)), name="request_duration_positive"),
             models.CheckConstraint(condition=Q(approvals_required__gte=1), name="request_approvals_positive"),
@@ -186,9 +186,10 @@ class Review(models.Model):
 
 class GrantQuerySet(models.QuerySet):
     def visible_to(self, user) -> GrantQuerySet:
+        """Own grants; every grant for holders of ``audit`` or ``revoke`` (to end one, one must find it)."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        if user.is_staff:
+        if may_read_all_grants(user):
             return self
         return self.filter(user=user)
 

@@ -661,48 +661,129 @@ def test_role_ssh_extension_must_be_a_boolean(tmp_path):
     assert not Role.objects.exists()
 
 
-# --- reviewers: staff with the review permission ------------------------------------------
+# --- capabilities: held by groups or users, declared in the file ---------------------------
 
 
-def _reviews_in_admin(username: str) -> bool:
+CAPABLE = POLICY.replace(
+    "groups: [engineers, sre-leads]",
+    "groups: [engineers, sre-leads, {name: security, capabilities: [audit, revoke]}, "
+    "{name: host-agents, capabilities: check_access}]",
+).replace("  - {username: svc-deploy}", "  - {username: svc-deploy, capabilities: [manage_oncall, scim]}")
+
+
+def capabilities_of(username: str) -> set[str]:
     user = User.objects.get(username=username)  # fresh: no permission cache
-    return user.is_staff and user.has_perm("requests_app.review_accessrequest")
+    return {c for c in ("audit", "revoke", "check_access", "manage_oncall", "scim") if user.has_perm(f"accounts.{c}")}
 
 
-def test_reviewer_flag_makes_a_staff_user_with_the_review_permission_and_back(tmp_path):
-    flagged = POLICY.replace("first_name: Bob}", "first_name: Bob, reviewer: true}")
-    assert flagged != POLICY
-    apply(flagged, tmp_path=tmp_path)
-    assert _reviews_in_admin("bob")
-    assert not _reviews_in_admin("alice")
-    assert apply(flagged, tmp_path=tmp_path) == "no changes\n"
-
-    # The file is the source of truth for this one permission; others granted by hand stay.
-    bob = User.objects.get(username="bob")
-    bob.user_permissions.add(Permission.objects.get(codename="view_resource"))
-    out = apply(POLICY, tmp_path=tmp_path)
-    assert out.splitlines()[0] == "updated user bob (staff, reviewer)"
-    assert not _reviews_in_admin("bob")
-    kept = User.objects.get(username="bob").user_permissions.values_list("codename", flat=True)
-    assert set(kept) == {"view_resource"}
+def group_capabilities(name: str) -> set[str]:
+    return set(Group.objects.get(name=name).permissions.values_list("codename", flat=True))
 
 
-def test_reviewer_who_is_not_staff_is_refused(tmp_path):
-    bad = POLICY.replace("first_name: Bob}", "first_name: Bob, reviewer: true, staff: false}")
+def test_groups_and_users_hold_the_capabilities_the_file_declares(tmp_path):
+    assert CAPABLE != POLICY
+    out = apply(CAPABLE, tmp_path=tmp_path)
+
+    assert "created group security" in out.splitlines()
+    assert group_capabilities("security") == {"audit", "revoke"}
+    assert group_capabilities("host-agents") == {"check_access"}
+    assert group_capabilities("engineers") == set()
+    assert capabilities_of("svc-deploy") == {"manage_oncall", "scim"}
+    assert capabilities_of("alice") == set()
+    # Through the group: bob joins security.
+    apply(CAPABLE.replace("groups: [sre-leads, engineers]", "groups: [sre-leads, security]"), tmp_path=tmp_path)
+    assert capabilities_of("bob") == {"audit", "revoke"}
+    # Superusers hold every capability without being given any.
+    assert capabilities_of("root-admin") == {"audit", "revoke", "check_access", "manage_oncall", "scim"}
+
+
+def test_capabilities_apply_twice_changes_nothing_and_removed_ones_go(tmp_path):
+    apply(CAPABLE, tmp_path=tmp_path)
+    assert apply(CAPABLE, tmp_path=tmp_path) == "no changes\n"
+
+    # Permissions given in the admin that are not capabilities are not the file's: they stay.
+    Group.objects.get(name="security").permissions.add(Permission.objects.get(codename="view_resource"))
+    narrower = CAPABLE.replace("capabilities: [audit, revoke]", "capabilities: [audit]").replace(
+        "{username: svc-deploy, capabilities: [manage_oncall, scim]}", "{username: svc-deploy, capabilities: scim}"
+    )
+    out = apply(narrower, tmp_path=tmp_path)
+
+    assert out.splitlines()[:2] == ["updated group security (capabilities)", "updated user svc-deploy (capabilities)"]
+    assert group_capabilities("security") == {"audit", "view_resource"}
+    assert capabilities_of("svc-deploy") == {"scim"}
+    assert apply(narrower, tmp_path=tmp_path) == "no changes\n"
+    # A plain name is a group with no capabilities.
+    apply(POLICY.replace("[engineers, sre-leads]", "[engineers, sre-leads, security, host-agents]"), tmp_path=tmp_path)
+    assert group_capabilities("security") == {"view_resource"}
+    assert capabilities_of("svc-deploy") == set()
+
+
+def test_prune_removes_the_capabilities_of_what_the_file_no_longer_names(tmp_path):
+    apply(CAPABLE, tmp_path=tmp_path)
+    without = CAPABLE.replace(", {name: host-agents, capabilities: check_access}", "").replace(
+        "  - {username: svc-deploy, capabilities: [manage_oncall, scim]}\n", ""
+    )
+    out = apply(without, "--prune", tmp_path=tmp_path)
+
+    assert "deleted group host-agents" in out
+    assert "updated user svc-deploy (deactivated: not in the file)" in out
+    assert not Group.objects.filter(name="host-agents").exists()
+    svc = User.objects.get(username="svc-deploy")
+    svc.is_active = True  # reactivated by hand later: the file's capabilities do not come back
+    svc.save(update_fields=["is_active"])
+    assert capabilities_of("svc-deploy") == set()
+    assert apply(without, "--prune", tmp_path=tmp_path).splitlines()[0] == (
+        "updated user svc-deploy (deactivated: not in the file)"
+    )
+    assert capabilities_of("svc-deploy") == set()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "capabilities: [audit, revoke]",
+            "capabilities: [audit, revoek]",
+            "groups[2] (security).capabilities: unknown capability 'revoek' (did you mean revoke?)",
+        ),
+        (
+            "capabilities: [manage_oncall, scim]",
+            "capabilities: [superpowers]",
+            "users[2] (svc-deploy).capabilities: unknown capability 'superpowers' "
+            "(known: audit, revoke, check_access, manage_oncall, scim)",
+        ),
+        ("{name: security, capabilities", "{name: security, powers", "groups[2] (security).powers: unknown key"),
+        ("capabilities: check_access", "capabilities: {a: 1}", "groups[3] (host-agents).capabilities: must be a list"),
+    ],
+)
+def test_an_unknown_capability_fails_naming_the_entry_and_field(tmp_path, old, new, message):
+    bad = CAPABLE.replace(old, new)
+    assert bad != CAPABLE
+
     with pytest.raises(CommandError) as exc:
         apply(bad, tmp_path=tmp_path)
-    assert str(exc.value) == (
-        "users[1] (bob).staff: a reviewer works the queue in the admin, so must be staff (leave staff out)"
-    )
-    assert not User.objects.exists()
+
+    assert str(exc.value).startswith(message)
+    assert not Group.objects.exists() and not User.objects.exists()
 
 
-def test_demo_reviewers_can_open_the_review_queue():
+def test_reviewer_flag_is_still_accepted_and_gives_nothing(tmp_path):
+    flagged = POLICY.replace("first_name: Bob}", "first_name: Bob, reviewer: true, staff: false}")
+    assert flagged != POLICY
+    apply(flagged, tmp_path=tmp_path)
+
+    bob = User.objects.get(username="bob")
+    assert not bob.is_staff and capabilities_of("bob") == set()
+    assert apply(POLICY, tmp_path=tmp_path) == "no changes\n"
+
+
+def test_demo_policy_gives_erin_audit_and_revoke_and_reviewers_no_staff_flag():
     call_command("apply", "-f", str(DEMO), stdout=io.StringIO())
-    assert {u for u in ("alice", "bob", "carol", "dave", "erin", "frank") if _reviews_in_admin(u)} == {
-        "bob",
-        "carol",
-        "dave",
-        "erin",
-        "frank",
-    }
+
+    assert capabilities_of("erin") == {"audit", "revoke"}
+    assert group_capabilities("security") == {"audit", "revoke"}
+    for name in ("alice", "bob", "carol", "dave", "frank"):
+        assert capabilities_of(name) == set(), name
+    assert set(User.objects.filter(is_staff=True).values_list("username", flat=True)) == {"admin"}
+    reviewers = set(User.objects.filter(groups__reviewable_roles__isnull=False).values_list("username", flat=True))
+    assert reviewers == {"bob", "carol", "dave", "erin", "frank"}

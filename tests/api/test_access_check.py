@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
@@ -12,7 +13,7 @@ from rest_framework.test import APIClient
 from accounts.models import ApiToken
 from requests_app import services
 from requests_app.models import AccessRequest, Grant
-from tests.conftest import make_role, make_user
+from tests.conftest import give_capabilities, make_role, make_user
 
 CHECK = "/api/v1/access-check/"
 
@@ -129,11 +130,11 @@ def test_leaving_the_requesting_group_ends_access(api, requester, alice_grant):
     assert "prod-ssh" in body["reason"]
 
 
-def test_deactivated_user_is_refused(api, requester, staff, alice_grant):
+def test_deactivated_user_is_refused(api, requester, checker, alice_grant):
     requester.is_active = False
     requester.save(update_fields=["is_active"])
 
-    assert check(api(staff), user="alice", resource="node/web-1", login="ubuntu")["allowed"] is False
+    assert check(api(checker), user="alice", resource="node/web-1", login="ubuntu")["allowed"] is False
 
 
 # --- bad parameters ---------------------------------------------------------------------
@@ -166,35 +167,50 @@ def test_unknown_resource_is_404(api, requester, alice_grant, resource):
 # --- checking someone else --------------------------------------------------------------
 
 
-def test_non_staff_cannot_check_another_user_with_a_session(api, reviewer, alice_grant):
-    response = api(reviewer).get(CHECK, {"user": "alice", "resource": "node/web-1"})
+@pytest.fixture
+def checker(db):
+    """A host agent's account: holds ``check_access``, nothing else."""
+    return give_capabilities(make_user("host-agent"), "check_access")
+
+
+@pytest.mark.parametrize("who", ["reviewer", "staff", "auditor", "revoker"])
+def test_without_check_access_nobody_checks_another_user_with_a_session(request, api, alice_grant, who):
+    response = api(request.getfixturevalue(who)).get(CHECK, {"user": "alice", "resource": "node/web-1"})
 
     assert response.status_code == 403
+    assert response.json()["detail"] == "You need the check_access capability."
 
 
-def test_non_staff_cannot_check_another_user_with_a_plain_token(reviewer, alice_grant):
-    _, token = ApiToken.objects.create(user=reviewer)
+def test_without_check_access_a_token_made_with_the_flag_is_refused(reviewer, alice_grant):
+    _, token = ApiToken.objects.create(user=reviewer, can_check_access=True)
 
     response = token_client(token).get(CHECK, {"user": "alice", "resource": "node/web-1"})
 
     assert response.status_code == 403
+    assert response.json()["detail"] == "You need the check_access capability."
 
 
 def test_naming_yourself_needs_no_permission(api, requester, alice_grant):
     assert check(api(requester), user="alice", resource="node/web-1", login="ubuntu")["allowed"] is True
 
 
-def test_staff_check_reports_the_named_users_access(api, staff, reviewer, alice_grant):
-    client = api(staff)
+def test_check_access_reports_the_named_users_access(api, checker, reviewer, alice_grant):
+    client = api(checker)
 
     assert check(client, user="alice", resource="node/web-1", login="ubuntu")["allowed"] is True
     assert check(client, user="bob", resource="node/web-1", login="ubuntu")["allowed"] is False
-    assert check(client, resource="node/web-1", login="ubuntu")["allowed"] is False  # the auditor's own
+    assert check(client, resource="node/web-1", login="ubuntu")["allowed"] is False  # the agent's own
 
 
-def test_token_with_check_permission_may_check_any_user(db, alice_grant):
-    agent = make_user("host-agent")
-    _, token = ApiToken.objects.create(user=agent, can_check_access=True)
+def test_check_access_through_a_group_counts(api, alice_grant):
+    agent = make_user("agent-2", groups=("host-agents",))
+    give_capabilities(Group.objects.get(name="host-agents"), "check_access")
+
+    assert check(api(agent), user="alice", resource="node/web-1", login="ubuntu")["allowed"] is True
+
+
+def test_token_with_check_permission_may_check_any_user(checker, alice_grant):
+    _, token = ApiToken.objects.create(user=checker, can_check_access=True)
     client = token_client(token)
 
     assert check(client, user="alice", resource="node/web-1", login="ubuntu")["allowed"] is True
@@ -202,16 +218,19 @@ def test_token_with_check_permission_may_check_any_user(db, alice_grant):
     assert check(client, user="alice", resource="node/web-2", login="ubuntu")["allowed"] is False
 
 
-def test_check_permission_belongs_to_the_token_not_the_user(db, alice_grant):
-    agent = make_user("host-agent")
-    ApiToken.objects.create(user=agent, can_check_access=True)
-    _, plain = ApiToken.objects.create(user=agent)
+def test_a_token_further_restricts_the_capability(checker, alice_grant):
+    """A token of a holder of check_access must also be made with "can check access"."""
+    ApiToken.objects.create(user=checker, can_check_access=True)
+    _, plain = ApiToken.objects.create(user=checker)
 
-    assert token_client(plain).get(CHECK, {"user": "alice", "resource": "node/web-1"}).status_code == 403
+    response = token_client(plain).get(CHECK, {"user": "alice", "resource": "node/web-1"})
+
+    assert response.status_code == 403
+    assert response.json()["detail"].startswith("You need the check_access capability. This token")
 
 
-def test_unknown_user_is_404(api, staff, alice_grant):
-    response = api(staff).get(CHECK, {"user": "nobody", "resource": "node/web-1"})
+def test_unknown_user_is_404(api, checker, alice_grant):
+    response = api(checker).get(CHECK, {"user": "nobody", "resource": "node/web-1"})
 
     assert response.status_code == 404
     assert "nobody" in response.json()["detail"]

@@ -8,7 +8,7 @@ import pytest
 
 from requests_app import services
 from requests_app.models import AccessRequest, AuditEvent
-from tests.conftest import make_user
+from tests.conftest import give_capabilities, make_user
 
 AUDIT = "/api/v1/audit/"
 
@@ -26,14 +26,14 @@ def events(response) -> list[dict]:
     return response.json()["results"]
 
 
-@pytest.mark.parametrize("who", ["alice", "bob", "mallory"])
-def test_only_staff_read_the_audit_log(api, approved, outsider, who):
+@pytest.mark.parametrize("who", ["alice", "bob", "mallory", "stella"])
+def test_only_holders_of_audit_read_the_audit_log(api, approved, outsider, staff, who):
     user = type(outsider).objects.get(username=who)
 
     response = api(user).get(AUDIT)
 
     assert response.status_code == 403
-    assert "audit" in response.json()["detail"]
+    assert response.json()["detail"] == "You need the audit capability."
     assert api(user).get(f"{AUDIT}{AuditEvent.objects.first().pk}/").status_code == 403
 
 
@@ -43,15 +43,15 @@ def test_superuser_reads_the_audit_log(api, approved):
     assert len(events(api(root).get(AUDIT))) == AuditEvent.objects.count()
 
 
-def test_deactivated_staff_user_is_refused(api, staff, approved):
-    staff.is_active = False
-    staff.save(update_fields=["is_active"])
+def test_deactivated_auditor_is_refused(api, auditor, approved):
+    auditor.is_active = False
+    auditor.save(update_fields=["is_active"])
 
-    assert api(staff).get(AUDIT).status_code == 403
+    assert api(auditor).get(AUDIT).status_code == 403
 
 
-def test_create_review_and_approve_are_recorded_newest_first(api, staff, approved):
-    results = events(api(staff).get(AUDIT))
+def test_create_review_and_approve_are_recorded_newest_first(api, auditor, approved):
+    results = events(api(auditor).get(AUDIT))
 
     assert [e["id"] for e in results] == sorted((e["id"] for e in results), reverse=True)
     trail = [(e["action"], e["actor"]) for e in reversed(results) if e["target_id"] == str(approved.pk)]
@@ -67,16 +67,16 @@ def test_create_review_and_approve_are_recorded_newest_first(api, staff, approve
     assert created["data"]["reason"] == "INC-1"
 
 
-def test_events_are_chained_by_hash(api, staff, approved):
-    results = events(api(staff).get(AUDIT))
+def test_events_are_chained_by_hash(api, auditor, approved):
+    results = events(api(auditor).get(AUDIT))
 
     for newer, older in pairwise(results):
         assert newer["prev_hash"] == older["hash"]
     assert results[-1]["prev_hash"] == ""
 
 
-def test_filter_by_action_and_actor(api, staff, approved):
-    client = api(staff)
+def test_filter_by_action_and_actor(api, auditor, approved):
+    client = api(auditor)
 
     reviews = events(client.get(AUDIT, {"action": "review.created"}))
     by_carol = events(client.get(AUDIT, {"actor": "carol"}))
@@ -88,18 +88,18 @@ def test_filter_by_action_and_actor(api, staff, approved):
     assert events(client.get(AUDIT, {"action": "nothing.like.this"})) == []
 
 
-def test_filter_by_target(api, staff, requester, approved, web1):
+def test_filter_by_target(api, auditor, requester, approved, web1):
     other = services.request_create(requester=requester, resources=[web1], reason="INC-2")
 
-    results = events(api(staff).get(AUDIT, {"target_type": "accessrequest", "target_id": str(other.pk)}))
+    results = events(api(auditor).get(AUDIT, {"target_type": "accessrequest", "target_id": str(other.pk)}))
 
     assert [e["action"] for e in results] == ["request.created"]
 
 
-def test_filter_by_time_window(api, staff, approved):
+def test_filter_by_time_window(api, auditor, approved):
     first = AuditEvent.objects.order_by("id").first()
     last = AuditEvent.objects.order_by("id").last()
-    client = api(staff)
+    client = api(auditor)
 
     after = events(client.get(AUDIT, {"since": last.created_at.isoformat()}))
     before = events(client.get(AUDIT, {"until": last.created_at.isoformat()}))
@@ -109,12 +109,12 @@ def test_filter_by_time_window(api, staff, approved):
     assert first.pk in [e["id"] for e in before]
 
 
-def test_refusals_are_in_the_log(api, staff, requester, outsider, prod_ssh, web1):
+def test_refusals_are_in_the_log(api, auditor, requester, outsider, prod_ssh, web1):
     made = services.request_create(requester=requester, resources=[web1], reason="INC-1")
     api(requester).post(f"/api/v1/requests/{made.pk}/reviews/", {"decision": "approve"})
     api(outsider).post(f"/api/v1/requests/{made.pk}/reviews/", {"decision": "approve"})
 
-    results = events(api(staff).get(AUDIT, {"target_id": str(made.pk)}))
+    results = events(api(auditor).get(AUDIT, {"target_id": str(made.pk)}))
 
     assert [(e["action"], e["actor"]) for e in results] == [
         ("review.refused_ineligible", "mallory"),
@@ -124,15 +124,15 @@ def test_refusals_are_in_the_log(api, staff, requester, outsider, prod_ssh, web1
 
 
 @pytest.mark.parametrize("query, field", [("since=yesterday", "since"), ("until=2026-13-45", "until")])
-def test_bad_time_filters_are_400(api, staff, query, field):
-    response = api(staff).get(f"{AUDIT}?{query}")
+def test_bad_time_filters_are_400(api, auditor, query, field):
+    response = api(auditor).get(f"{AUDIT}?{query}")
 
     assert response.status_code == 400
     assert field in response.json()
 
 
-def test_audit_log_is_paginated(api, staff, approved):
-    body = api(staff).get(AUDIT, {"page_size": 2}).json()
+def test_audit_log_is_paginated(api, auditor, approved):
+    body = api(auditor).get(AUDIT, {"page_size": 2}).json()
 
     assert set(body) == {"count", "next", "previous", "results"}
     assert body["count"] == AuditEvent.objects.count()
@@ -140,19 +140,19 @@ def test_audit_log_is_paginated(api, staff, approved):
 
 
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
-def test_audit_log_cannot_be_written_through_the_api(api, staff, approved, method):
+def test_audit_log_cannot_be_written_through_the_api(api, auditor, approved, method):
     event = AuditEvent.objects.order_by("id").first()
     url = AUDIT if method == "post" else f"{AUDIT}{event.pk}/"
     before = AuditEvent.objects.count()
 
-    response = getattr(api(staff), method)(url, {"action": "forged"})
+    response = getattr(api(auditor), method)(url, {"action": "forged"})
 
     assert response.status_code == 405
     assert AuditEvent.objects.count() == before
     assert AuditEvent.objects.get(pk=event.pk).action == event.action
 
 
-def test_staff_user_who_is_also_a_reviewer_still_reads_everything(api, approved):
-    lead = make_user("lead-auditor", groups=("sre-leads",), is_staff=True)
+def test_an_auditor_who_is_also_a_reviewer_still_reads_everything(api, approved):
+    lead = give_capabilities(make_user("lead-auditor", groups=("sre-leads",)), "audit")
 
     assert len(events(api(lead).get(AUDIT, {"page_size": 500}))) == AuditEvent.objects.count()

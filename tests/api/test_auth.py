@@ -77,7 +77,21 @@ def test_issued_token_authenticates_api_calls(requester):
         "email": "alice@example.com",
         "is_staff": False,
         "groups": ["engineers"],
+        "capabilities": [],
     }
+
+
+def test_me_names_the_capabilities_held(api, auditor, revoker):
+    assert api(auditor).get("/api/v1/me/").json()["capabilities"] == ["audit"]
+    assert api(revoker).get("/api/v1/me/").json()["capabilities"] == ["revoke"]
+    root = make_user("root", is_superuser=True)
+    assert api(root).get("/api/v1/me/").json()["capabilities"] == [
+        "audit",
+        "revoke",
+        "check_access",
+        "manage_oncall",
+        "scim",
+    ]
 
 
 def test_token_is_stored_only_as_a_hash(requester):
@@ -371,13 +385,13 @@ def test_whole_flow_runs_on_tokens_from_the_token_endpoint(requester, reviewer, 
     assert bob.get("/api/v1/requests/").status_code == 200
 
 
-def test_staff_token_reads_everything_but_normal_token_only_its_own(requester, staff, prod_ssh, web1):
+def test_auditor_token_reads_everything_but_normal_token_only_its_own(requester, auditor, prod_ssh, web1):
     make_user("dave", groups=("engineers",))
     services.request_create(requester=requester, resources=[web1], reason="INC-1")
-    staff_token = obtain(APIClient(), "auditor").json()["token"]
+    auditor_token = obtain(APIClient(), "erin").json()["token"]
     dave_token = obtain(APIClient(), "dave").json()["token"]
 
-    assert token_client(staff_token).get("/api/v1/requests/").json()["count"] == 1
-    assert token_client(staff_token).get("/api/v1/audit/").status_code == 200
+    assert token_client(auditor_token).get("/api/v1/requests/").json()["count"] == 1
+    assert token_client(auditor_token).get("/api/v1/audit/").status_code == 200
     assert token_client(dave_token).get("/api/v1/requests/").json()["count"] == 0
     assert token_client(dave_token).get("/api/v1/audit/").status_code == 403

@@ -17,7 +17,7 @@ from inventory.services import resource_upsert
 from requests_app import services
 from requests_app.credentials import ssh_ca_rotate
 from requests_app.models import AuditEvent, Grant, IssuedCertificate, SSHCertificateAuthority
-from tests.conftest import make_role, make_user
+from tests.conftest import give_capabilities, make_role, make_user
 from tests.ssh.keys import ed25519_key, openssh_public, parse_certificate, rsa_key
 
 CA = "/api/v1/ca/ssh/"
@@ -53,8 +53,8 @@ def token_client(user, *, can_check_access: bool = False) -> APIClient:
 
 @pytest.fixture
 def host_agent(db) -> APIClient:
-    """A host's token: a service user with no groups, made with "can check access"."""
-    return token_client(make_user("web-1-agent"), can_check_access=True)
+    """A host's token: a service user holding ``check_access``, its token made with "can check access"."""
+    return token_client(give_capabilities(make_user("web-1-agent"), "check_access"), can_check_access=True)
 
 
 # --- POST /grants/{id}/certificate/ -----------------------------------------------------------
@@ -97,8 +97,8 @@ def test_another_users_grant_is_not_found(api, grant):
     assert not IssuedCertificate.objects.exists()
 
 
-def test_an_auditor_sees_the_grant_but_gets_no_certificate_for_it(api, staff, grant):
-    response = api(staff).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
+def test_an_auditor_sees_the_grant_but_gets_no_certificate_for_it(api, auditor, grant):
+    response = api(auditor).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
 
     assert response.status_code == 403
     assert response.json() == {"detail": "only the grant's owner can get a certificate for it"}
@@ -112,8 +112,8 @@ def test_anonymous_caller_gets_no_certificate(grant):
     assert not IssuedCertificate.objects.exists()
 
 
-def test_revoked_grant_is_a_409_with_a_readable_message(api, requester, staff, grant):
-    services.grant_revoke(grant=grant, by=staff, reason="incident over")
+def test_revoked_grant_is_a_409_with_a_readable_message(api, requester, revoker, grant):
+    services.grant_revoke(grant=grant, by=revoker, reason="incident over")
 
     response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
 
@@ -190,12 +190,12 @@ def test_ca_keys_after_rotation_list_both_and_json_says_which_signs(db):
     assert keys[0]["fingerprint"] == new.fingerprint and keys[1]["trusted_until"] is not None
 
 
-def test_no_endpoint_ever_returns_the_ca_private_key(api, requester, staff, grant, host_agent):
+def test_no_endpoint_ever_returns_the_ca_private_key(api, requester, auditor, grant, host_agent):
     responses = [
         APIClient().get(CA),
         APIClient().get(CA, {"format": "json"}),
         api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())}),
-        api(staff).get("/api/v1/audit/"),
+        api(auditor).get("/api/v1/audit/"),
         host_agent.get(REVOKED),
         host_agent.get(principals_url("web-1")),
     ]
@@ -239,18 +239,33 @@ def test_principals_of_an_unknown_host_are_a_404(host_agent, web_ssh):
     assert response.content.decode() == "no such resource: node/nope\n"
 
 
-def test_staff_may_read_host_material_too(api, staff, web_ssh, web1):
-    assert api(staff).get(principals_url("web-1")).status_code == 200
-    assert api(staff).get(REVOKED).status_code == 200
+def test_a_holder_of_check_access_may_read_host_material_with_a_session(api, web_ssh, web1):
+    holder = give_capabilities(make_user("ops"), "check_access")
+
+    assert api(holder).get(principals_url("web-1")).status_code == 200
+    assert api(holder).get(REVOKED).status_code == 200
 
 
 @pytest.mark.parametrize("url", [principals_url("web-1"), REVOKED])
-def test_host_material_is_refused_to_people_and_plain_tokens(api, requester, url, web_ssh, web1):
+@pytest.mark.parametrize("who", ["requester", "staff", "auditor", "revoker"])
+def test_host_material_is_refused_without_check_access(request, api, url, who, web_ssh, web1):
+    user = request.getfixturevalue(who)
     assert APIClient().get(url).status_code == 401
-    people = api(requester).get(url)
+    people = api(user).get(url)
     assert people.status_code == 403
-    assert "host agent" in people.content.decode()
-    assert token_client(requester).get(url, HTTP_ACCEPT="application/json").status_code == 403
+    assert people.content.decode() == "You need the check_access capability.\n"
+    # A token made with the flag does not help a user who lacks the capability.
+    assert token_client(user, can_check_access=True).get(url, HTTP_ACCEPT="application/json").status_code == 403
+
+
+@pytest.mark.parametrize("url", [principals_url("web-1"), REVOKED])
+def test_host_material_needs_the_token_flag_as_well_as_the_capability(url, web_ssh, web1):
+    agent = give_capabilities(make_user("agent"), "check_access")
+
+    response = token_client(agent).get(url, HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 403
+    assert "can check access" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("lose_access", ["relabel", "leave the group", "deactivate"])
@@ -278,14 +293,14 @@ def test_host_endpoints_follow_the_access_check_at_once(api, requester, grant, w
 # --- host side: revoked keys --------------------------------------------------------------------------
 
 
-def test_revoked_keys_list_the_subject_keys_of_revoked_grants(api, requester, staff, grant, host_agent):
+def test_revoked_keys_list_the_subject_keys_of_revoked_grants(api, requester, revoker, grant, host_agent):
     key, other = ed25519_key(), ed25519_key()
     api(requester).post(certificate_url(grant), {"public_key": openssh_public(key)})
     empty = host_agent.get(REVOKED)
     assert empty.content.decode() == ""
     assert empty["Content-Type"] == "text/plain; charset=utf-8"
 
-    services.grant_revoke(grant=grant, by=staff, reason="incident over")
+    services.grant_revoke(grant=grant, by=revoker, reason="incident over")
 
     response = host_agent.get(REVOKED)
     assert response["Content-Type"] == "text/plain; charset=utf-8"
@@ -295,24 +310,24 @@ def test_revoked_keys_list_the_subject_keys_of_revoked_grants(api, requester, st
 
 
 def test_host_endpoints_use_a_fixed_number_of_queries(
-    api, requester, reviewer, staff, web_ssh, web1, web2, host_agent, django_assert_max_num_queries
+    api, requester, reviewer, revoker, web_ssh, web1, web2, host_agent, django_assert_max_num_queries
 ):
     for _ in range(3):
         made = services.request_create(requester=requester, resources=[web1, web2], reason="INC-1")
         services.request_review(request=made, reviewer=reviewer, decision="approve")
         for grant in made.grants.all():
             api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
-            services.grant_revoke(grant=grant, by=staff, reason="done")
+            services.grant_revoke(grant=grant, by=revoker, reason="done")
     for i in range(5):
         role = make_role(f"extra-{i}", logins=[f"login{i}"])
         made = services.request_create(requester=requester, roles=[role], reason="INC-1")
         services.request_review(request=made, reviewer=reviewer, decision="approve")
 
-    # The token and its user, the roles' selectors, then the list (and for principals the resource):
-    # nothing per certificate, grant or role.
-    with django_assert_max_num_queries(4):
-        revoked = host_agent.get(REVOKED)
+    # The token and its user, the user's and its groups' permissions (check_access), the roles'
+    # selectors, then the list (and for principals the resource): nothing per certificate, grant or role.
     with django_assert_max_num_queries(5):
+        revoked = host_agent.get(REVOKED)
+    with django_assert_max_num_queries(6):
         principals = host_agent.get(principals_url("web-1"))
 
     assert len(revoked.content.decode().splitlines()) == 6

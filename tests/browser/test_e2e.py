@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission
 from playwright.sync_api import expect, sync_playwright
 
 from requests_app.models import AccessRequest, Grant
@@ -55,13 +54,9 @@ def browser(monkeypatch):
 
 @pytest.fixture
 def people(transactional_db):
-    review = Permission.objects.get(content_type__app_label="requests_app", codename="review_accessrequest")
     alice = make_user("alice", groups=("engineers",), password=PASSWORD, first_name="Alice")
-    reviewers = []
-    for name in ("bob", "carol"):
-        user = make_user(name, groups=("sre-leads",), password=PASSWORD, is_staff=True)
-        user.user_permissions.add(review)
-        reviewers.append(user)
+    # Reviewers sign in to the admin through their reviewer group alone: no staff flag.
+    reviewers = [make_user(name, groups=("sre-leads",), password=PASSWORD) for name in ("bob", "carol")]
     make_role("prod-ssh", approvals=2, reason="required", reason_hint="Link the incident.")
     for name in ("web-1", "web-2", "api-1"):
         make_resource(name, labels={"env": "prod", "team": name.split("-")[0]}, address=f"{name}.example.com:22")

@@ -13,13 +13,13 @@ from tests.requests_app.portal import grant_review_permission
 
 @pytest.fixture
 def staff_reviewer(reviewer):
-    """bob: in sre-leads (reviews prod-ssh), staff, with the review permission."""
+    """bob: in sre-leads (reviews prod-ssh); that alone opens the queue in the admin (no staff flag)."""
     return grant_review_permission(reviewer)
 
 
 @pytest.fixture
 def staff_reviewer2(reviewer2):
-    """carol: the second sre-lead, also a reviewer in the admin."""
+    """carol: the second sre-lead, also a reviewer in the admin (no staff flag)."""
     return grant_review_permission(reviewer2)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -12,12 +11,10 @@ from requests_app.services import request_create, request_review
 from tests.conftest import make_resource
 
 
-def grant_review_permission(user: User, *, staff: bool = True) -> User:
-    """Make ``user`` a reviewer in the admin: staff with the review permission (fresh object: no perm cache)."""
+def grant_review_permission(user: User, *, staff: bool = False) -> User:
+    """A reviewer needs nothing but a reviewer group (the staff flag is optional); fresh object."""
     user.is_staff = staff
     user.save(update_fields=["is_staff"])
-    permission = Permission.objects.get(content_type__app_label="requests_app", codename="review_accessrequest")
-    user.user_permissions.add(permission)
     return User.objects.get(pk=user.pk)
 
 

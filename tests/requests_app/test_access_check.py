@@ -87,9 +87,9 @@ def test_relabelled_resource_leaves_a_resource_grant_whose_role_no_longer_matche
     assert not access_check(user=requester, resource=web1, login="ubuntu").allowed
 
 
-def test_revoked_grant_is_denied(requester, reviewer, staff, ops, web1):
+def test_revoked_grant_is_denied(requester, reviewer, revoker, ops, web1):
     req = granted_resource(requester, reviewer, ops, web1)
-    grant_revoke(grant=req.grants.get(), by=staff, reason="incident over")
+    grant_revoke(grant=req.grants.get(), by=revoker, reason="incident over")
     assert not access_check(user=requester, resource=web1, login="ubuntu").allowed
 
 
@@ -133,10 +133,10 @@ def test_check_without_login_asks_only_about_the_resource(requester, reviewer, o
     assert not access_check(user=requester, resource=web2).allowed
 
 
-def test_a_later_grant_still_allows_after_an_earlier_one_is_revoked(requester, reviewer, staff, ops, web1):
+def test_a_later_grant_still_allows_after_an_earlier_one_is_revoked(requester, reviewer, revoker, ops, web1):
     first = granted_resource(requester, reviewer, ops, web1)
     second = granted_resource(requester, reviewer, ops, web1)
-    grant_revoke(grant=first.grants.get(), by=staff, reason="rotate")
+    grant_revoke(grant=first.grants.get(), by=revoker, reason="rotate")
     decision = access_check(user=requester, resource=web1, login="ubuntu")
     assert decision.allowed
     assert decision.grant == second.grants.get()

@@ -61,20 +61,20 @@ def raw(sql: str, params: list) -> None:
 # --- every transition is recorded ---------------------------------------------
 
 
-def test_approval_path_records_each_step_with_its_actor(requester, reviewer, staff, ops):
+def test_approval_path_records_each_step_with_its_actor(requester, reviewer, revoker, ops):
     req = request_create(requester=requester, roles=[ops], reason="INC-1")
     request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
     grant = req.grants.get()
-    grant_revoke(grant=grant, by=staff, reason="incident over")
+    grant_revoke(grant=grant, by=revoker, reason="incident over")
     assert trail(req) == [
         ("request.created", "alice"),
         ("review.created", "bob"),
         ("request.approved", "bob"),
-        ("request.revoked", "auditor"),
+        ("request.revoked", "ray"),
     ]
-    assert trail(grant) == [("grant.revoked", "auditor")]
+    assert trail(grant) == [("grant.revoked", "ray")]
     revoked = AuditEvent.objects.get(action="grant.revoked")
-    assert revoked.actor == staff
+    assert revoked.actor == revoker
     assert revoked.data == {"request": str(req.pk), "user": "alice", "reason": "incident over"}
     review = AuditEvent.objects.get(action="review.created")
     assert review.data["decision"] == "approve"

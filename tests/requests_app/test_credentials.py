@@ -216,12 +216,12 @@ def test_valid_before_is_rounded_down_never_past_the_grant(requester, reviewer, 
 
 
 @pytest.mark.parametrize("state", ["revoked", "expired", "scheduled"])
-def test_inactive_grants_get_no_certificate(requester, reviewer, staff, web_ssh, web1, state):
+def test_inactive_grants_get_no_certificate(requester, reviewer, revoker, web_ssh, web1, state):
     start = timezone.now() + timedelta(hours=2) if state == "scheduled" else None
     grant = granted(requester, reviewer, role=web_ssh, resources=[web1], start_time=start)
     at = None
     if state == "revoked":
-        grant_revoke(grant=grant, by=staff, reason="incident over")
+        grant_revoke(grant=grant, by=revoker, reason="incident over")
         grant.refresh_from_db()
     elif state == "expired":
         at = grant.expires_at
@@ -510,7 +510,7 @@ def test_losing_what_the_access_check_requires_ends_the_certificate_on_the_host_
 
 
 def test_revoked_keys_list_keys_whose_access_ended_early_until_their_certificates_expire(
-    requester, reviewer, staff, web_ssh, web1, web2
+    requester, reviewer, revoker, web_ssh, web1, web2
 ):
     kept = granted(requester, reviewer, role=web_ssh, resources=[web1])
     revoked = granted(requester, reviewer, role=web_ssh, resources=[web2])
@@ -519,7 +519,7 @@ def test_revoked_keys_list_keys_whose_access_ended_early_until_their_certificate
     revoked_cert = issue(revoked, key=revoked_key)
     assert ssh_revoked_public_keys() == []
 
-    grant_revoke(grant=revoked, by=staff, reason="incident over")
+    grant_revoke(grant=revoked, by=revoker, reason="incident over")
 
     assert ssh_revoked_public_keys() == [openssh_public(revoked_key)]
     # Once the certificate would have expired anyway, hosts refuse it without the list.

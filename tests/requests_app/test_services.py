@@ -49,7 +49,7 @@ def refreshed(req: AccessRequest) -> AccessRequest:
     return req
 
 
-def make_request_in(state: str, *, requester, reviewer, staff, role) -> AccessRequest:
+def make_request_in(state: str, *, requester, reviewer, revoker, role) -> AccessRequest:
     """A role-based request for ``role`` (one approval, one denial) driven to ``state``."""
     req = request_create(requester=requester, roles=[role], reason="INC-7")
     if state == State.APPROVED:
@@ -63,7 +63,7 @@ def make_request_in(state: str, *, requester, reviewer, staff, role) -> AccessRe
     elif state == State.REVOKED:
         request_review(request=req, reviewer=reviewer, decision="approve")
         for grant in req.grants.all():
-            grant_revoke(grant=grant, by=staff, reason="incident over")
+            grant_revoke(grant=grant, by=revoker, reason="incident over")
     req = refreshed(req)
     assert req.state == state
     return req
@@ -140,13 +140,13 @@ def test_cancel_without_reason_records_a_default_resolution(requester, ops):
     assert refreshed(req).resolution_reason == "cancelled by the requester"
 
 
-def test_approved_request_is_revoked_by_staff(requester, reviewer, staff, ops):
-    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, staff=staff, role=ops)
+def test_approved_request_is_revoked_by_a_revoker(requester, reviewer, revoker, ops):
+    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
     grant = req.grants.get()
-    grant_revoke(grant=grant, by=staff, reason="incident over")
+    grant_revoke(grant=grant, by=revoker, reason="incident over")
     grant.refresh_from_db()
     assert grant.revoked_at is not None
-    assert grant.revoked_by == staff
+    assert grant.revoked_by == revoker
     assert grant.revoke_reason == "incident over"
     assert grant.state == Grant.State.REVOKED
     assert refreshed(req).state == State.REVOKED
@@ -159,8 +159,8 @@ NOT_PENDING = [State.APPROVED, State.DENIED, State.CANCELLED, State.EXPIRED, Sta
 
 @pytest.mark.parametrize("state", NOT_PENDING)
 @pytest.mark.parametrize("decision", ["approve", "deny"])
-def test_review_is_refused_unless_pending(state, decision, requester, reviewer, reviewer2, staff, ops):
-    req = make_request_in(state, requester=requester, reviewer=reviewer, staff=staff, role=ops)
+def test_review_is_refused_unless_pending(state, decision, requester, reviewer, reviewer2, revoker, ops):
+    req = make_request_in(state, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
     grants_before = Grant.objects.count()
     with pytest.raises(StateConflict, match=str(state)):
         request_review(request=req, reviewer=reviewer2, decision=decision, reason="checked")
@@ -170,30 +170,30 @@ def test_review_is_refused_unless_pending(state, decision, requester, reviewer, 
 
 
 @pytest.mark.parametrize("state", NOT_PENDING)
-def test_cancel_is_refused_unless_pending(state, requester, reviewer, staff, ops):
-    req = make_request_in(state, requester=requester, reviewer=reviewer, staff=staff, role=ops)
+def test_cancel_is_refused_unless_pending(state, requester, reviewer, revoker, ops):
+    req = make_request_in(state, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
     with pytest.raises(StateConflict, match=str(state)):
         request_cancel(request=req, user=requester)
     assert refreshed(req).state == state
 
 
-def test_revoking_an_already_revoked_grant_is_refused(requester, reviewer, staff, ops):
-    req = make_request_in(State.REVOKED, requester=requester, reviewer=reviewer, staff=staff, role=ops)
+def test_revoking_an_already_revoked_grant_is_refused(requester, reviewer, revoker, ops):
+    req = make_request_in(State.REVOKED, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
     grant = req.grants.get()
     revoked_at = grant.revoked_at
     with pytest.raises(StateConflict, match="already revoked"):
-        grant_revoke(grant=grant, by=staff, reason="again")
+        grant_revoke(grant=grant, by=revoker, reason="again")
     grant.refresh_from_db()
     assert grant.revoked_at == revoked_at
     assert grant.revoke_reason == "incident over"
     assert events("grant.revoked").count() == 1
 
 
-def test_revoking_an_ended_grant_is_refused(requester, reviewer, staff, ops):
-    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, staff=staff, role=ops)
+def test_revoking_an_ended_grant_is_refused(requester, reviewer, revoker, ops):
+    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
     grant = req.grants.get()
     with pytest.raises(StateConflict, match="ended"):
-        grant_revoke(grant=grant, by=staff, reason="late", now=grant.expires_at + timedelta(seconds=1))
+        grant_revoke(grant=grant, by=revoker, reason="late", now=grant.expires_at + timedelta(seconds=1))
     grant.refresh_from_db()
     assert grant.revoked_at is None
     assert refreshed(req).state == State.APPROVED
@@ -770,43 +770,44 @@ def test_the_same_resource_named_twice_is_requested_once(requester, reviewer, re
 # --- revoke ----------------------------------------------------------------------------------------
 
 
-def test_only_staff_can_revoke(requester, reviewer, staff, ops):
-    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, staff=staff, role=ops)
+def test_only_holders_of_revoke_can_revoke(requester, reviewer, revoker, auditor, staff, ops):
+    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
     grant = req.grants.get()
-    for user in (requester, reviewer):
-        with pytest.raises(PermissionRefused, match="staff"):
+    for user in (requester, reviewer, auditor, staff):
+        with pytest.raises(PermissionRefused, match=r"^You need the revoke capability\.$"):
             grant_revoke(grant=grant, by=user, reason="nope")
-    staff.is_active = False
-    staff.save()
+    revoker.is_active = False
+    revoker.save()
     with pytest.raises(PermissionRefused):
-        grant_revoke(grant=grant, by=staff, reason="nope")
+        grant_revoke(grant=grant, by=revoker, reason="nope")
     grant.refresh_from_db()
     assert grant.revoked_at is None
+    assert grant_revoke(grant=grant, by=make_user("root", is_superuser=True), reason="superuser").revoked_at
 
 
 @pytest.mark.parametrize("reason", ["", "  ", None])
-def test_revoke_needs_a_reason(requester, reviewer, staff, ops, reason):
-    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, staff=staff, role=ops)
+def test_revoke_needs_a_reason(requester, reviewer, revoker, ops, reason):
+    req = make_request_in(State.APPROVED, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
     grant = req.grants.get()
     with pytest.raises(DomainError) as exc:
-        grant_revoke(grant=grant, by=staff, reason=reason)
+        grant_revoke(grant=grant, by=revoker, reason=reason)
     assert exc.value.field == "reason"
     grant.refresh_from_db()
     assert grant.revoked_at is None
 
 
-def test_request_is_revoked_only_once_none_of_its_grants_is_left(requester, staff, web1, web2):
+def test_request_is_revoked_only_once_none_of_its_grants_is_left(requester, revoker, web1, web2):
     role = make_role("self-service", auto_approve=True)
     req = request_create(requester=requester, resources=[web1, web2])
     first, second = req.grants.order_by("resource__name")
-    grant_revoke(grant=first, by=staff, reason="done with web-1")
+    grant_revoke(grant=first, by=revoker, reason="done with web-1")
     assert refreshed(req).state == State.APPROVED
     assert not access_check(user=requester, resource=web1, login="ubuntu").allowed
     assert access_check(user=requester, resource=web2, login="ubuntu").allowed
     assert not events("request.revoked").exists()
-    grant_revoke(grant=second, by=staff, reason="done with web-2")
+    grant_revoke(grant=second, by=revoker, reason="done with web-2")
     assert refreshed(req).state == State.REVOKED
-    assert events("request.revoked").get().actor == staff
+    assert events("request.revoked").get().actor == revoker
     assert role.grants.filter(revoked_at__isnull=True).count() == 0
 
 

@@ -127,14 +127,14 @@ def test_a_grant_already_claimed_by_another_sweep_is_left_alone(requester, revie
     assert str(grants[0].pk) not in ended_events()
 
 
-def test_active_and_scheduled_grants_are_not_ended_and_revoked_ones_are(requester, reviewer, staff, ops):
+def test_active_and_scheduled_grants_are_not_ended_and_revoked_ones_are(requester, reviewer, revoker, ops):
     now = timezone.now()
     active = approved(requester, reviewer, ops, at=now).grants.get()
     scheduled_req = request_create(requester=requester, roles=[ops], reason="x", start_time=now + timedelta(hours=1))
     request_review(request=scheduled_req, reviewer=reviewer, decision="approve")
     scheduled = scheduled_req.grants.get()
     revoked = approved(requester, reviewer, ops, at=now).grants.get()
-    grant_revoke(grant=revoked, by=staff, reason="incident closed")
+    grant_revoke(grant=revoked, by=revoker, reason="incident closed")
 
     assert grants_end_expired() == 1
 
@@ -266,12 +266,12 @@ def test_a_grant_is_reminded_once_before_it_ends(requester, reviewer, ops, chann
     assert row.payload["text"] == "Ending in 5m: alice's access to everything prod-ops reaches (prod-ops)"
 
 
-def test_short_revoked_and_ended_grants_get_no_reminder(requester, reviewer, staff, ops, channel, settings):
+def test_short_revoked_and_ended_grants_get_no_reminder(requester, reviewer, revoker, ops, channel, settings):
     settings.JITPORTAL_REMINDER_BEFORE = timedelta(minutes=10)
     now = timezone.now()
     short = approved(requester, reviewer, ops, at=now, duration="5m").grants.get()
     revoked = approved(requester, reviewer, ops, at=now, duration="1h").grants.get()
-    grant_revoke(grant=revoked, by=staff, reason="done")
+    grant_revoke(grant=revoked, by=revoker, reason="done")
     assert grants_remind_expiring(now=short.expires_at - timedelta(minutes=1)) == 0
     assert grants_remind_expiring(now=revoked.expires_at - timedelta(minutes=1)) == 0
     assert not Notification.objects.filter(event="grant.expiring").exists()

@@ -439,12 +439,28 @@ def test_my_requests_empty_state(client, outsider):
 
 
 @pytest.mark.parametrize(
-    "who,status", [("requester", 200), ("reviewer", 200), ("staff", 200), ("outsider", 404), ("peer", 404)]
+    "who,status",
+    [
+        ("requester", 200),
+        ("reviewer", 200),
+        ("auditor", 200),
+        ("staff", 404),
+        ("revoker", 404),
+        ("outsider", 404),
+        ("peer", 404),
+    ],
 )
 def test_detail_is_for_the_requester_eligible_reviewers_and_auditors(
-    client, pending, requester, reviewer, staff, outsider, who, status
+    client, pending, requester, reviewer, auditor, staff, revoker, outsider, who, status
 ):
-    users = {"requester": requester, "reviewer": reviewer, "staff": staff, "outsider": outsider}
+    users = {
+        "requester": requester,
+        "reviewer": reviewer,
+        "auditor": auditor,
+        "staff": staff,
+        "revoker": revoker,
+        "outsider": outsider,
+    }
     users["peer"] = make_user("eve", groups=("engineers",))  # may request the same role, not review it
     assert login(client, users[who]).get(detail_url(pending)).status_code == status
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, User
 from requests_app import services
 from requests_app.models import AccessRequest, Grant, IssuedCertificate
-from tests.conftest import make_resource, make_role, make_user
+from tests.conftest import give_capabilities, make_resource, make_role, make_user
 from tests.ssh.conftest import LOGIN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -512,7 +512,9 @@ def sshd_for(sshd_factory, name: str, server: str):
     """An sshd for ``name``, configured from the live portal with a host agent's token."""
     host = sshd_factory(name)
     resource = make_resource(name, labels={"env": "lab"}, address=host.address)
-    _, token = ApiToken.objects.create(user=make_user(f"{name}-agent"), can_check_access=True)
+    _, token = ApiToken.objects.create(
+        user=give_capabilities(make_user(f"{name}-agent"), "check_access"), can_check_access=True
+    )
 
     def refresh() -> None:
         def text(path: str) -> str:
@@ -585,7 +587,7 @@ def test_jit_ssh_requests_access_waits_for_two_approvals_and_connects(alice, lab
     assert IssuedCertificate.objects.count() == 2  # a fresh key and certificate per connection
 
 
-def test_jit_ssh_after_revocation_is_refused(alice, lab_role, sshd_factory, live_server, staff):
+def test_jit_ssh_after_revocation_is_refused(alice, lab_role, sshd_factory, live_server, revoker):
     host, resource, refresh = sshd_for(sshd_factory, "lab-1", live_server.url)
     someone_else_holds(resource, lab_role)
     refresh()
@@ -596,7 +598,7 @@ def test_jit_ssh_after_revocation_is_refused(alice, lab_role, sshd_factory, live
     reviewers.finish()
     assert first.returncode == 0, first.stderr
     grant = AccessRequest.objects.get(requester__username="alice").grants.get()
-    services.grant_revoke(grant=grant, by=staff, reason="incident over")
+    services.grant_revoke(grant=grant, by=revoker, reason="incident over")
     refresh()
 
     result = alice(*ssh_args(host, "--no-request", f"{LOGIN}@lab-1", "true"))

@@ -20,7 +20,7 @@ from accounts.models import ApiToken
 from inventory.models import Resource
 from requests_app import services
 from requests_app.credentials import ssh_ca_rotate
-from tests.conftest import make_resource, make_role, make_user
+from tests.conftest import give_capabilities, make_resource, make_role, make_user
 from tests.ssh.conftest import LOGIN, Sshd, ssh_run
 from tests.ssh.keys import ed25519_key, openssh_private, openssh_public
 
@@ -89,7 +89,9 @@ def lab_role(db):
 @pytest.fixture
 def hosts(sshd_factory, lab_role) -> tuple[Host, Host]:
     agent = APIClient()
-    _, token = ApiToken.objects.create(user=make_user("host-agent"), can_check_access=True)
+    _, token = ApiToken.objects.create(
+        user=give_capabilities(make_user("host-agent"), "check_access"), can_check_access=True
+    )
     agent.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     made = []
     for name in ("lab-1", "lab-2"):
@@ -158,7 +160,7 @@ def test_without_a_grant_there_is_no_way_in(hosts, alice, tmp_path):
     assert any("Failed publickey" in line and "ID rogue (serial 1)" in line for line in lab1.server.log().splitlines())
 
 
-def test_approved_certificate_runs_a_command_on_its_host_only_until_revoked(hosts, alice, reviewer, staff):
+def test_approved_certificate_runs_a_command_on_its_host_only_until_revoked(hosts, alice, reviewer, revoker):
     lab1, lab2 = hosts
     grant = grant_for(alice, reviewer, lab1)
     certificate = alice.certificate(grant)
@@ -168,7 +170,7 @@ def test_approved_certificate_runs_a_command_on_its_host_only_until_revoked(host
     assert refused(alice.ssh(lab2, certificate))
     assert "does not contain an authorized principal" in lab2.server.log()
 
-    services.grant_revoke(grant=grant, by=staff, reason="incident over")
+    services.grant_revoke(grant=grant, by=revoker, reason="incident over")
     lab1.refresh()
 
     assert refused(alice.ssh(lab1, certificate))
