@@ -16,7 +16,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts import capabilities
-from accounts.lockout import LockoutAdminAuthenticationForm
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
 from inventory.models import Resource
@@ -349,6 +348,3 @@ for _model, _model_admin in ((AccessAttempt, AccessAttemptAdmin),):
 for _model in (AccessLog, AccessFailureLog):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
-
-# The admin's sign-in answers a lockout as the portal's does.
-admin.site.login_form = LockoutAdminAuthenticationForm

@@ -24,6 +24,10 @@ class RelatedOnlyFilterWithoutNone(admin.RelatedOnlyFieldListFilter):
 
     include_empty_choice = False
 
+    def has_output(self) -> bool:
+        # Shown even with one entry, so a reviewer sees which role the list is about.
+        return bool(self.lookup_choices)
+
 
 class RelatedFilterNoneNamed(admin.RelatedFieldListFilter):
     """A relation filter whose entry for rows with none says so ("(no group)") instead of "-"."""

@@ -404,7 +404,7 @@ def test_the_admin_index_lists_only_what_each_may_open(world):
         },
         "revoker": {"Grant"},
         "staff": {"Role", "Resource", "Notification", "NotificationChannel"},
-        "superuser": {m.__name__ for m in ADMIN_MODELS} | {"Role", "Resource"},
+        "superuser": {m.__name__ for m in ADMIN_MODELS} | {"Role", "Resource", "AccessAttempt"},
     }
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 
 from accounts import capabilities
+from accounts.lockout import LockoutAdminAuthenticationForm
 
 
-class AdminLoginForm(AdminAuthenticationForm):
+class AdminLoginForm(LockoutAdminAuthenticationForm):
+    """Says "locked out" when the lockout refused the attempt, and lets in more than staff."""
+
     error_messages = {
-        **AdminAuthenticationForm.error_messages,
+        **LockoutAdminAuthenticationForm.error_messages,
         "invalid_login": (
             "Please enter the correct %(username)s and password of an account that works in the admin "
             "(a reviewer, an auditor or staff). Both fields may be case-sensitive."
