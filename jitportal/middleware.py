@@ -9,6 +9,7 @@ parsers (``jitportal.parsers``), since reading them here would consume them.
 
 from __future__ import annotations
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from jitportal.parsers import NUL_MESSAGE
@@ -37,7 +38,13 @@ class RejectNulMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         api = request.path_info.startswith("/api/")
-        field = _field_with_nul(request, api=api)
+        try:
+            field = _field_with_nul(request, api=api)
+        except SuspiciousOperation as exc:
+            if not api:
+                raise  # Django's own 400 page
+            # Too many query parameters: the API answers in JSON, as for a body that is too large.
+            return JsonResponse({"detail": str(exc)}, status=400)
         if field is None:
             return self.get_response(request)
         if api:

@@ -236,3 +236,12 @@ def test_a_body_over_the_limit_is_a_json_413_on_the_api(api, requester, web_ssh,
         assert "detail" in response.json()
     assert not AccessRequest.objects.exists()
     assert not AuditEvent.objects.filter(action__startswith="token.").exists()
+
+
+def test_too_many_query_parameters_is_a_json_400_on_the_api(api, requester, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+
+    response = api(requester).get("/api/v1/resources/?" + "&".join(f"label=k{i}" for i in range(20)))
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
