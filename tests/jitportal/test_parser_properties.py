@@ -26,7 +26,14 @@ from jitportal.fields import DateTimeField, DateTimeFormField, IsoDateTimeFormFi
 from jitportal.parsers import JSONParser
 from tests.conftest import make_resource
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomized and without an example database: the same cases on every run, nothing written to disk.
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 # Text a client may send, weighted towards what the parsers look for.
 digits = st.sampled_from("0123456789²¹³٣۵߀०")
