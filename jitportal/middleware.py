@@ -1,8 +1,8 @@
 """Refuse NUL characters at the door.
 
 PostgreSQL cannot store or compare a string holding a NUL character, so one
-in a path, a query parameter or a posted form reaching a query is a server
-error. Refused here, before any view, as a 400 naming where it was: JSON on
+in a path, a query parameter, a header or a posted form reaching a query is a
+server error. Refused here, before any view, as a 400 naming where it was: JSON on
 the API, a plain page elsewhere. JSON bodies of the API are checked by its
 parsers (``jitportal.parsers``), since reading them here would consume them.
 """
@@ -20,6 +20,10 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 def _field_with_nul(request: HttpRequest, *, api: bool) -> str | None:
     if "\x00" in request.path_info:
         return "path"
+    # Headers too: a token or a session cookie is looked up in the database.
+    for key, value in request.META.items():
+        if key.startswith("HTTP_") and isinstance(value, str) and "\x00" in value:
+            return key.removeprefix("HTTP_").replace("_", "-").title()
     params = [request.GET]
     if not api and request.method == "POST" and request.content_type in _FORM_TYPES:
         params.append(request.POST)

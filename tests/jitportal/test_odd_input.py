@@ -245,3 +245,14 @@ def test_too_many_query_parameters_is_a_json_400_on_the_api(api, requester, sett
 
     assert response.status_code == 400
     assert response["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("header", ["HTTP_AUTHORIZATION", "HTTP_COOKIE"])
+def test_nul_in_a_header_looked_up_in_the_database_is_a_400(requester, header):
+    value = "Token jit_ab\x00" + "x" * 70 if header == "HTTP_AUTHORIZATION" else "sessionid=abcdefgh\x00ijkl"
+
+    api = APIClient().get("/api/v1/me/", **{header: value})
+    page = Client().get("/", **{header: value})
+
+    assert_json_400(api, header.removeprefix("HTTP_").title())
+    assert page.status_code == 400
