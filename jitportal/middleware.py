@@ -2,8 +2,8 @@
 
 PostgreSQL cannot store or compare a string holding a NUL character, so one
 in a path, a query parameter, a header or a posted form reaching a query is a
-server error. Refused here, before any view, as a 400 naming where it was: JSON on
-the API, a plain page elsewhere. JSON bodies of the API are checked by its
+server error. Refused here, before any view, as a 400 naming where it was:
+JSON on the API, a plain page elsewhere. The API's bodies are checked by its
 parsers (``jitportal.parsers``), since reading them here would consume them.
 """
 
