@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from inventory.models import Resource
 from jitportal.errors import DomainError, NotFound
@@ -17,7 +17,8 @@ def _parse_ref(ref: object, *, field: str) -> tuple[str, int | tuple[str, str]]:
         return "id", ref
     if isinstance(ref, str):
         text = ref.strip()
-        if text.isdigit():
+        # ASCII only: str.isdigit() also accepts "²", which int() refuses.
+        if text.isascii() and text.isdigit():
             return "id", int(text)
         kind, sep, name = text.partition("/")
         if sep and kind and name:
@@ -25,10 +26,12 @@ def _parse_ref(ref: object, *, field: str) -> tuple[str, int | tuple[str, str]]:
     raise DomainError(f"{ref!r} is not a resource id or kind/name", field=field)
 
 
-def resources_resolve(refs: list, *, field: str = "resources") -> list[Resource]:
+def resources_resolve(refs: list, *, field: str = "resources", queryset: QuerySet | None = None) -> list[Resource]:
     """Resources named by id or ``kind/name``, in the order given, in one query.
 
-    Any that does not exist is a DomainError naming it.
+    Any that does not exist is a DomainError naming it. Given ``queryset``
+    (what the caller may see), one outside it is answered exactly like one
+    that does not exist, so the answer never tells which.
     """
     parsed = [_parse_ref(ref, field=field) for ref in refs]
     # An id beyond the database's integer range cannot exist (and would crash the query).
@@ -37,7 +40,8 @@ def resources_resolve(refs: list, *, field: str = "resources") -> list[Resource]
     q = Q(pk__in=ids)
     for kind, name in pairs:
         q |= Q(kind=kind, name=name)
-    found = list(Resource.objects.filter(q)) if parsed else []
+    within = Resource.objects.all() if queryset is None else queryset
+    found = list(within.filter(q)) if parsed else []
     by_id = {r.pk: r for r in found}
     by_ref = {(r.kind, r.name): r for r in found}
     resolved, missing = [], []

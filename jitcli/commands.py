@@ -234,7 +234,7 @@ def search(args) -> int:
 
 def _resource_ref(ref: str) -> int | str:
     ref = ref.strip()
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():  # not "²": int() refuses it
         return int(ref)
     kind, sep, name = ref.partition("/")
     if not (sep and kind and name):

@@ -39,7 +39,7 @@ def parse_address(address: str, *, fallback_host: str) -> Endpoint:
         host, _, port = address.partition(":")
     else:
         host, port = address, ""  # a bare IPv6 address or a plain host name
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):
         raise CliError(f"the resource's address {address!r} has a port that is not a number")
     return Endpoint(host or fallback_host, int(port) if port else None)
 

@@ -1,11 +1,14 @@
-"""API plumbing shared by every app: pagination and error shape."""
+"""API plumbing shared by every app: input serializers, pagination and error shape."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import status
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -13,6 +16,23 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from jitportal.errors import DomainError
 
 logger = logging.getLogger(__name__)
+
+
+class InputSerializer(serializers.Serializer):
+    """Base of every input serializer: a field it does not know is an error, never ignored.
+
+    A typo (``"durration": "2h"``) would otherwise be dropped and the default
+    used in silence.
+    """
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            known = {name for name, field in self.fields.items() if not field.read_only}
+            # A form post (the browsable API) also carries Django's CSRF token, which is no field.
+            unknown = sorted(str(key) for key in data if key not in known and key != "csrfmiddlewaretoken")
+            if unknown:
+                raise ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
 
 
 class Pagination(PageNumberPagination):
@@ -33,4 +53,11 @@ def exception_handler(exc, context):
         if hasattr(exc, "message_dict"):
             return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
         return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": "the request body is larger than this server accepts"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):  # too many fields or files: Django's own 400, as JSON
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)

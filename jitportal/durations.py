@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 
 
 def parse_duration(value: object) -> timedelta:
@@ -27,10 +27,10 @@ def parse_duration(value: object) -> timedelta:
             raise ValueError("a duration that long is not accepted") from None
     elif isinstance(value, str):
         text = value.strip().lower()
-        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text):
             seconds = float(text)
         else:
-            if not text or not re.fullmatch(r"(\d+(?:\.\d+)?(ms|s|m|h|d))+", text):
+            if not text or not re.fullmatch(r"([0-9]+(?:\.[0-9]+)?(ms|s|m|h|d))+", text):
                 raise ValueError(f"{value!r} is not a duration; use seconds or a string like '45s', '90m' or '1h30m'")
             seconds = sum(float(num) * _UNITS[unit] for num, unit in _PART.findall(text))
     else:

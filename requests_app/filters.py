@@ -3,6 +3,7 @@ from __future__ import annotations
 import django_filters
 from django.utils import timezone
 
+from jitportal.fields import IsoDateTimeFilter
 from requests_app.models import AccessRequest, AuditEvent, Grant
 
 
@@ -68,8 +69,8 @@ class AuditEventFilterSet(django_filters.FilterSet):
     actor = django_filters.CharFilter(field_name="actor_username")
     target_type = django_filters.CharFilter()
     target_id = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent

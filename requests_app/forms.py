@@ -13,6 +13,7 @@ from django import forms
 from django.utils import timezone
 
 from accounts.models import Role
+from jitportal.fields import DateTimeFormField
 from requests_app.models import MAX_REASON_LENGTH, Review
 from requests_app.selectors import Selection
 from requests_app.services import DEFAULT_DURATION
@@ -82,7 +83,7 @@ class AccessRequestForm(forms.Form):
         label="Reason",
     )
     duration = forms.ChoiceField(label="For how long")
-    start_time = forms.DateTimeField(
+    start_time = DateTimeFormField(
         required=False,
         label="Start at",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),

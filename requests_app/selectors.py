@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from accounts import capabilities
 from accounts.models import Role
-from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
+from accounts.selectors import resources_searchable_by, reviewers_of, roles_matching, roles_requestable_by
 from inventory.models import Resource
 from inventory.selectors import resources_resolve
 from jitportal.errors import DomainError
@@ -206,8 +206,8 @@ def request_selection(*, user, resource_refs: list[str], role_name: str = "") ->
     requestable = roles_requestable_by(user)
     if role_name:
         role = next((r for r in requestable if r.name == role_name), None)
-        if role is None:
-            return Selection(error=f"you may not request {role_name}")
+        if role is None:  # as for a role that does not exist: the page must not reveal which do
+            return Selection(error=f"no such role: {role_name}")
         return Selection(role=role, fixed=[role])
     refs = list(dict.fromkeys(ref.strip() for ref in resource_refs if ref.strip()))
     if not refs:
@@ -216,7 +216,8 @@ def request_selection(*, user, resource_refs: list[str], role_name: str = "") ->
     if len(refs) > limit:
         return Selection(error=f"at most {limit} resources per request")
     try:
-        resources = resources_resolve(refs)
+        # Only what the user may search: a hidden resource is answered as a missing one.
+        resources = resources_resolve(refs, queryset=resources_searchable_by(user, roles=requestable))
     except DomainError as exc:
         return Selection(error=exc.message)
     selection = Selection(resources=resources)
@@ -225,7 +226,7 @@ def request_selection(*, user, resource_refs: list[str], role_name: str = "") ->
     for resource in resources:
         matching = roles_matching(resource, requestable)
         if not matching:
-            return Selection(resources=resources, error=f"{resource.ref}: no role you may request grants access to it")
+            return Selection(error=f"no such resource: {resource.ref}")  # not searchable after all
         selection.matches[resource.pk] = matching
         if len(matching) == 1:
             fixed[matching[0].pk] = matching[0]

@@ -78,7 +78,8 @@ def _pick_roles(*, resources: list[Resource], roles: list[Role], requestable: li
     for resource in resources:
         matching = roles_matching(resource, requestable)
         if not matching:
-            raise DomainError(f"{resource.ref}: no role you may request grants access to it", field="resources")
+            # A resource no requestable role reaches is one the requester may not see: not named as existing.
+            raise DomainError(f"no such resource: {resource.ref}", field="resources")
         if len(matching) > 1:
             names = ", ".join(r.name for r in matching)
             raise DomainError(
@@ -120,6 +121,26 @@ def _resolve_start(start_time: datetime | None, now: datetime) -> datetime | Non
     return start_time
 
 
+def _suggested_reviewers(suggested: list, *, roles: list[Role], requester) -> list:
+    """The users named (usernames, or users), each of whom must be an eligible reviewer of ``roles``.
+
+    An unknown name, an inactive user and one who may not review these roles
+    get the same answer, so it never tells which users exist.
+    """
+    names = list(dict.fromkeys(getattr(u, "username", u) for u in suggested))
+    if requester.username in names:
+        raise DomainError("you cannot suggest yourself as a reviewer", field="suggested_reviewers")
+    if not names:
+        return []
+    eligible = {u.username: u for u in reviewers_of(roles).filter(username__in=names).exclude(pk=requester.pk)}
+    refused = [str(name) for name in names if name not in eligible]
+    if refused:
+        raise DomainError(
+            f"not an eligible reviewer of the requested roles: {', '.join(refused)}", field="suggested_reviewers"
+        )
+    return [eligible[name] for name in names]
+
+
 def request_create(
     *,
     requester,
@@ -132,6 +153,8 @@ def request_create(
     now: datetime | None = None,
 ) -> AccessRequest:
     """Create a request for roles, or for resources (roles picked when not named).
+
+    ``suggested_reviewers`` are usernames (or users) of eligible reviewers of the roles.
 
     A request whose roles all auto-approve is approved at once (still audited);
     no other path creates an approved request.
@@ -152,7 +175,8 @@ def request_create(
     requestable_ids = {r.pk for r in requestable}
     refused = [r.name for r in roles if r.pk not in requestable_ids]
     if refused:
-        raise DomainError(f"you may not request {', '.join(refused)}", field="roles")
+        # Worded as for a role that does not exist: the answer must not reveal which roles do.
+        raise DomainError(f"no such role: {', '.join(refused)}", field="roles")
     if resources:
         roles = _pick_roles(resources=resources, roles=roles, requestable=requestable)
 
@@ -165,9 +189,7 @@ def request_create(
             raise DomainError(f"{message} ({hint})" if hint else message, field="reason")
     value = _resolve_duration(duration, roles)
     start = _resolve_start(start_time, now)
-    reviewers = list(dict.fromkeys(suggested_reviewers or []))
-    if any(u.pk == requester.pk for u in reviewers):
-        raise DomainError("you cannot suggest yourself as a reviewer", field="suggested_reviewers")
+    reviewers = _suggested_reviewers(suggested_reviewers or [], roles=roles, requester=requester)
 
     with transaction.atomic():
         access_request = AccessRequest.objects.create(
@@ -573,6 +595,9 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
 # --- access check -----------------------------------------------------------
 
 
+NO_GRANT = "no active grant covers this resource"
+
+
 @dataclass
 class AccessDecision:
     allowed: bool
@@ -584,7 +609,9 @@ class AccessDecision:
         return self.grant.expires_at if self.grant else None
 
 
-def access_check(*, user, resource: Resource, login: str | None = None, at: datetime | None = None) -> AccessDecision:
+def access_check(
+    *, user, resource: Resource | None, login: str | None = None, at: datetime | None = None
+) -> AccessDecision:
     """Decide from timestamps, now: an ended grant denies even if no sweep ran.
 
     Whether a grant still counts is ``GrantQuerySet.honoured`` (and, for the
@@ -596,6 +623,8 @@ def access_check(*, user, resource: Resource, login: str | None = None, at: date
     at = at or timezone.now()
     if not user.is_active:
         return AccessDecision(False, reason="the user is not active")
+    if resource is None:  # no such resource: answered as one without a grant, not to reveal which exist
+        return AccessDecision(False, reason=NO_GRANT)
     honoured = Grant.objects.honoured(at=at).filter(pk=OuterRef("pk"))
     grants = list(
         Grant.objects.active(at=at)
@@ -605,7 +634,7 @@ def access_check(*, user, resource: Resource, login: str | None = None, at: date
         .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
-    reason = "no active grant covers this resource"
+    reason = NO_GRANT
     not_honoured = None
     for grant in grants:
         if not grant.role.matches(resource):

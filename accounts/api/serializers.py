@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from accounts.models import Role
 from inventory.api.serializers import ResourceSerializer
+from jitportal.api import InputSerializer
 
 
 @extend_schema_field({"type": "integer", "description": "seconds"})
@@ -51,7 +52,7 @@ class SearchResultSerializer(ResourceSerializer):
         return [role.name for role in self.context["roles"] if role.matches(resource)]
 
 
-class TokenRequestSerializer(serializers.Serializer):
+class TokenRequestSerializer(InputSerializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
     name = serializers.CharField(max_length=100, required=False, allow_blank=True)

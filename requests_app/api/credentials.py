@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from accounts import capabilities
 from inventory.models import Resource
 from inventory.selectors import resource_get
+from jitportal.api import InputSerializer
 from jitportal.errors import PermissionRefused
 from requests_app.credentials import (
     certificate_issue,
@@ -76,7 +77,7 @@ class IsHostAgent(BasePermission):
 # --- certificates ---------------------------------------------------------------------------
 
 
-class CertificateRequestSerializer(serializers.Serializer):
+class CertificateRequestSerializer(InputSerializer):
     public_key = serializers.CharField(
         max_length=16384, help_text="an OpenSSH public key: ed25519, ecdsa, or rsa with at least 3072 bits"
     )
@@ -185,7 +186,7 @@ class ResourceSSHPrincipalsView(APIView):
         },
     )
     def get(self, request, ref: str):
-        resource = resource_get(ref if ref.isdigit() else f"{Resource.Kind.NODE}/{ref}")
+        resource = resource_get(ref if ref.isascii() and ref.isdigit() else f"{Resource.Kind.NODE}/{ref}")
         login = request.query_params.get("login")
         principals = resource_ssh_principals(resource=resource, login=login.strip() if login is not None else None)
         if _wants_json(request):

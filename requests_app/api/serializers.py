@@ -7,6 +7,8 @@ from rest_framework import serializers
 
 from accounts.api.serializers import DurationSecondsField
 from inventory.api.serializers import ResourceRefSerializer
+from jitportal.api import InputSerializer
+from jitportal.fields import DateTimeField
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, AuditEvent, Grant, Review
 
 
@@ -114,7 +116,7 @@ class AccessRequestSerializer(serializers.ModelSerializer):
         return self._count(obj, Review.Decision.DENY)
 
 
-class AccessRequestCreateSerializer(serializers.Serializer):
+class AccessRequestCreateSerializer(InputSerializer):
     """Shape only: the rules are the service's."""
 
     # Bounded here, before any lookup: each kind/name becomes one OR term of a query.
@@ -133,18 +135,18 @@ class AccessRequestCreateSerializer(serializers.Serializer):
         default=None,
         help_text="seconds, or a Go-style string such as 90m or 1h30m; null or absent for the default",
     )
-    start_time = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    start_time = DateTimeField(required=False, allow_null=True, default=None)
     suggested_reviewers = serializers.ListField(
         child=serializers.CharField(max_length=150), required=False, default=list
     )
 
 
-class ReviewCreateSerializer(serializers.Serializer):
+class ReviewCreateSerializer(InputSerializer):
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
 
 
-class ReasonSerializer(serializers.Serializer):
+class ReasonSerializer(InputSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
 
 

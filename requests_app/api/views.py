@@ -13,7 +13,9 @@ from rest_framework.views import APIView
 
 from accounts import capabilities
 from accounts.models import Role
+from accounts.selectors import resources_searchable_by
 from inventory.selectors import resource_get, resources_resolve
+from jitportal import errors
 from jitportal.errors import DomainError, PermissionRefused
 from requests_app import services
 from requests_app.api.credentials import GrantCertificateMixin
@@ -40,16 +42,9 @@ class IsAuditor(BasePermission):
         return capabilities.may_audit(request.user)
 
 
-def _users_resolve(usernames: list[str], *, field: str) -> list:
-    users = {u.username: u for u in User.objects.filter(username__in=usernames, is_active=True)}
-    missing = [name for name in usernames if name not in users]
-    if missing:
-        raise DomainError(f"no such user: {', '.join(missing)}", field=field)
-    return [users[name] for name in usernames]
-
-
-def _roles_resolve(names: list[str]) -> list[Role]:
-    roles = {r.name: r for r in Role.objects.filter(name__in=names)}
+def _roles_resolve(names: list[str], *, user) -> list[Role]:
+    """Roles by name among those ``user`` may request: any other is answered as one that does not exist."""
+    roles = {r.name: r for r in Role.objects.requestable_by(user).filter(name__in=names)}
     missing = [name for name in names if name not in roles]
     if missing:
         raise DomainError(f"no such role: {', '.join(missing)}", field="roles")
@@ -89,12 +84,15 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
         values = data.validated_data
         created = services.request_create(
             requester=request.user,
-            resources=resources_resolve(values["resources"]) if values["resources"] else [],
-            roles=_roles_resolve(values["roles"]) if values["roles"] else [],
+            # Only what the requester may search: a hidden resource is answered as a missing one.
+            resources=resources_resolve(values["resources"], queryset=resources_searchable_by(request.user))
+            if values["resources"]
+            else [],
+            roles=_roles_resolve(values["roles"], user=request.user) if values["roles"] else [],
             reason=values["reason"],
             duration=values["duration"],
             start_time=values["start_time"],
-            suggested_reviewers=_users_resolve(values["suggested_reviewers"], field="suggested_reviewers"),
+            suggested_reviewers=values["suggested_reviewers"],
         )
         response = self._detail(created.pk)
         response.status_code = status.HTTP_201_CREATED
@@ -192,7 +190,10 @@ class AccessCheckView(APIView):
             user = User.objects.filter(username=username).first()
             if user is None:
                 raise NotFound(f"no such user: {username}")
-        resource = resource_get(resource_ref)
+        try:
+            resource = resource_get(resource_ref)
+        except errors.NotFound:
+            resource = None  # denied like a resource without a grant: the answer does not tell which exist
         login = params.get("login")
         # A login that is sent but blank is checked (and matches nothing): fail closed.
         decision = services.access_check(

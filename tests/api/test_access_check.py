@@ -157,11 +157,22 @@ def test_resource_that_is_neither_id_nor_kind_name_is_400(api, requester, alice_
 
 
 @pytest.mark.parametrize("resource", ["node/web-9", "db/web-1", "987654", "99999999999999999999999"])
-def test_unknown_resource_is_404(api, requester, alice_grant, resource):
-    response = api(requester).get(CHECK, {"resource": resource})
+def test_unknown_resource_is_answered_like_an_existing_one_without_a_grant(api, requester, alice_grant, db1, resource):
+    client = api(requester)
+    missing = client.get(CHECK, {"resource": resource, "login": "ubuntu"})
+    hidden = client.get(CHECK, {"resource": "db/orders", "login": "ubuntu"})  # exists; alice may not even search it
 
-    assert response.status_code == 404
-    assert "detail" in response.json()
+    assert (missing.status_code, missing["Content-Type"], missing.content) == (
+        hidden.status_code,
+        hidden["Content-Type"],
+        hidden.content,
+    )
+    assert missing.json() == {
+        "allowed": False,
+        "grant": None,
+        "expires_at": None,
+        "reason": "no active grant covers this resource",
+    }
 
 
 # --- checking someone else --------------------------------------------------------------
