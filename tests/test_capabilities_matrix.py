@@ -211,8 +211,9 @@ API = {
     "review": Call(
         "post",
         "/api/v1/requests/{pending}/reviews/",
-        # Looked up outside visibility so refusals are audited: 403 for every non-reviewer.
-        everyone(403, anonymous=401, reviewer=201),
+        # Refusals are audited; who may see the request is told why (403), the others get the
+        # answer for a missing request (404).
+        everyone(404, anonymous=401, reviewer=201, requester=403, auditor=403, superuser=403),
         body={"decision": "approve", "reason": "ok"},
         effect=_reviewed,
         changes_for=frozenset({"reviewer"}),

@@ -107,16 +107,26 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
     @extend_schema(request=ReviewCreateSerializer, responses={201: ReviewSerializer})
     @action(detail=True, methods=["post"])
     def reviews(self, request, pk=None):
-        """Approve or deny. Looked up outside visible_to so refused attempts are audited."""
+        """Approve or deny.
+
+        Looked up outside visible_to so that refused attempts are audited; a
+        refusal on a request the caller may not see is then answered as a
+        missing one, so a review never tells which requests exist.
+        """
         access_request = self._request_for_action(pk)
         data = ReviewCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        review = services.request_review(
-            request=access_request,
-            reviewer=request.user,
-            decision=data.validated_data["decision"],
-            reason=data.validated_data["reason"],
-        )
+        try:
+            review = services.request_review(
+                request=access_request,
+                reviewer=request.user,
+                decision=data.validated_data["decision"],
+                reason=data.validated_data["reason"],
+            )
+        except PermissionRefused:
+            if not AccessRequest.objects.visible_to(request.user).filter(pk=access_request.pk).exists():
+                raise NotFound("no such request") from None
+            raise
         access_request.refresh_from_db(fields=["state"])
         body = {**ReviewSerializer(review).data, "request_state": access_request.state}
         return Response(body, status=status.HTTP_201_CREATED)

@@ -224,3 +224,25 @@ def test_group_membership_alone_decides_eligibility(api, requester, prod_ssh, we
     assert api(requester).post(REQUESTS, body).status_code == 400
     dave.groups.add(Group.objects.get(name="sre-leads"))
     assert api(requester).post(REQUESTS, body).status_code == 201
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+def test_review_of_a_hidden_request_is_answered_as_for_a_missing_one_and_still_audited(
+    api, requester, dave, prod_ssh, web1
+):
+    from requests_app import services
+    from requests_app.models import AuditEvent
+
+    hidden = services.request_create(requester=requester, resources=[web1], reason="INC-1")
+    url = f"{REQUESTS}{hidden.pk}/reviews/"
+    client = api(dave)
+
+    refused = client.post(url, {"decision": "approve", "reason": "looks fine"})
+    AccessRequest.objects.filter(pk=hidden.pk).delete()
+    missing = client.post(url, {"decision": "approve", "reason": "looks fine"})
+
+    assert answer(refused) == answer(missing)
+    assert refused.status_code == 404
+    assert AuditEvent.objects.filter(action="review.refused_ineligible", target_id=str(hidden.pk)).exists()
