@@ -176,7 +176,10 @@ def status(args) -> int:
     pending = api.get("requests/", [("scope", "mine"), ("state", "pending"), ("page_size", 1)])
     groups = ", ".join(me.get("groups") or []) or "no groups"
     print(f"Server:  {api.server}")
-    print(f"User:    {me['username']} ({groups}){' [staff]' if me.get('is_staff') else ''}")
+    # What the account may do beyond requesting: capabilities, then the staff flag (configuration only).
+    held = [*(me.get("capabilities") or []), *(["staff"] if me.get("is_staff") else [])]
+    suffix = f" [{', '.join(held)}]" if held else ""
+    print(f"User:    {me['username']} ({groups}){suffix}")
     if config.expires_at:
         print(f"Token:   expires {local(config.expires_at)} (in {time_left(config.expires_at)})")
     print()

@@ -172,8 +172,18 @@ def test_login_keeps_the_token_in_a_private_config_and_status_says_who_you_are(a
     status = alice("status")
 
     assert status.returncode == 0, status.stderr
-    assert "User:    alice (engineers)" in status.stdout
+    assert "User:    alice (engineers)\n" in status.stdout
     assert "Active grants: none" in status.stdout
+
+
+def test_status_names_the_capabilities_held(alice, lab_role):
+    alice.login("alice")
+    give_capabilities(User.objects.get(username="alice"), "audit", "revoke")
+
+    status = alice("status")
+
+    assert status.returncode == 0, status.stderr
+    assert "User:    alice (engineers) [audit, revoke]\n" in status.stdout
 
 
 def test_logging_in_again_replaces_the_old_token(alice, lab_role):
