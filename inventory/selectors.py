@@ -21,7 +21,8 @@ def _parse_ref(ref: object, *, field: str) -> tuple[str, int | tuple[str, str]]:
         if text.isascii() and text.isdigit():
             return "id", int(text)
         kind, sep, name = text.partition("/")
-        if sep and kind and name:
+        # No stored name holds a NUL, and PostgreSQL refuses one in a query: not a name.
+        if sep and kind and name and "\x00" not in text:
             return "ref", (kind, name)
     raise DomainError(f"{ref!r} is not a resource id or kind/name", field=field)
 
