@@ -19,13 +19,15 @@ from accounts import capabilities
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
 from inventory.models import Resource
-from jitportal.admin_display import NoGroupFilter, clipped
+from jitportal.admin_display import NamedRefusalMixin, NoGroupFilter, clipped
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError
 
 
-class ConfigurationAdminMixin:
+class ConfigurationAdminMixin(NamedRefusalMixin):
     """Roles, resources and channels: the staff flag edits them, and gives nothing more."""
+
+    refusal = capabilities.refusal_of_any("the staff flag")
 
     def has_module_permission(self, request) -> bool:
         return capabilities.may_configure(request.user)
@@ -43,9 +45,11 @@ class ConfigurationAdminMixin:
         return capabilities.may_configure(request.user)
 
 
-class PeopleAdminMixin:
+class PeopleAdminMixin(NamedRefusalMixin):
     """Users, groups (which carry capabilities) and API tokens: superusers only, or staff could make
     themselves auditors."""
+
+    refusal = "Only a superuser manages users, groups and API tokens."
 
     def has_module_permission(self, request) -> bool:
         return capabilities.may_manage_people(request.user)

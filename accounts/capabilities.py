@@ -39,6 +39,11 @@ def capabilities_of(user) -> list[str]:
     return [c for c in Capability.values if has_capability(user, c)]
 
 
+def refusal_of_any(*needs: str) -> str:
+    """The refusal of a page open to several kinds of holder: "You need the audit or revoke capability."."""
+    return f"You need {' or '.join(needs)}."
+
+
 def require(user, capability: str) -> None:
     """Raise the refusal (a 403 on the API) unless ``user`` holds ``capability``."""
     if not has_capability(user, capability):

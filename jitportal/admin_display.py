@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -41,3 +42,28 @@ class RelatedFilterNoneNamed(admin.RelatedFieldListFilter):
 
 class NoGroupFilter(RelatedFilterNoneNamed):
     none_label = "(no group)"
+
+
+class NamedRefusalMixin:
+    """A refused admin page says what is missing; Django's own refusal says nothing.
+
+    ``refusal`` names it (e.g. "You need the audit capability."); the project's
+    403 page shows it.
+    """
+
+    refusal = "You may not open this page."
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied(self.refusal)
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied(self.refusal)
+        return super().change_view(request, object_id, form_url=form_url, extra_context=extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied(self.refusal)
+        return super().history_view(request, object_id, extra_context=extra_context)

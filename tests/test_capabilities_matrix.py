@@ -553,3 +553,21 @@ def test_the_queue_filters_offer_only_the_roles_of_requests_one_may_see(world):
     assert roles_offered("reviewer") == {"prod-ssh"}
     assert roles_offered("other_reviewer") == {"prod-db"}
     assert roles_offered("auditor") == {"prod-ssh", "prod-db"}
+
+
+@pytest.mark.parametrize(
+    "persona, url_name, missing",
+    [
+        ("reviewer", "admin:requests_app_auditevent_changelist", "You need the audit capability."),
+        ("revoker", "admin:requests_app_accessrequest_changelist", "You need the audit capability or to be a reviewer"),
+        ("staff", "admin:requests_app_grant_changelist", "You need the audit or revoke capability."),
+        ("reviewer", "admin:accounts_role_changelist", "You need the staff flag."),
+        ("reviewer", "admin:requests_app_notification_changelist", "You need the audit capability or the staff flag."),
+        ("auditor", "admin:accounts_user_changelist", "Only a superuser manages users, groups and API tokens."),
+    ],
+)
+def test_an_admin_page_refused_names_what_is_missing(world, persona, url_name, missing):
+    response = admin_client(world, persona).get(reverse(url_name))
+
+    assert response.status_code == 403
+    assert missing in response.content.decode()

@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts import capabilities
+from jitportal.admin_display import NamedRefusalMixin
 from jitportal.errors import DomainError
 from requests_app.models import AccessRequest
 
@@ -18,14 +19,15 @@ from requests_app.models import AccessRequest
 QUEUE_PAGE = 100
 
 
-class ReadOnlyAdminMixin:
+class ReadOnlyAdminMixin(NamedRefusalMixin):
     """History is not editable: no add, change or delete for anyone.
 
     Who may look is one capability predicate per admin class (``may_view``),
-    asked for the admin index and for every page alike.
+    asked for the admin index and for every page alike; ``refusal`` names it.
     """
 
     may_view = staticmethod(capabilities.may_audit)
+    refusal = capabilities.refusal(capabilities.Capability.AUDIT)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -57,6 +57,7 @@ class GrantStateFilter(admin.SimpleListFilter):
 @admin.register(Grant)
 class GrantAdmin(ReadOnlyModelAdmin):
     may_view = staticmethod(capabilities.may_read_all_grants)
+    refusal = capabilities.refusal_of_any("the audit or revoke capability")
     list_display = ("id", "user", "role", "resource", "starts_at", "expires_at", "state_display", "revoked_at")
     list_filter = (GrantStateFilter, "role", "resource__kind")
     search_fields = ("user__username", "role__name", "resource__name")

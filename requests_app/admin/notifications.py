@@ -172,6 +172,7 @@ class NotificationAdmin(ReadOnlyModelAdmin):
     """
 
     may_view = staticmethod(capabilities.may_read_notifications)
+    refusal = capabilities.refusal_of_any("the audit capability", "the staff flag")
 
     list_display = (
         "id",

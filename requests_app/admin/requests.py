@@ -144,6 +144,7 @@ class RequestStateFilter(admin.SimpleListFilter):
 @admin.register(AccessRequest)
 class AccessRequestAdmin(ReadOnlyModelAdmin):
     may_view = staticmethod(capabilities.may_read_requests)
+    refusal = capabilities.refusal_of_any("the audit capability", "to be a reviewer of some role")
     list_display = (
         "short_id",
         "requester",
