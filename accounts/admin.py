@@ -18,31 +18,11 @@ from django.utils.html import format_html
 from accounts import capabilities
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
+from audit.services import audit_record
 from inventory.models import Resource
-from jitportal.admin_display import NamedRefusalMixin, NoGroupFilter, clipped
+from jitportal.admin_display import ConfigurationAdminMixin, NamedRefusalMixin, NoGroupFilter, clipped
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError
-
-
-class ConfigurationAdminMixin(NamedRefusalMixin):
-    """Roles, resources and channels: the staff flag edits them, and gives nothing more."""
-
-    refusal = capabilities.refusal_of_any("the staff flag")
-
-    def has_module_permission(self, request) -> bool:
-        return capabilities.may_configure(request.user)
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return capabilities.may_configure(request.user)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return capabilities.may_configure(request.user)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return capabilities.may_configure(request.user)
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return capabilities.may_configure(request.user)
 
 
 class PeopleAdminMixin(NamedRefusalMixin):
@@ -216,10 +196,6 @@ class ApiTokenAddForm(forms.ModelForm):
 
 def revoke_tokens(request, tokens) -> int:
     """Delete ``tokens`` (which revokes them at once), one audit event each."""
-    # Imported here, not at the top: dependencies point requests_app -> accounts,
-    # so accounts must not import requests_app when it is loaded.
-    from requests_app.audit import audit_record
-
     revoked = 0
     with transaction.atomic():
         for token in tokens:

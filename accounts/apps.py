@@ -5,3 +5,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self):
+        # Connects the sign-in receivers that write auth.failed / auth.locked.
+        from accounts import signin  # noqa: F401

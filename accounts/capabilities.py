@@ -16,6 +16,10 @@ from __future__ import annotations
 from accounts.models import ApiToken, Capability, Role
 from jitportal.errors import PermissionRefused
 
+# Read straight off the user and asked below accounts too, so defined at the ground.
+from jitportal.staff import may_configure
+from jitportal.staff import signed_in as _signed_in
+
 # The app whose permissions carry the capabilities (User.Meta.permissions).
 APP_LABEL = "accounts"
 
@@ -23,10 +27,6 @@ APP_LABEL = "accounts"
 def refusal(capability: str) -> str:
     """The message of every refusal for want of ``capability``."""
     return f"You need the {capability} capability."
-
-
-def _signed_in(user) -> bool:
-    return bool(user is not None and user.is_authenticated and user.is_active)
 
 
 def has_capability(user, capability: str) -> bool:
@@ -108,11 +108,6 @@ def may_review_queue(user) -> bool:
 def may_read_requests(user) -> bool:
     """Open access requests in the admin: auditors see all, reviewers what they may review."""
     return may_audit(user) or may_review_queue(user)
-
-
-def may_configure(user) -> bool:
-    """Edit roles, resources and notification channels: the staff flag, and nothing more."""
-    return _signed_in(user) and (user.is_staff or user.is_superuser)
 
 
 def may_read_notifications(user) -> bool:

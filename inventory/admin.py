@@ -5,11 +5,9 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-# Admin modules load after every app (autodiscover): the one place inventory meets accounts.
-from accounts.admin import ConfigurationAdminMixin
 from inventory.models import Resource
 from inventory.services import resource_set_labels, validate_labels
-from jitportal.admin_display import clipped
+from jitportal.admin_display import ConfigurationAdminMixin, clipped
 from jitportal.errors import DomainError
 
 

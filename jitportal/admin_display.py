@@ -7,6 +7,8 @@ from django.core.exceptions import PermissionDenied
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from jitportal.staff import STAFF_REFUSAL, may_configure
+
 EMPTY = "—"
 
 
@@ -67,3 +69,24 @@ class NamedRefusalMixin:
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied(self.refusal)
         return super().history_view(request, object_id, extra_context=extra_context)
+
+
+class ConfigurationAdminMixin(NamedRefusalMixin):
+    """Roles, resources and channels: the staff flag edits them, and gives nothing more."""
+
+    refusal = STAFF_REFUSAL
+
+    def has_module_permission(self, request) -> bool:
+        return may_configure(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return may_configure(request.user)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return may_configure(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return may_configure(request.user)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return may_configure(request.user)

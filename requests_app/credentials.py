@@ -32,9 +32,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.services import audit_record
 from inventory.models import Resource
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.audit import audit_record
 from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority, grant_refusal
 
 # OpenSSH refuses certificates with more principals than this (and so does cryptography).

@@ -3,8 +3,9 @@ from __future__ import annotations
 import django_filters
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from jitportal.fields import IsoDateTimeFilter
-from requests_app.models import AccessRequest, AuditEvent, Grant
+from requests_app.models import AccessRequest, Grant
 
 
 class AccessRequestFilterSet(django_filters.FilterSet):

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from urllib.parse import urlsplit
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -35,9 +36,9 @@ from django.db.models import F, Q, prefetch_related_objects
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from audit.services import audit_record
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError
-from requests_app.audit import audit_record
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ Event = NotificationChannel.Event
 Kind = NotificationChannel.Kind
 
 SIGNATURE_HEADER = "X-Jitportal-Signature"
+# The worker task that runs notification_deliver (requests_app/tasks.py).
+DELIVER_TASK = "requests_app.tasks.deliver_notification"
 RESOURCES_SHOWN = 10
 REASON_SHOWN = 1000
 # Events that tell the requester about their own request or grant.
@@ -437,12 +440,12 @@ def notify_many(
 
 def enqueue_deliveries(pks: list[int], *, expires: float | None = None) -> int:
     """Hand rows to workers; a lost hand-off only delays a row until the retry sweep finds it."""
-    from requests_app.tasks import deliver_notification  # tasks import this module
-
+    # By name: the task module sits above this one (it calls the services that notify).
+    deliver = current_app.signature(DELIVER_TASK)
     sent = 0
     for pk in pks:
         try:
-            deliver_notification.apply_async((pk,), expires=expires, retry=False)
+            deliver.apply_async((pk,), expires=expires, retry=False)
         except Exception:  # noqa: BLE001 - the broker may be down; the row is safe in the database
             logger.warning(
                 "could not queue delivery of notification %s (and %d more); the retry sweep will send them",

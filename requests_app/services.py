@@ -20,10 +20,10 @@ from django.utils import timezone
 from accounts import capabilities
 from accounts.models import Role
 from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
+from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.audit import audit_record, audit_record_many
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
 from requests_app.notifications import Event, notify, notify_many
 

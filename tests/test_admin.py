@@ -13,9 +13,10 @@ from knox.auth import TokenAuthentication
 from knox.crypto import hash_token
 
 from accounts.models import ApiToken, Role, User
+from audit.models import AuditEvent
+from audit.services import audit_verify
 from inventory.models import Resource, ResourceLabel
-from requests_app.audit import audit_verify
-from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import grant_revoke, request_create, request_review
 from tests.conftest import make_resource, make_role, make_user
 

@@ -27,10 +27,10 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.models import ApiToken, User
+from audit.models import AuditEvent
 from requests_app.credentials import certificate_issue
 from requests_app.models import (
     AccessRequest,
-    AuditEvent,
     Grant,
     IssuedCertificate,
     Notification,
@@ -558,7 +558,7 @@ def test_the_queue_filters_offer_only_the_roles_of_requests_one_may_see(world):
 @pytest.mark.parametrize(
     "persona, url_name, missing",
     [
-        ("reviewer", "admin:requests_app_auditevent_changelist", "You need the audit capability."),
+        ("reviewer", "admin:audit_auditevent_changelist", "You need the audit capability."),
         ("revoker", "admin:requests_app_accessrequest_changelist", "You need the audit capability or to be a reviewer"),
         ("staff", "admin:requests_app_grant_changelist", "You need the audit or revoke capability."),
         ("reviewer", "admin:accounts_role_changelist", "You need the staff flag."),

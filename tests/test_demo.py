@@ -12,8 +12,9 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from accounts.models import User
+from audit.models import AuditEvent
 from inventory.models import Resource
-from requests_app.models import AuditEvent, Notification, NotificationChannel
+from requests_app.models import Notification, NotificationChannel
 from requests_app.notifications import notification_deliver
 from requests_app.services import request_create
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
+from knox.auth import TokenAuthentication
 from rest_framework import mixins, status, viewsets
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -19,7 +20,9 @@ from accounts.capabilities import capabilities_of
 from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, lockout_seconds
 from accounts.models import ApiToken, Role
 from accounts.selectors import resources_searchable_by, roles_requestable_by
+from audit.services import audit_record
 from inventory.filters import ResourceFilterSet
+from inventory.models import Resource
 from jitportal.net import client_address
 
 
@@ -45,14 +48,10 @@ class TokenView(APIView):
 
     def get_authenticate_header(self, request):
         # DELETE checks the token itself: a bad one is a 401 (as elsewhere), not a 403.
-        from knox.auth import TokenAuthentication
-
         return TokenAuthentication().authenticate_header(request)
 
     @extend_schema(request=TokenRequestSerializer, responses={201: TokenResponseSerializer})
     def post(self, request):
-        from requests_app.audit import audit_record  # entry point: may reach the audit log
-
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
@@ -74,10 +73,6 @@ class TokenView(APIView):
     @extend_schema(request=None, responses={204: None})
     def delete(self, request):
         """Revoke the token this request authenticates with."""
-        from knox.auth import TokenAuthentication
-
-        from requests_app.audit import audit_record
-
         result = TokenAuthentication().authenticate(request)
         if result is None:
             return Response({"detail": "send the token to revoke in the Authorization header"}, status=400)
@@ -115,8 +110,6 @@ class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
-            from inventory.models import Resource
-
             return Resource.objects.none()
         return resources_searchable_by(self.request.user, roles=self.roles).order_by("kind", "name")
 

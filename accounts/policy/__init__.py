@@ -11,8 +11,8 @@ Everything is checked before anything is written, and the whole apply is one
 transaction: a bad entry changes nothing. A second apply of the same document
 writes nothing.
 
-This module does not audit (``requests_app`` depends on ``accounts``, not the
-other way round); entry points record ``PolicyResult`` in the audit log.
+This module does not audit; its entry point (the ``apply`` command) records
+the ``PolicyResult`` in the audit log.
 """
 
 from accounts.policy.parse import policy_load

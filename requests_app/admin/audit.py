@@ -7,10 +7,10 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
+from audit.models import AuditEvent
 from requests_app.admin.base import (
     ReadOnlyModelAdmin,
 )
-from requests_app.models import AuditEvent
 
 # --- audit log --------------------------------------------------------------------
 

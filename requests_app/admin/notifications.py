@@ -17,8 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts import capabilities
-from accounts.admin import ConfigurationAdminMixin
-from jitportal.admin_display import clipped
+from jitportal.admin_display import ConfigurationAdminMixin, clipped
 from requests_app.admin.base import ReadOnlyModelAdmin
 from requests_app.models import Notification, NotificationChannel
 from requests_app.notifications import mask_url, notifications_retry

@@ -6,10 +6,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.api.serializers import DurationSecondsField
+from audit.models import AuditEvent
 from inventory.api.serializers import ResourceRefSerializer
 from jitportal.api import InputSerializer
 from jitportal.fields import DateTimeField
-from requests_app.models import MAX_REASON_LENGTH, AccessRequest, AuditEvent, Grant, Review
+from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review
 
 
 class ReviewSerializer(serializers.ModelSerializer):

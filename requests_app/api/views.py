@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from accounts import capabilities
 from accounts.models import Role
 from accounts.selectors import resources_searchable_by
+from audit.models import AuditEvent
 from inventory.selectors import resource_get, resources_resolve
 from jitportal import errors
 from jitportal.errors import DomainError, PermissionRefused
@@ -30,7 +31,7 @@ from requests_app.api.serializers import (
     ReviewSerializer,
 )
 from requests_app.filters import AccessRequestFilterSet, AuditEventFilterSet, GrantFilterSet
-from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+from requests_app.models import AccessRequest, Grant, Review
 
 User = get_user_model()
 

@@ -1,6 +1,5 @@
 """requests_app models, one module per concern."""
 
-from requests_app.models.audit import AuditChainHead, AuditEvent, AuditEventQuerySet
 from requests_app.models.credentials import IssuedCertificate, SSHCertificateAuthority
 from requests_app.models.notifications import Notification, NotificationChannel
 from requests_app.models.requests import (
@@ -17,9 +16,6 @@ __all__ = [
     "MAX_REASON_LENGTH",
     "AccessRequest",
     "AccessRequestQuerySet",
-    "AuditChainHead",
-    "AuditEvent",
-    "AuditEventQuerySet",
     "Grant",
     "GrantQuerySet",
     "IssuedCertificate",

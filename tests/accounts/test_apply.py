@@ -20,10 +20,11 @@ from django.utils import timezone
 from accounts.management.commands.apply import Command
 from accounts.models import Role, User
 from accounts.policy import PolicyResult, policy_apply, policy_load
+from audit.models import AuditEvent
+from audit.services import audit_verify
 from inventory.models import Resource, ResourceLabel
 from jitportal.errors import DomainError
-from requests_app.audit import audit_verify
-from requests_app.models import AccessRequest, AuditEvent
+from requests_app.models import AccessRequest
 from requests_app.services import request_create
 from tests.conftest import make_resource, make_role, make_user
 

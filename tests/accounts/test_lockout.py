@@ -16,7 +16,7 @@ from django.db.models import F
 from django.test import Client, RequestFactory
 
 from accounts.models import ApiToken
-from requests_app.models import AuditEvent
+from audit.models import AuditEvent
 from tests.conftest import make_user
 
 PASSWORD = "pw-correct-horse"  # tests.conftest.make_user's default

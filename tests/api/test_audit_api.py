@@ -6,8 +6,9 @@ from itertools import pairwise
 
 import pytest
 
+from audit.models import AuditEvent
 from requests_app import services
-from requests_app.models import AccessRequest, AuditEvent
+from requests_app.models import AccessRequest
 from tests.conftest import give_capabilities, make_user
 
 AUDIT = "/api/v1/audit/"

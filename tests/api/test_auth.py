@@ -19,8 +19,9 @@ from rest_framework.test import APIClient
 
 from accounts.api.views import TokenThrottle
 from accounts.models import ApiToken
+from audit.models import AuditEvent
 from requests_app import services
-from requests_app.models import AccessRequest, AuditEvent, Grant
+from requests_app.models import AccessRequest, Grant
 from tests.conftest import make_user
 
 TOKEN_URL = "/api/v1/auth/token/"

@@ -232,8 +232,8 @@ def test_group_membership_alone_decides_eligibility(api, requester, prod_ssh, we
 def test_review_of_a_hidden_request_is_answered_as_for_a_missing_one_and_still_audited(
     api, requester, dave, prod_ssh, web1
 ):
+    from audit.models import AuditEvent
     from requests_app import services
-    from requests_app.models import AuditEvent
 
     hidden = services.request_create(requester=requester, resources=[web1], reason="INC-1")
     url = f"{REQUESTS}{hidden.pk}/reviews/"

@@ -10,8 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from requests_app import services
-from requests_app.models import AccessRequest, AuditEvent, Grant
+from requests_app.models import AccessRequest, Grant
 from tests.conftest import make_user
 
 GRANTS = "/api/v1/grants/"

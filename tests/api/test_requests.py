@@ -11,9 +11,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from inventory.models import Resource
 from requests_app import services
-from requests_app.models import AccessRequest, AuditEvent, Review
+from requests_app.models import AccessRequest, Review
 from tests.conftest import make_role, make_user
 
 REQUESTS = "/api/v1/requests/"

@@ -10,8 +10,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import ApiToken
+from audit.models import AuditEvent
 from requests_app import services
-from requests_app.models import AccessRequest, AuditEvent, Grant, IssuedCertificate, Review
+from requests_app.models import AccessRequest, Grant, IssuedCertificate, Review
 from tests.conftest import make_role, make_user
 from tests.ssh.keys import ed25519_key, openssh_public
 

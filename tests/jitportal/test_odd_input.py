@@ -16,7 +16,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import ApiToken
-from requests_app.models import AccessRequest, AuditEvent
+from audit.models import AuditEvent
+from requests_app.models import AccessRequest
 from tests.conftest import make_role, make_user
 
 REQUESTS = "/api/v1/requests/"

@@ -13,8 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, Role, User
+from audit.models import AuditEvent
 from inventory.models import Resource
-from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import request_create, request_review
 from tests.conftest import give_capabilities, make_role, make_user
 from tests.requests_app.portal import (

@@ -19,9 +19,10 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit.models import AuditEvent
+from audit.services import audit_verify
 from jitportal.errors import StateConflict
-from requests_app.audit import audit_verify
-from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import (
     request_cancel,
     request_create,

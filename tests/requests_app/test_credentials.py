@@ -22,8 +22,9 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditEvent
+from audit.services import audit_verify
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.audit import audit_verify
 from requests_app.credentials import (
     MAX_PRINCIPALS,
     certificate_issue,
@@ -35,7 +36,7 @@ from requests_app.credentials import (
     ssh_cas_trusted,
     ssh_revoked_public_keys,
 )
-from requests_app.models import AuditEvent, Grant, IssuedCertificate, SSHCertificateAuthority, grant_refusal
+from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority, grant_refusal
 from requests_app.services import access_check, grant_revoke, request_create, request_review
 from tests.conftest import make_resource, make_role, make_user
 from tests.ssh.keys import (

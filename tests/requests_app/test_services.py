@@ -14,10 +14,11 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.utils import timezone
 
+from audit.models import AuditEvent
+from audit.services import audit_verify
 from inventory.models import Resource
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.audit import audit_verify
-from requests_app.models import AccessRequest, AuditEvent, Grant, Review
+from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import (
     access_check,
     grant_revoke,

@@ -14,10 +14,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from audit.models import AuditEvent
+from audit.services import audit_record, audit_record_many, audit_verify
 from jitportal import celery_app
 from requests_app import tasks
-from requests_app.audit import audit_record, audit_record_many, audit_verify
-from requests_app.models import AccessRequest, AuditEvent, Grant, Notification, NotificationChannel
+from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
 from requests_app.services import (
     grant_revoke,
     grants_end_expired,

@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Role
-from requests_app.models import AccessRequest, AuditEvent, Grant
+from audit.models import AuditEvent
+from requests_app.models import AccessRequest, Grant
 from requests_app.services import request_create, request_review
 from tests.conftest import make_resource, make_role, make_user
 from tests.requests_app.portal import approved_request, many_resources, pending_requests, queries_for

@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.policy import PolicyResult, policy_apply, policy_load
+from audit.services import audit_record
 from jitportal.errors import DomainError
-from requests_app.audit import audit_record
 
 # AuditEvent.target_id is 64 characters; a long path keeps its informative end.
 _TARGET_ID_LENGTH = 64

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from requests_app.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditEvent
 
 
 def _event(

@@ -8,8 +8,8 @@ from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 
 from accounts.lockout import lockout_seconds
+from audit.services import audit_record
 from jitportal.net import client_address
-from requests_app.audit import audit_record
 
 # The username is what was typed: an unknown name is recorded as typed (it is
 # no secret), cut to the column; the password never leaves the credentials.

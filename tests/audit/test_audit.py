@@ -12,8 +12,8 @@ from django.core.management.base import CommandError
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from requests_app.audit import audit_record, audit_verify
-from requests_app.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditEvent
+from audit.services import audit_record, audit_verify
 from requests_app.services import (
     grant_revoke,
     request_cancel,

@@ -19,6 +19,10 @@ class AuditChainHead(models.Model):
     last_hash = models.CharField(max_length=64, blank=True)
     count = models.PositiveBigIntegerField(default=0)
 
+    class Meta:
+        # The table this row was created in when the log lived in requests_app; kept so no row moves.
+        db_table = "requests_app_auditchainhead"
+
     def __str__(self) -> str:
         return f"audit chain head after {self.count} events"
 
@@ -50,6 +54,7 @@ class AuditEvent(models.Model):
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
+        db_table = "requests_app_auditevent"
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),

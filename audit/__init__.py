@@ -1,0 +1,1 @@
+"""The hash-chained, append-only audit log: the bottom app, which every other app may write to."""
