@@ -1,3 +1,3 @@
 """Admin registrations, one module per concern; importing them registers them."""
 
-from requests_app.admin import audit, credentials, grants, notifications, requests, site  # noqa: F401
+from requests_app.admin import audit, credentials, grants, notifications, requests  # noqa: F401

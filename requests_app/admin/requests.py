@@ -46,7 +46,6 @@ from requests_app.selectors import (
     RESOURCES_SHOWN,
     requests_awaiting_review,
     requests_summarised,
-    review_summary,
 )
 
 # --- access requests: the review queue ----------------------------------------------
@@ -406,19 +405,3 @@ class ReviewAdmin(ReadOnlyModelAdmin):
     @admin.display(description="requester")
     def requester(self, obj: Review):
         return obj.request.requester
-
-
-# --- the admin index: a small summary for reviewers ------------------------------------
-
-
-def _index_with_summary(index):
-    def view(request, extra_context=None):
-        summary = review_summary(user=request.user, at=timezone.now())
-        return index(request, extra_context={"review_summary": summary, **(extra_context or {})})
-
-    return view
-
-
-# The admin builds its URLs from ``site.index`` when jitportal/urls.py is
-# imported, after this module registered the models, so this is what /admin/ serves.
-admin.site.index = _index_with_summary(admin.site.index)

@@ -1,9 +1,13 @@
-"""Who may enter the admin at all: not only staff.
+"""The portal's admin site: who may enter it, its sign-in form and its index.
 
 Django's admin lets in staff users only. Here reviewers (no staff flag) work
 the review queue, and holders of ``audit`` or ``revoke`` read or end grants,
 so the site and its sign-in form ask the capability predicates; each model
 admin then shows only what its own predicate allows.
+
+This module sits outside the ``requests_app.admin`` package on purpose: the
+admin builds its default site (``jitportal.apps.PortalAdminConfig``) before it
+imports any app's admin module, and that package registers models as it loads.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.forms import AuthenticationForm
+from django.utils import timezone
 
 from accounts import capabilities
 from accounts.lockout import LockoutAdminAuthenticationForm
+from requests_app.selectors import review_summary
 
 
 class AdminLoginForm(LockoutAdminAuthenticationForm):
@@ -37,10 +43,17 @@ class AdminLoginForm(LockoutAdminAuthenticationForm):
             )
 
 
-def _has_permission(request) -> bool:
-    return capabilities.may_open_admin(request.user)
+class PortalAdminSite(admin.AdminSite):
+    """The one admin site (``admin.site``): open to whoever has something to do there."""
 
+    site_header = "jitportal"
+    site_title = "jitportal"
+    login_form = AdminLoginForm
 
-# The project serves the default site (jitportal/urls.py): this is its gate.
-admin.site.has_permission = _has_permission
-admin.site.login_form = AdminLoginForm
+    def has_permission(self, request) -> bool:
+        return capabilities.may_open_admin(request.user)
+
+    def index(self, request, extra_context=None):
+        # A small summary for reviewers above the model list (templates/admin/index.html).
+        summary = review_summary(user=request.user, at=timezone.now())
+        return super().index(request, extra_context={"review_summary": summary, **(extra_context or {})})
