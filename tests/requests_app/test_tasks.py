@@ -19,6 +19,7 @@ from audit.services import audit_record, audit_record_many, audit_verify
 from jitportal import celery_app
 from requests_app import tasks
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
+from requests_app.notifications import DELIVER_TASK
 from requests_app.services import (
     grant_revoke,
     grants_end_expired,
@@ -316,6 +317,11 @@ def test_audit_record_many_chains_events_in_order(requester):
 
 
 # --- the Celery app and beat --------------------------------------------------------------------------
+
+
+def test_notifications_name_the_delivery_task_the_worker_registers():
+    # Handed off by name (the task module sits above notifications), so the name must stay true.
+    assert celery_app.tasks[DELIVER_TASK].name == tasks.deliver_notification.name == DELIVER_TASK
 
 
 def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
