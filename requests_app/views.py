@@ -140,12 +140,15 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
     now = timezone.now()
     grants = list(access_request.grants.all())
     is_requester = access_request.requester_id == request.user.pk
-    # How to connect: only to the grant's owner, only while it is active, only for SSH servers.
-    connect = [
-        grant
-        for grant in grants
-        if is_requester and grant.resource_id and grant.resource.kind == "node" and grant.is_active(now)
-    ]
+    # How to connect: only to the grant's owner, only for SSH servers, only while the access check
+    # honours the grant (two queries for all of them, none when no grant is a candidate).
+    candidates = [g for g in grants if is_requester and g.resource_id and g.resource.kind == "node"]
+    honoured = set(
+        Grant.objects.honoured(at=now).filter(pk__in=[g.pk for g in candidates]).values_list("pk", flat=True)
+        if candidates
+        else ()
+    )
+    connect = [grant for grant in candidates if grant.pk in honoured]
     review_url = None
     state = access_request.state_at(now)
     if state == AccessRequest.State.PENDING and capabilities.may_review_queue(request.user):
