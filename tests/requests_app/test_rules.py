@@ -1,0 +1,97 @@
+"""Each access rule has one definition: the queryset method and the predicate for one object agree.
+
+A rule written as a filter (``in_state``, ``honoured``, ``reviewable_by``,
+``reviewers_of``) and as a check of one object (``state_at``,
+``grant_refusal``, ``review_refusal``) must never drift apart; these tests put
+the same rows through both.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.selectors import reviewers_of
+from requests_app.models import Grant
+from requests_app.notifications import _reviewer_emails
+from requests_app.services import request_create
+from tests.conftest import make_role, make_user
+from tests.requests_app.portal import approved_request
+
+
+@pytest.fixture
+def grants_in_every_state(requester, reviewer, reviewer2, prod_ssh, web1, web2):
+    """Four grants of alice's: active, scheduled, expired and revoked, as of now."""
+    now = timezone.now()
+    access_request = approved_request(
+        requester=requester, reviewers=[reviewer, reviewer2], role=prod_ssh, resources=[web1, web2]
+    )
+    active, other = access_request.grants.order_by("pk")
+    scheduled = Grant.objects.create(
+        request=access_request,
+        user=requester,
+        role=prod_ssh,
+        resource=web1,
+        starts_at=now + timedelta(hours=1),
+        expires_at=now + timedelta(hours=2),
+    )
+    expired = other
+    Grant.objects.filter(pk=expired.pk).update(starts_at=now - timedelta(hours=2), expires_at=now - timedelta(hours=1))
+    revoked = Grant.objects.create(
+        request=access_request,
+        user=requester,
+        role=prod_ssh,
+        resource=web2,
+        starts_at=now - timedelta(minutes=5),
+        expires_at=now + timedelta(minutes=5),
+        revoked_at=now - timedelta(minutes=1),
+    )
+    return {"active": active, "scheduled": scheduled, "expired": expired, "revoked": revoked}
+
+
+def test_grant_in_state_filters_exactly_the_grants_whose_state_at_says_so(grants_in_every_state):
+    at = timezone.now()
+    grants = list(Grant.objects.all())
+    assert {g.state_at(at) for g in grants} == set(Grant.State.values)
+    for state in Grant.State.values:
+        expected = {g.pk for g in grants if g.state_at(at) == state}
+        assert set(Grant.objects.in_state(state, at=at).values_list("pk", flat=True)) == expected, state
+    assert set(Grant.objects.active(at=at).values_list("pk", flat=True)) == {grants_in_every_state["active"].pk}
+    assert not Grant.objects.in_state("no-such-state", at=at).exists()
+
+
+def test_grant_state_filters_of_admin_and_api_use_in_state(client, auditor, grants_in_every_state):
+    """The admin's state filter offers every state, scheduled and revoked included, and the API's
+    ``active`` is the same set as ``in_state("active")``."""
+    client.force_login(auditor)
+    for state, grant in grants_in_every_state.items():
+        page = client.get("/admin/requests_app/grant/", {"state": state})
+        assert page.status_code == 200
+        assert list(page.context["cl"].result_list) == [grant], state
+    api = client.get("/api/v1/grants/", {"active": "true"})
+    assert [g["id"] for g in api.json()["results"]] == [grants_in_every_state["active"].pk]
+    ended = client.get("/api/v1/grants/", {"active": "false"})
+    assert {g["id"] for g in ended.json()["results"]} == {
+        grants_in_every_state[k].pk for k in ("scheduled", "expired", "revoked")
+    }
+
+
+def test_reviewer_emails_are_the_reviewers_of_the_roles_minus_the_requester(requester, prod_ssh):
+    """Who is mailed about a new request is ``reviewers_of`` its roles: active, in a reviewer group of
+    every role, never the requester, only those with an address."""
+    web_ssh = make_role("web-ssh", reviewers=("web-leads",))
+    dana = make_user("dana", groups=("engineers", "sre-leads", "web-leads"))
+    make_user("erik", groups=("web-leads",))
+    make_user("fay", groups=("sre-leads", "web-leads"), is_active=False)
+    gus = make_user("gus", groups=("sre-leads", "web-leads"))
+    gus.email = ""
+    gus.save(update_fields=["email"])
+    access_request = request_create(requester=dana, roles=[prod_ssh, web_ssh], reason="INC-1")
+    assert _reviewer_emails(access_request) == []
+
+    hal = make_user("hal", groups=("sre-leads", "web-leads"))
+    assert _reviewer_emails(access_request) == [hal.email]
+    expected = reviewers_of([prod_ssh, web_ssh]).exclude(pk=dana.pk).exclude(email="")
+    assert _reviewer_emails(access_request) == sorted(u.email for u in expected)
