@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, prefetch_related_objects
 from django.utils import timezone
 
 from accounts import capabilities
@@ -231,8 +232,93 @@ def request_create(
 
 
 def reviewer_is_eligible(*, reviewer, roles: list[Role]) -> bool:
-    """Eligible when the reviewer is active and in a reviewer group of every role."""
+    """Eligible when the reviewer is active and in a reviewer group of every role (``reviewers_of``)."""
     return reviewers_of(roles).filter(pk=reviewer.pk).exists()
+
+
+@dataclass(frozen=True)
+class ReviewRefusal:
+    """Why ``reviewer`` may not review a request now: a stable ``code`` and the message the service gives."""
+
+    class Code(StrEnum):
+        SELF = "self"
+        INELIGIBLE = "ineligible"
+        NOT_PENDING = "not_pending"
+        ALREADY_REVIEWED = "already_reviewed"
+
+    code: Code
+    message: str
+    state: str  # the request's state when it was asked
+
+    @property
+    def audit_action(self) -> str | None:
+        """The audit action of a refusal that is recorded: who tried to review what they may not."""
+        return {self.Code.SELF: "review.refused_self", self.Code.INELIGIBLE: "review.refused_ineligible"}.get(self.code)
+
+    @property
+    def error(self) -> DomainError:
+        if self.code in (self.Code.SELF, self.Code.INELIGIBLE):
+            return PermissionRefused(self.message)
+        return StateConflict(self.message)
+
+
+def review_refusal(
+    access_request: AccessRequest,
+    reviewer,
+    *,
+    at: datetime,
+    eligible: bool | None = None,
+    reviewed: bool | None = None,
+) -> ReviewRefusal | None:
+    """Why ``request_review`` would refuse ``reviewer`` on ``access_request`` at ``at``, or None.
+
+    The one rule behind the service and the admin's hints, checked in the
+    service's order: one's own request, eligibility for every role, a state
+    other than pending (a pending request past its time to live included),
+    an earlier review by the same reviewer. ``eligible`` and ``reviewed`` are
+    for a caller that looked them up for many requests at once
+    (``review_refusals``); otherwise each costs one query, asked only when
+    the earlier checks pass.
+    """
+    Code = ReviewRefusal.Code
+    state = access_request.state_at(at)
+    if access_request.requester_id == reviewer.pk:
+        return ReviewRefusal(Code.SELF, "you cannot review your own request", state)
+    if eligible is None:
+        eligible = reviewer_is_eligible(reviewer=reviewer, roles=list(access_request.roles.all()))
+    if not eligible:
+        return ReviewRefusal(Code.INELIGIBLE, "you are not a reviewer for every role of this request", state)
+    if state != AccessRequest.State.PENDING:
+        return ReviewRefusal(Code.NOT_PENDING, f"the request is {state}; only pending requests can be reviewed", state)
+    if reviewed is None:
+        reviewed = Review.objects.filter(request=access_request, reviewer=reviewer).exists()
+    if reviewed:
+        return ReviewRefusal(Code.ALREADY_REVIEWED, "you have already reviewed this request", state)
+    return None
+
+
+def review_refusals(requests: list[AccessRequest], reviewer, *, at: datetime) -> dict:
+    """``review_refusal`` for each of ``requests`` (by primary key, refused ones only), in one query.
+
+    Eligibility comes from ``AccessRequestQuerySet.reviewable_by``, the same
+    rule as ``reviewers_of`` seen from the reviewer's side.
+    """
+    facts = (
+        AccessRequest.objects.filter(pk__in=[r.pk for r in requests])
+        .annotate(
+            eligible=Exists(AccessRequest.objects.reviewable_by(reviewer).filter(pk=OuterRef("pk"))),
+            reviewed=Exists(Review.objects.filter(request=OuterRef("pk"), reviewer_id=reviewer.pk)),
+        )
+        .values_list("pk", "eligible", "reviewed")
+    )
+    known = {pk: (eligible, reviewed) for pk, eligible, reviewed in facts}
+    refusals = {}
+    for access_request in requests:
+        eligible, reviewed = known.get(access_request.pk, (False, False))
+        refusal = review_refusal(access_request, reviewer, at=at, eligible=eligible, reviewed=reviewed)
+        if refusal is not None:
+            refusals[access_request.pk] = refusal
+    return refusals
 
 
 def requester_refusal(access_request: AccessRequest, *, roles: list[Role]) -> str | None:
@@ -299,29 +385,21 @@ def request_review(
         with transaction.atomic():
             access_request = _lock(request)
             at = now or timezone.now()
+            prefetch_related_objects([access_request], "roles")
             roles = list(access_request.roles.all())
             audit_data = {
                 "decision": decision,
                 "request": str(access_request.pk),
                 "requester": access_request.requester.username,
             }
-            if access_request.requester_id == reviewer.pk:
-                raise _Refusal(
-                    PermissionRefused("you cannot review your own request"), "review.refused_self", audit_data
-                )
-            if not reviewer_is_eligible(reviewer=reviewer, roles=roles):
-                raise _Refusal(
-                    PermissionRefused("you are not a reviewer for every role of this request"),
-                    "review.refused_ineligible",
-                    audit_data,
-                )
+            refusal = review_refusal(access_request, reviewer, at=at)
+            if refusal is not None and refusal.audit_action:
+                raise _Refusal(refusal.error, refusal.audit_action, audit_data)
             if _expire_if_due(access_request, at):
                 expired = True
             else:
-                if access_request.state != AccessRequest.State.PENDING:
-                    raise StateConflict(f"the request is {access_request.state}; only pending requests can be reviewed")
-                if Review.objects.filter(request=access_request, reviewer=reviewer).exists():
-                    raise StateConflict("you have already reviewed this request")
+                if refusal is not None:
+                    raise refusal.error
                 review = Review.objects.create(
                     request=access_request, reviewer=reviewer, decision=decision, reason=reason, created_at=at
                 )

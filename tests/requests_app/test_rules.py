@@ -14,9 +14,9 @@ import pytest
 from django.utils import timezone
 
 from accounts.selectors import reviewers_of
-from requests_app.models import Grant
+from requests_app.models import AuditEvent, Grant
 from requests_app.notifications import _reviewer_emails
-from requests_app.services import request_create
+from requests_app.services import request_create, request_review, review_refusal
 from tests.conftest import make_role, make_user
 from tests.requests_app.portal import approved_request
 
@@ -95,3 +95,35 @@ def test_reviewer_emails_are_the_reviewers_of_the_roles_minus_the_requester(requ
     assert _reviewer_emails(access_request) == [hal.email]
     expected = reviewers_of([prod_ssh, web_ssh]).exclude(pk=dana.pk).exclude(email="")
     assert _reviewer_emails(access_request) == sorted(u.email for u in expected)
+
+
+@pytest.mark.parametrize("case", ["self", "ineligible", "not_pending", "already_reviewed", None])
+def test_review_refusal_is_what_the_review_service_refuses_with(case, requester, reviewer, reviewer2, prod_ssh, web1):
+    dana = make_user("dana", groups=("engineers", "sre-leads"))
+    access_request = request_create(requester=requester, resources=[web1], reason="INC-1")
+    reviewing = reviewer
+    if case == "self":
+        access_request = request_create(requester=dana, resources=[web1], reason="INC-1")
+        reviewing = dana
+    elif case == "ineligible":
+        reviewing = make_user("erik", groups=("engineers",))
+    elif case == "not_pending":
+        request_review(request=access_request, reviewer=reviewer2, decision="deny", reason="no")
+    elif case == "already_reviewed":
+        request_review(request=access_request, reviewer=reviewer, decision="approve")
+
+    refusal = review_refusal(access_request, reviewing, at=timezone.now())
+    if case is None:
+        assert refusal is None
+        assert request_review(request=access_request, reviewer=reviewing, decision="approve").pk
+        return
+    assert refusal.code == case
+    before = AuditEvent.objects.count()
+    with pytest.raises(type(refusal.error)) as raised:
+        request_review(request=access_request, reviewer=reviewing, decision="approve")
+    assert raised.value.message == refusal.message
+    # Refusals of who may review are audited; those of the request's state are not.
+    audited = AuditEvent.objects.order_by("-pk").first()
+    assert (AuditEvent.objects.count() > before) == (refusal.audit_action is not None)
+    if refusal.audit_action:
+        assert audited.action == refusal.audit_action
