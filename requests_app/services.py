@@ -22,13 +22,13 @@ from accounts import capabilities
 from accounts.models import Role
 from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
 from inventory.models import Resource
-from jitportal.durations import format_duration, parse_duration
+from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.audit import audit_record, audit_record_many
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
 from requests_app.notifications import Event, notify, notify_many
+from requests_app.preview import request_preview
 
-DEFAULT_DURATION = timedelta(hours=1)
 CLOCK_SKEW = timedelta(seconds=60)
 
 
@@ -57,55 +57,6 @@ def _request_audit_data(access_request: AccessRequest) -> dict:
 
 
 # --- create -----------------------------------------------------------------
-
-
-def _pick_roles(*, resources: list[Resource], roles: list[Role], requestable: list[Role]) -> list[Role]:
-    """Roles for a resource-based request; never guesses between privileges."""
-    if roles:
-        used: set[int] = set()
-        for resource in resources:
-            matching = roles_matching(resource, roles)
-            if not matching:
-                names = ", ".join(r.name for r in roles)
-                raise DomainError(
-                    f"{resource.ref}: none of the requested roles ({names}) grants access to it", field="resources"
-                )
-            used.update(r.pk for r in matching)
-        unused = [r.name for r in roles if r.pk not in used]
-        if unused:
-            raise DomainError(f"{', '.join(unused)}: matches none of the requested resources", field="roles")
-        return roles
-    picked: dict[int, Role] = {}
-    for resource in resources:
-        matching = roles_matching(resource, requestable)
-        if not matching:
-            # A resource no requestable role reaches is one the requester may not see: not named as existing.
-            raise DomainError(f"no such resource: {resource.ref}", field="resources")
-        if len(matching) > 1:
-            names = ", ".join(r.name for r in matching)
-            raise DomainError(
-                f"{resource.ref}: several roles you may request grant access to it ({names}); choose with 'roles'",
-                field="roles",
-            )
-        picked[matching[0].pk] = matching[0]
-    return sorted(picked.values(), key=lambda r: r.name)
-
-
-def _resolve_duration(duration: object, roles: list[Role]) -> timedelta:
-    cap_role = min(roles, key=lambda r: r.max_duration)
-    cap = cap_role.max_duration
-    if duration is None or duration == "":
-        return min(DEFAULT_DURATION, cap)
-    try:
-        value = parse_duration(duration)
-    except ValueError as exc:
-        raise DomainError(str(exc), field="duration") from exc
-    if value > cap:
-        raise DomainError(
-            f"{format_duration(value)} is longer than the maximum of {format_duration(cap)} (role {cap_role.name})",
-            field="duration",
-        )
-    return value
 
 
 def _resolve_start(start_time: datetime | None, now: datetime) -> datetime | None:
@@ -161,34 +112,13 @@ def request_create(
     no other path creates an approved request.
     """
     now = now or timezone.now()
-    resources = list(dict.fromkeys(resources or []))
-    roles = list(dict.fromkeys(roles or []))
     if not requester.is_active:
         raise PermissionRefused("your account is not active")
-    if len(resources) > settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST:
-        raise DomainError(
-            f"at most {settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST} resources per request", field="resources"
-        )
-    if not resources and not roles:
-        raise DomainError("name at least one resource or role", field="resources")
-
-    requestable = roles_requestable_by(requester)
-    requestable_ids = {r.pk for r in requestable}
-    refused = [r.name for r in roles if r.pk not in requestable_ids]
-    if refused:
-        # Worded as for a role that does not exist: the answer must not reveal which roles do.
-        raise DomainError(f"no such role: {', '.join(refused)}", field="roles")
-    if resources:
-        roles = _pick_roles(resources=resources, roles=roles, requestable=requestable)
-
+    preview = request_preview(requestable=roles_requestable_by(requester), resources=resources or [], roles=roles or [])
+    resources, roles = list(preview.resources), list(preview.roles)
     reason = _clean_reason(reason)
-    if not reason:
-        needing = [r for r in roles if r.reason_required]
-        if needing:
-            hint = next((r.reason_hint for r in needing if r.reason_hint), "")
-            message = f"a reason is required by role {', '.join(r.name for r in needing)}"
-            raise DomainError(f"{message} ({hint})" if hint else message, field="reason")
-    value = _resolve_duration(duration, roles)
+    preview.reason_check(reason)
+    value = preview.duration(duration)
     start = _resolve_start(start_time, now)
     reviewers = _suggested_reviewers(suggested_reviewers or [], roles=roles, requester=requester)
 
@@ -199,9 +129,9 @@ def request_create(
             duration=value,
             start_time=start,
             created_at=now,
-            pending_expires_at=now + min(r.pending_ttl for r in roles),
-            approvals_required=max(r.approvals for r in roles),
-            denials_required=min(r.denials for r in roles),
+            pending_expires_at=now + preview.pending_ttl,
+            approvals_required=preview.approvals_required,
+            denials_required=preview.denials_required,
         )
         access_request.roles.set(roles)
         if resources:
@@ -221,7 +151,7 @@ def request_create(
                 "suggested_reviewers": [u.username for u in reviewers],
             },
         )
-        if all(r.auto_approve for r in roles):
+        if preview.auto_approve:
             _approve(access_request, at=now, resolution="auto-approved by role policy", actor=requester, auto=True)
         else:
             notify(event=Event.REQUEST_CREATED, access_request=access_request)

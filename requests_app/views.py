@@ -71,20 +71,21 @@ def request_new(request: HttpRequest) -> HttpResponse:
     if not refs and not role_name:
         return render(request, "portal/request_start.html", {"roles": roles_requestable_by(request.user)})
 
-    selection = selectors.request_selection(user=request.user, resource_refs=refs, role_name=role_name)
+    try:
+        selection = selectors.request_selection(user=request.user, resource_refs=refs, role_name=role_name)
+    except DomainError as error:
+        return render(request, "portal/request_form.html", {"error": error.message}, status=400)
     context = {"selection": selection}
-    if selection.error:
-        return render(request, "portal/request_form.html", context, status=400)
 
-    reviewers = selectors.reviewers_eligible_for(roles=selection.roles, exclude=request.user)
+    reviewers = selectors.reviewers_eligible_for(roles=list(selection.roles), exclude=request.user)
     form = AccessRequestForm(
         request.POST if request.method == "POST" else None, selection=selection, reviewers=reviewers
     )
     context.update(
         form=form,
         reviewers=reviewers,
-        approvals=max(r.approvals for r in selection.roles),
-        auto_approve=all(r.auto_approve for r in selection.roles),
+        approvals=selection.approvals_required,
+        auto_approve=selection.auto_approve,
         resource_rows=[(r, selection.matches.get(r.pk, [])) for r in selection.resources],
         other_errors={},
     )
@@ -95,8 +96,8 @@ def request_new(request: HttpRequest) -> HttpResponse:
         try:
             created = services.request_create(
                 requester=request.user,
-                resources=selection.resources,
-                roles=form.chosen_roles() if selection.resources else [selection.role],
+                resources=list(selection.resources),
+                roles=form.chosen_roles(),
                 reason=form.cleaned_data["reason"],
                 duration=form.cleaned_data["duration"],
                 start_time=form.cleaned_data["start_time"],
