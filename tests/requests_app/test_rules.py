@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.selectors import reviewers_of
-from requests_app.models import AuditEvent, Grant
+from requests_app.models import AccessRequest, AuditEvent, Grant
 from requests_app.notifications import _reviewer_emails
 from requests_app.services import request_create, request_review, review_refusal
 from tests.conftest import make_role, make_user
@@ -127,3 +127,32 @@ def test_review_refusal_is_what_the_review_service_refuses_with(case, requester,
     assert (AuditEvent.objects.count() > before) == (refusal.audit_action is not None)
     if refusal.audit_action:
         assert audited.action == refusal.audit_action
+
+
+def test_requests_a_user_may_review_and_users_who_may_review_are_one_rule(requester, prod_ssh, web1, db1):
+    """``AccessRequestQuerySet.reviewable_by`` (from the reviewer's side) and ``reviewers_of`` (from the
+    roles' side) pick the same pairs: active, in a reviewer group of every role, never one's own request."""
+    db_role = make_role("prod-db", resource_kinds=["db"], reviewers=("dba",))
+    users = [
+        make_user("bob", groups=("sre-leads",)),
+        make_user("dora", groups=("dba",)),
+        make_user("dave", groups=("sre-leads", "dba", "engineers")),
+        make_user("fay", groups=("sre-leads", "dba"), is_active=False),
+        make_user("mallory"),
+    ]
+    dave = users[2]
+    requests = [
+        request_create(requester=requester, resources=[web1], reason="INC-1"),
+        request_create(requester=requester, resources=[db1], roles=[db_role], reason="INC-2"),
+        request_create(requester=requester, resources=[web1, db1], roles=[prod_ssh, db_role], reason="INC-3"),
+        request_create(requester=dave, resources=[web1], reason="INC-4"),
+    ]
+    pairs = 0
+    for user in users:
+        reviewable = set(AccessRequest.objects.reviewable_by(user).values_list("pk", flat=True))
+        for access_request in requests:
+            may = reviewers_of(list(access_request.roles.all())).filter(pk=user.pk).exists()
+            may = may and access_request.requester_id != user.pk
+            assert (access_request.pk in reviewable) == may, (user.username, access_request.reason)
+            pairs += may
+    assert pairs == 6  # bob: 1 and 4; dora: 2; dave: 1, 2 and 3, not his own 4
