@@ -15,8 +15,11 @@ from inventory.models import Resource, ResourceQuerySet
 def reviewers_of(roles: list[Role]) -> QuerySet:
     """Active users in a reviewer group of every one of ``roles``: who may review a request for them.
 
-    The one definition of reviewer eligibility: the review service, the count
-    of approvals toward a threshold and the suggested reviewers all use it.
+    The one definition of reviewer eligibility seen from the roles' side: the
+    review service and its refusal hints, the count of approvals toward a
+    threshold, the suggested reviewers and the reviewers e-mailed all use it.
+    ``AccessRequestQuerySet.reviewable_by`` is the same rule seen from the
+    reviewer's side.
     """
     User = get_user_model()
     if not roles:

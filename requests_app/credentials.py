@@ -359,7 +359,9 @@ def resource_ssh_principals(*, resource: Resource, login: str | None = None, at:
     )
     logins: set[str] = set()
     for grant in grants:
-        if grant.covers(resource):
+        # A grant on this resource is honoured only while its role matches it; a role-based one
+        # covers the resource when its role does (the access check's test).
+        if grant.role.matches(resource):
             logins.update(grant.role.logins or [])
     if login is not None:
         logins &= {login}

@@ -61,7 +61,7 @@ class GrantFilterSet(django_filters.FilterSet):
         fields = ["active", "request", "user"]
 
     def filter_active(self, queryset, name, value):
-        active = Grant.objects.active(at=timezone.now()).values("pk")
+        active = Grant.objects.in_state(Grant.State.ACTIVE, at=timezone.now()).values("pk")
         return queryset.filter(pk__in=active) if value in _TRUE else queryset.exclude(pk__in=active)
 
 

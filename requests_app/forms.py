@@ -15,8 +15,7 @@ from django.utils import timezone
 from accounts.models import Role
 from jitportal.fields import DateTimeFormField
 from requests_app.models import MAX_REASON_LENGTH, Review
-from requests_app.selectors import Selection
-from requests_app.services import DEFAULT_DURATION
+from requests_app.preview import RequestPreview
 
 DURATION_STEPS = [
     timedelta(minutes=15),
@@ -95,7 +94,7 @@ class AccessRequestForm(forms.Form):
         help_text="Optional: who should look at it first. Any eligible reviewer may still decide.",
     )
 
-    def __init__(self, *args, selection: Selection, reviewers: list, **kwargs):
+    def __init__(self, *args, selection: RequestPreview, reviewers: list, **kwargs):
         super().__init__(*args, **kwargs)
         self.selection = selection
         self.reviewer_users = {u.username: u for u in reviewers}
@@ -113,18 +112,13 @@ class AccessRequestForm(forms.Form):
         else:
             del self.fields["roles"]
 
-        # The request is capped by its shortest max_duration; before a choice is
-        # made only the fixed roles are sure, and the service names the cap if
-        # a chosen role is shorter.
-        cap_roles = selection.fixed or selection.choices
-        cap = (min if selection.fixed else max)(r.max_duration for r in cap_roles)
-        self.fields["duration"].choices = duration_choices(cap)
-        self.fields["duration"].initial = str(int(min(DEFAULT_DURATION, cap).total_seconds()))
+        # Before a choice is made only the fixed roles are sure; the service names the cap if a chosen role is shorter.
+        self.fields["duration"].choices = duration_choices(selection.duration_cap)
+        self.fields["duration"].initial = str(int(selection.default_duration.total_seconds()))
 
-        needing = [r for r in selection.roles if r.reason_required]
+        needing = selection.reason_required_by
         reason = self.fields["reason"]
-        hints = [r.reason_hint for r in selection.roles if r.reason_hint]
-        reason.help_text = " ".join(dict.fromkeys(hints))
+        reason.help_text = " ".join(selection.reason_hints)
         if needing and not selection.choices:
             reason.label = "Reason (required)"
             reason.widget.attrs["required"] = True
@@ -146,7 +140,7 @@ class AccessRequestForm(forms.Form):
     def chosen_roles(self) -> list[Role]:
         by_name = {r.name: r for r in self.selection.choices}
         chosen = [by_name[name] for name in self.cleaned_data.get("roles", [])]
-        return self.selection.fixed + chosen
+        return [*self.selection.fixed, *chosen]
 
     def chosen_reviewers(self) -> list:
         return [self.reviewer_users[name] for name in self.cleaned_data.get("suggested_reviewers", [])]

@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 from celery import current_app
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.core.validators import validate_email
@@ -36,6 +35,7 @@ from django.db.models import F, Q, prefetch_related_objects
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from accounts.selectors import reviewers_of
 from audit.services import audit_record
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError
@@ -336,10 +336,7 @@ def _channels_for(event: str) -> list[NotificationChannel]:
 
 def _reviewer_emails(access_request: AccessRequest) -> list[str]:
     """Active users eligible to review every role of the request, the requester excluded."""
-    users = get_user_model().objects.filter(is_active=True).exclude(pk=access_request.requester_id).exclude(email="")
-    for role in access_request.roles.all():
-        # One join per role: a user must be in a reviewer group of each.
-        users = users.filter(groups__reviewable_roles=role)
+    users = reviewers_of(list(access_request.roles.all())).exclude(pk=access_request.requester_id).exclude(email="")
     return sorted(set(users.values_list("email", flat=True)))
 
 

@@ -7,21 +7,21 @@ cut to the first few plus a count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import Count, IntegerField, Min, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts import capabilities
 from accounts.models import Role
-from accounts.selectors import resources_searchable_by, reviewers_of, roles_matching, roles_requestable_by
+from accounts.selectors import resources_searchable_by, reviewers_of, roles_requestable_by
 from inventory.models import Resource
 from inventory.selectors import resources_resolve
 from jitportal.errors import DomainError
 from requests_app.models import AccessRequest, AccessRequestQuerySet, Grant, Review
+from requests_app.preview import RequestPreview, request_preview, resource_count_check
 
 RESOURCES_SHOWN = 3
 
@@ -161,78 +161,24 @@ def review_summary(*, user, at: datetime) -> ReviewSummary:
 # --- what a new request would be ------------------------------------------------------
 
 
-@dataclass
-class Selection:
-    """What the request form is about: resources (each with its candidate roles) or one whole role.
+def request_selection(*, user, resource_refs: list[str], role_name: str = "") -> RequestPreview:
+    """Resolve the form's query string into the ``request_preview`` it offers; a ``DomainError`` says why
+    nothing can be requested.
 
-    ``fixed`` are roles that will be used whatever the requester picks (the only
-    match for some resource, or the role of a role request); ``choices`` are
-    roles the requester must choose among, because several fit some resource.
-    """
-
-    resources: list[Resource] = field(default_factory=list)
-    role: Role | None = None
-    fixed: list[Role] = field(default_factory=list)
-    choices: list[Role] = field(default_factory=list)
-    matches: dict[int, list[Role]] = field(default_factory=dict)
-    error: str = ""
-
-    @property
-    def roles(self) -> list[Role]:
-        """Every role that may end up in the request, fixed first."""
-        return self.fixed + self.choices
-
-    @property
-    def ambiguous(self) -> bool:
-        return bool(self.choices)
-
-    @property
-    def needing_choice(self) -> list[Resource]:
-        """Resources that no fixed role reaches: the requester must pick one of their roles."""
-        fixed = {r.pk for r in self.fixed}
-        return [r for r in self.resources if not fixed & {role.pk for role in self.matches.get(r.pk, [])}]
-
-    @property
-    def is_role_request(self) -> bool:
-        return self.role is not None
-
-
-def request_selection(*, user, resource_refs: list[str], role_name: str = "") -> Selection:
-    """Resolve the form's query string; ``error`` says why nothing can be requested.
-
-    The service checks all of this again on submit; this only decides what
-    the form offers (which role, which durations, which reviewers).
+    The requester may still choose among the roles that fit a resource; the
+    service previews the request again, with the roles chosen, on submit.
     """
     requestable = roles_requestable_by(user)
     if role_name:
         role = next((r for r in requestable if r.name == role_name), None)
         if role is None:  # as for a role that does not exist: the page must not reveal which do
-            return Selection(error=f"no such role: {role_name}")
-        return Selection(role=role, fixed=[role])
+            raise DomainError(f"no such role: {role_name}", field="roles")
+        return request_preview(requestable=requestable, roles=[role])
     refs = list(dict.fromkeys(ref.strip() for ref in resource_refs if ref.strip()))
     if not refs:
-        return Selection(error="choose at least one resource or role")
-    limit = settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST
-    if len(refs) > limit:
-        return Selection(error=f"at most {limit} resources per request")
-    try:
-        # Only what the user may search: a hidden resource is answered as a missing one.
-        resources = resources_resolve(refs, queryset=resources_searchable_by(user, roles=requestable))
-    except DomainError as exc:
-        return Selection(error=exc.message)
-    selection = Selection(resources=resources)
-    fixed: dict[int, Role] = {}
-    choices: dict[int, Role] = {}
-    for resource in resources:
-        matching = roles_matching(resource, requestable)
-        if not matching:
-            return Selection(error=f"no such resource: {resource.ref}")  # not searchable after all
-        selection.matches[resource.pk] = matching
-        if len(matching) == 1:
-            fixed[matching[0].pk] = matching[0]
-        else:
-            choices.update((r.pk, r) for r in matching)
-    selection.fixed = sorted(fixed.values(), key=lambda r: r.name)
-    # A role that is used anyway (the only fit for another resource) is no choice.
-    selection.choices = sorted((r for r in choices.values() if r.pk not in fixed), key=lambda r: r.name)
-    return selection
+        raise DomainError("choose at least one resource or role", field="resources")
+    # Counted before resolving: a long query string costs nothing.
+    resource_count_check(len(refs))
+    # Only what the user may search: a hidden resource is answered as a missing one.
+    resources = resources_resolve(refs, queryset=resources_searchable_by(user, roles=requestable))
+    return request_preview(requestable=requestable, resources=resources, allow_choice=True)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, prefetch_related_objects
 from django.utils import timezone
 
 from accounts import capabilities
@@ -22,12 +23,12 @@ from accounts.models import Role
 from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
 from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
-from jitportal.durations import format_duration, parse_duration
+from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
 from requests_app.notifications import Event, notify, notify_many
+from requests_app.preview import request_preview
 
-DEFAULT_DURATION = timedelta(hours=1)
 CLOCK_SKEW = timedelta(seconds=60)
 
 
@@ -56,55 +57,6 @@ def _request_audit_data(access_request: AccessRequest) -> dict:
 
 
 # --- create -----------------------------------------------------------------
-
-
-def _pick_roles(*, resources: list[Resource], roles: list[Role], requestable: list[Role]) -> list[Role]:
-    """Roles for a resource-based request; never guesses between privileges."""
-    if roles:
-        used: set[int] = set()
-        for resource in resources:
-            matching = roles_matching(resource, roles)
-            if not matching:
-                names = ", ".join(r.name for r in roles)
-                raise DomainError(
-                    f"{resource.ref}: none of the requested roles ({names}) grants access to it", field="resources"
-                )
-            used.update(r.pk for r in matching)
-        unused = [r.name for r in roles if r.pk not in used]
-        if unused:
-            raise DomainError(f"{', '.join(unused)}: matches none of the requested resources", field="roles")
-        return roles
-    picked: dict[int, Role] = {}
-    for resource in resources:
-        matching = roles_matching(resource, requestable)
-        if not matching:
-            # A resource no requestable role reaches is one the requester may not see: not named as existing.
-            raise DomainError(f"no such resource: {resource.ref}", field="resources")
-        if len(matching) > 1:
-            names = ", ".join(r.name for r in matching)
-            raise DomainError(
-                f"{resource.ref}: several roles you may request grant access to it ({names}); choose with 'roles'",
-                field="roles",
-            )
-        picked[matching[0].pk] = matching[0]
-    return sorted(picked.values(), key=lambda r: r.name)
-
-
-def _resolve_duration(duration: object, roles: list[Role]) -> timedelta:
-    cap_role = min(roles, key=lambda r: r.max_duration)
-    cap = cap_role.max_duration
-    if duration is None or duration == "":
-        return min(DEFAULT_DURATION, cap)
-    try:
-        value = parse_duration(duration)
-    except ValueError as exc:
-        raise DomainError(str(exc), field="duration") from exc
-    if value > cap:
-        raise DomainError(
-            f"{format_duration(value)} is longer than the maximum of {format_duration(cap)} (role {cap_role.name})",
-            field="duration",
-        )
-    return value
 
 
 def _resolve_start(start_time: datetime | None, now: datetime) -> datetime | None:
@@ -160,34 +112,13 @@ def request_create(
     no other path creates an approved request.
     """
     now = now or timezone.now()
-    resources = list(dict.fromkeys(resources or []))
-    roles = list(dict.fromkeys(roles or []))
     if not requester.is_active:
         raise PermissionRefused("your account is not active")
-    if len(resources) > settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST:
-        raise DomainError(
-            f"at most {settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST} resources per request", field="resources"
-        )
-    if not resources and not roles:
-        raise DomainError("name at least one resource or role", field="resources")
-
-    requestable = roles_requestable_by(requester)
-    requestable_ids = {r.pk for r in requestable}
-    refused = [r.name for r in roles if r.pk not in requestable_ids]
-    if refused:
-        # Worded as for a role that does not exist: the answer must not reveal which roles do.
-        raise DomainError(f"no such role: {', '.join(refused)}", field="roles")
-    if resources:
-        roles = _pick_roles(resources=resources, roles=roles, requestable=requestable)
-
+    preview = request_preview(requestable=roles_requestable_by(requester), resources=resources or [], roles=roles or [])
+    resources, roles = list(preview.resources), list(preview.roles)
     reason = _clean_reason(reason)
-    if not reason:
-        needing = [r for r in roles if r.reason_required]
-        if needing:
-            hint = next((r.reason_hint for r in needing if r.reason_hint), "")
-            message = f"a reason is required by role {', '.join(r.name for r in needing)}"
-            raise DomainError(f"{message} ({hint})" if hint else message, field="reason")
-    value = _resolve_duration(duration, roles)
+    preview.reason_check(reason)
+    value = preview.duration(duration)
     start = _resolve_start(start_time, now)
     reviewers = _suggested_reviewers(suggested_reviewers or [], roles=roles, requester=requester)
 
@@ -198,9 +129,9 @@ def request_create(
             duration=value,
             start_time=start,
             created_at=now,
-            pending_expires_at=now + min(r.pending_ttl for r in roles),
-            approvals_required=max(r.approvals for r in roles),
-            denials_required=min(r.denials for r in roles),
+            pending_expires_at=now + preview.pending_ttl,
+            approvals_required=preview.approvals_required,
+            denials_required=preview.denials_required,
         )
         access_request.roles.set(roles)
         if resources:
@@ -220,7 +151,7 @@ def request_create(
                 "suggested_reviewers": [u.username for u in reviewers],
             },
         )
-        if all(r.auto_approve for r in roles):
+        if preview.auto_approve:
             _approve(access_request, at=now, resolution="auto-approved by role policy", actor=requester, auto=True)
         else:
             notify(event=Event.REQUEST_CREATED, access_request=access_request)
@@ -231,8 +162,93 @@ def request_create(
 
 
 def reviewer_is_eligible(*, reviewer, roles: list[Role]) -> bool:
-    """Eligible when the reviewer is active and in a reviewer group of every role."""
+    """Eligible when the reviewer is active and in a reviewer group of every role (``reviewers_of``)."""
     return reviewers_of(roles).filter(pk=reviewer.pk).exists()
+
+
+@dataclass(frozen=True)
+class ReviewRefusal:
+    """Why ``reviewer`` may not review a request now: a stable ``code`` and the message the service gives."""
+
+    class Code(StrEnum):
+        SELF = "self"
+        INELIGIBLE = "ineligible"
+        NOT_PENDING = "not_pending"
+        ALREADY_REVIEWED = "already_reviewed"
+
+    code: Code
+    message: str
+    state: str  # the request's state when it was asked
+
+    @property
+    def audit_action(self) -> str | None:
+        """The audit action of a refusal that is recorded: who tried to review what they may not."""
+        return {self.Code.SELF: "review.refused_self", self.Code.INELIGIBLE: "review.refused_ineligible"}.get(self.code)
+
+    @property
+    def error(self) -> DomainError:
+        if self.code in (self.Code.SELF, self.Code.INELIGIBLE):
+            return PermissionRefused(self.message)
+        return StateConflict(self.message)
+
+
+def review_refusal(
+    access_request: AccessRequest,
+    reviewer,
+    *,
+    at: datetime,
+    eligible: bool | None = None,
+    reviewed: bool | None = None,
+) -> ReviewRefusal | None:
+    """Why ``request_review`` would refuse ``reviewer`` on ``access_request`` at ``at``, or None.
+
+    The one rule behind the service and the admin's hints, checked in the
+    service's order: one's own request, eligibility for every role, a state
+    other than pending (a pending request past its time to live included),
+    an earlier review by the same reviewer. ``eligible`` and ``reviewed`` are
+    for a caller that looked them up for many requests at once
+    (``review_refusals``); otherwise each costs one query, asked only when
+    the earlier checks pass.
+    """
+    Code = ReviewRefusal.Code
+    state = access_request.state_at(at)
+    if access_request.requester_id == reviewer.pk:
+        return ReviewRefusal(Code.SELF, "you cannot review your own request", state)
+    if eligible is None:
+        eligible = reviewer_is_eligible(reviewer=reviewer, roles=list(access_request.roles.all()))
+    if not eligible:
+        return ReviewRefusal(Code.INELIGIBLE, "you are not a reviewer for every role of this request", state)
+    if state != AccessRequest.State.PENDING:
+        return ReviewRefusal(Code.NOT_PENDING, f"the request is {state}; only pending requests can be reviewed", state)
+    if reviewed is None:
+        reviewed = Review.objects.filter(request=access_request, reviewer=reviewer).exists()
+    if reviewed:
+        return ReviewRefusal(Code.ALREADY_REVIEWED, "you have already reviewed this request", state)
+    return None
+
+
+def review_refusals(requests: list[AccessRequest], reviewer, *, at: datetime) -> dict:
+    """``review_refusal`` for each of ``requests`` (by primary key, refused ones only), in one query.
+
+    Eligibility comes from ``AccessRequestQuerySet.reviewable_by``, the same
+    rule as ``reviewers_of`` seen from the reviewer's side.
+    """
+    facts = (
+        AccessRequest.objects.filter(pk__in=[r.pk for r in requests])
+        .annotate(
+            eligible=Exists(AccessRequest.objects.reviewable_by(reviewer).filter(pk=OuterRef("pk"))),
+            reviewed=Exists(Review.objects.filter(request=OuterRef("pk"), reviewer_id=reviewer.pk)),
+        )
+        .values_list("pk", "eligible", "reviewed")
+    )
+    known = {pk: (eligible, reviewed) for pk, eligible, reviewed in facts}
+    refusals = {}
+    for access_request in requests:
+        eligible, reviewed = known.get(access_request.pk, (False, False))
+        refusal = review_refusal(access_request, reviewer, at=at, eligible=eligible, reviewed=reviewed)
+        if refusal is not None:
+            refusals[access_request.pk] = refusal
+    return refusals
 
 
 def requester_refusal(access_request: AccessRequest, *, roles: list[Role]) -> str | None:
@@ -299,29 +315,21 @@ def request_review(
         with transaction.atomic():
             access_request = _lock(request)
             at = now or timezone.now()
+            prefetch_related_objects([access_request], "roles")
             roles = list(access_request.roles.all())
             audit_data = {
                 "decision": decision,
                 "request": str(access_request.pk),
                 "requester": access_request.requester.username,
             }
-            if access_request.requester_id == reviewer.pk:
-                raise _Refusal(
-                    PermissionRefused("you cannot review your own request"), "review.refused_self", audit_data
-                )
-            if not reviewer_is_eligible(reviewer=reviewer, roles=roles):
-                raise _Refusal(
-                    PermissionRefused("you are not a reviewer for every role of this request"),
-                    "review.refused_ineligible",
-                    audit_data,
-                )
+            refusal = review_refusal(access_request, reviewer, at=at)
+            if refusal is not None and refusal.audit_action:
+                raise _Refusal(refusal.error, refusal.audit_action, audit_data)
             if _expire_if_due(access_request, at):
                 expired = True
             else:
-                if access_request.state != AccessRequest.State.PENDING:
-                    raise StateConflict(f"the request is {access_request.state}; only pending requests can be reviewed")
-                if Review.objects.filter(request=access_request, reviewer=reviewer).exists():
-                    raise StateConflict("you have already reviewed this request")
+                if refusal is not None:
+                    raise refusal.error
                 review = Review.objects.create(
                     request=access_request, reviewer=reviewer, decision=decision, reason=reason, created_at=at
                 )

@@ -71,20 +71,21 @@ def request_new(request: HttpRequest) -> HttpResponse:
     if not refs and not role_name:
         return render(request, "portal/request_start.html", {"roles": roles_requestable_by(request.user)})
 
-    selection = selectors.request_selection(user=request.user, resource_refs=refs, role_name=role_name)
+    try:
+        selection = selectors.request_selection(user=request.user, resource_refs=refs, role_name=role_name)
+    except DomainError as error:
+        return render(request, "portal/request_form.html", {"error": error.message}, status=400)
     context = {"selection": selection}
-    if selection.error:
-        return render(request, "portal/request_form.html", context, status=400)
 
-    reviewers = selectors.reviewers_eligible_for(roles=selection.roles, exclude=request.user)
+    reviewers = selectors.reviewers_eligible_for(roles=list(selection.roles), exclude=request.user)
     form = AccessRequestForm(
         request.POST if request.method == "POST" else None, selection=selection, reviewers=reviewers
     )
     context.update(
         form=form,
         reviewers=reviewers,
-        approvals=max(r.approvals for r in selection.roles),
-        auto_approve=all(r.auto_approve for r in selection.roles),
+        approvals=selection.approvals_required,
+        auto_approve=selection.auto_approve,
         resource_rows=[(r, selection.matches.get(r.pk, [])) for r in selection.resources],
         other_errors={},
     )
@@ -95,8 +96,8 @@ def request_new(request: HttpRequest) -> HttpResponse:
         try:
             created = services.request_create(
                 requester=request.user,
-                resources=selection.resources,
-                roles=form.chosen_roles() if selection.resources else [selection.role],
+                resources=list(selection.resources),
+                roles=form.chosen_roles(),
                 reason=form.cleaned_data["reason"],
                 duration=form.cleaned_data["duration"],
                 start_time=form.cleaned_data["start_time"],
@@ -140,12 +141,15 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
     now = timezone.now()
     grants = list(access_request.grants.all())
     is_requester = access_request.requester_id == request.user.pk
-    # How to connect: only to the grant's owner, only while it is active, only for SSH servers.
-    connect = [
-        grant
-        for grant in grants
-        if is_requester and grant.resource_id and grant.resource.kind == "node" and grant.is_active(now)
-    ]
+    # How to connect: only to the grant's owner, only for SSH servers, only while the access check
+    # honours the grant (two queries for all of them, none when no grant is a candidate).
+    candidates = [g for g in grants if is_requester and g.resource_id and g.resource.kind == "node"]
+    honoured = set(
+        Grant.objects.honoured(at=now).filter(pk__in=[g.pk for g in candidates]).values_list("pk", flat=True)
+        if candidates
+        else ()
+    )
+    connect = [grant for grant in candidates if grant.pk in honoured]
     review_url = None
     state = access_request.state_at(now)
     if state == AccessRequest.State.PENDING and capabilities.may_review_queue(request.user):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -40,18 +39,9 @@ class GrantStateFilter(admin.SimpleListFilter):
         return Grant.State.choices
 
     def queryset(self, request, queryset):
-        now = timezone.now()
-        live = Q(revoked_at__isnull=True)
-        match self.value():
-            case Grant.State.SCHEDULED:
-                return queryset.filter(live, starts_at__gt=now)
-            case Grant.State.ACTIVE:
-                return queryset.active(at=now)
-            case Grant.State.EXPIRED:
-                return queryset.filter(live, expires_at__lte=now)
-            case Grant.State.REVOKED:
-                return queryset.filter(revoked_at__isnull=False)
-        return queryset
+        if self.value() not in Grant.State.values:
+            return queryset
+        return queryset.in_state(self.value(), at=timezone.now())
 
 
 @admin.register(Grant)

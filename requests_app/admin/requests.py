@@ -140,6 +140,22 @@ class RequestStateFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=AccessRequest.objects.in_state(self.value(), at=timezone.now()).values("pk"))
 
 
+# How the admin words each ``services.review_refusal``: the rule is the service's, only the phrasing is here.
+_Code = services.ReviewRefusal.Code
+_CHANGE_PAGE_NOTES = {
+    _Code.SELF: "This is your own request; another reviewer decides on it.",
+    _Code.INELIGIBLE: "You are not a reviewer for every role of this request.",
+    _Code.NOT_PENDING: "This request is {state}; only pending requests can be reviewed.",
+    _Code.ALREADY_REVIEWED: "You have already reviewed this request.",
+}
+_CONFIRMATION_NOTES = {
+    _Code.SELF: "your own request: will be refused",
+    _Code.INELIGIBLE: "you are not a reviewer for every role: will be refused",
+    _Code.NOT_PENDING: "it is {state}: will be refused",
+    _Code.ALREADY_REVIEWED: "you have already reviewed it: will be refused",
+}
+
+
 @admin.register(AccessRequest)
 class AccessRequestAdmin(ReadOnlyModelAdmin):
     may_view = staticmethod(capabilities.may_read_requests)
@@ -266,22 +282,12 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
 
         Only a hint for the page: the service decides again when the reviewer confirms.
         """
-        user = request.user
         if not self.has_review_permission(request):
             return None
-        note = ""
-        state = obj.current_state
-        if state != AccessRequest.State.PENDING:
-            note = f"This request is {state}; only pending requests can be reviewed."
-        elif obj.requester_id == user.pk:
-            note = "This is your own request; another reviewer decides on it."
-        elif not services.reviewer_is_eligible(reviewer=user, roles=list(obj.roles.all())):
-            note = "You are not a reviewer for every role of this request."
-        elif any(review.reviewer_id == user.pk for review in obj.reviews.all()):
-            note = "You have already reviewed this request."
+        refusal = services.review_refusal(obj, request.user, at=timezone.now())
         url = reverse("admin:requests_app_accessrequest_review")
         return {
-            "note": note,
+            "note": _CHANGE_PAGE_NOTES[refusal.code].format(state=refusal.state) if refusal else "",
             "approve_url": f"{url}?decision=approve&ids={obj.pk}",
             "deny_url": f"{url}?decision=deny&ids={obj.pk}",
         }
@@ -338,21 +344,8 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
 
     def _review_notes(self, request, requests: list[AccessRequest]) -> dict:
         """Why an item will be refused, for the confirmation page, in one query (the service decides)."""
-        user = request.user
-        reviewable = set(
-            AccessRequest.objects.reviewable_by(user)
-            .filter(pk__in=[r.pk for r in requests])
-            .values_list("pk", flat=True)
-        )
-        notes = {}
-        for r in requests:
-            if r.current_state != AccessRequest.State.PENDING:
-                notes[r.pk] = f"it is {r.current_state}: will be refused"
-            elif r.requester_id == user.pk:
-                notes[r.pk] = "your own request: will be refused"
-            elif r.pk not in reviewable:
-                notes[r.pk] = "you are not a reviewer for every role: will be refused"
-        return notes
+        refusals = services.review_refusals(requests, request.user, at=timezone.now())
+        return {pk: _CONFIRMATION_NOTES[r.code].format(state=r.state) for pk, r in refusals.items()}
 
     def _review_all(self, request, pairs, found, form: ReviewForm) -> bool:
         """Review each request through the service; False when the form itself was refused (shown again)."""

@@ -193,8 +193,25 @@ class GrantQuerySet(models.QuerySet):
             return self
         return self.filter(user=user)
 
+    def in_state(self, state: str, *, at: datetime) -> GrantQuerySet:
+        """Grants whose state at ``at`` is ``state``, as ``Grant.state_at`` derives it.
+
+        Revocation wins over the window; outside it a grant is scheduled
+        (before its start) or expired (from its end on).
+        """
+        if state == Grant.State.REVOKED:
+            return self.filter(revoked_at__isnull=False)
+        live = self.filter(revoked_at__isnull=True)
+        if state == Grant.State.SCHEDULED:
+            return live.filter(starts_at__gt=at)
+        if state == Grant.State.EXPIRED:
+            return live.filter(expires_at__lte=at)
+        if state == Grant.State.ACTIVE:
+            return live.filter(starts_at__lte=at, expires_at__gt=at)
+        return self.none()
+
     def active(self, *, at: datetime) -> GrantQuerySet:
-        return self.filter(starts_at__lte=at, expires_at__gt=at, revoked_at__isnull=True)
+        return self.in_state(Grant.State.ACTIVE, at=at)
 
     def honoured(self, *, at: datetime, include_scheduled: bool = False) -> GrantQuerySet:
         """Grants the access check honours at ``at``: ``grant_refusal`` is None for exactly these.
@@ -262,6 +279,7 @@ class Grant(models.Model):
         return f"{self.user} → {target}"
 
     def state_at(self, at: datetime) -> str:
+        """The state at ``at``, for one grant; ``GrantQuerySet.in_state`` is the same rule as a filter."""
         if self.revoked_at is not None:
             return self.State.REVOKED
         if at < self.starts_at:

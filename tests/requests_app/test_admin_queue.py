@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, Role, User
 from audit.models import AuditEvent
 from inventory.models import Resource
+from jitportal.errors import PermissionRefused
 from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import request_create, request_review
 from tests.conftest import give_capabilities, make_role, make_user
@@ -340,6 +341,31 @@ def test_change_page_says_why_it_offers_no_buttons(client, engineer_reviewer, qu
     client.force_login(engineer_reviewer)
     content = text(client.get(change_url(target)))
     assert note in content and "Approve…" not in content
+
+
+def test_bulk_confirmation_notes_say_what_the_service_will_refuse_in_one_query(client, engineer_reviewer, queue, web1):
+    """The notes come from ``review_refusal`` (one query for all rows): an earlier review of one's own
+    is noted as well, and an own request past its time to live is noted as one's own, as the service refuses it."""
+    request_review(request=queue["second"], reviewer=engineer_reviewer, decision="approve")
+    own = request_create(requester=engineer_reviewer, resources=[web1], reason="mine")
+    now = timezone.now()
+    AccessRequest.objects.filter(pk=own.pk).update(
+        created_at=now - timedelta(days=2), pending_expires_at=now - timedelta(seconds=1)
+    )
+    picked = [queue["first"], queue["second"], queue["decided"], own]
+    client.force_login(engineer_reviewer)
+    ids = [str(r.pk) for r in picked]
+    many, page = queries_for(client, REVIEW, {"decision": "approve", "ids": ids})
+    notes = {obj.pk: note for _raw, obj, note in page.context["items"] if note}
+    assert notes == {
+        queue["second"].pk: "you have already reviewed it: will be refused",
+        queue["decided"].pk: "it is denied: will be refused",
+        own.pk: "your own request: will be refused",
+    }
+    one, _ = queries_for(client, REVIEW, {"decision": "approve", "ids": ids[:1]})
+    assert many == one
+    with pytest.raises(PermissionRefused, match="you cannot review your own request"):
+        request_review(request=own, reviewer=engineer_reviewer, decision="approve")
 
 
 # --- grants: revoke ---------------------------------------------------------------------------

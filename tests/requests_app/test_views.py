@@ -510,6 +510,25 @@ def test_detail_tells_the_owner_how_to_connect_to_an_active_ssh_grant(
     assert "jit ssh" not in text(client.get(detail_url(ssh)))
 
 
+def test_detail_offers_no_way_to_connect_once_the_access_check_stops_honouring_the_grant(
+    client, requester, reviewer, reviewer2, prod_ssh, web1
+):
+    """The panel follows ``GrantQuerySet.honoured``, not only the time window."""
+    ssh = approved_request(requester=requester, reviewers=[reviewer, reviewer2], role=prod_ssh, resources=[web1])
+    login(client, requester)
+    assert "jit ssh ubuntu@web-1" in text(client.get(detail_url(ssh)))
+
+    # Relabelled out of the role: the grant is still in its window but no longer honoured.
+    make_resource("web-1", labels={"env": "staging", "team": "web"}, address=web1.address)
+    assert "jit ssh" not in text(client.get(detail_url(ssh)))
+    make_resource("web-1", labels={"env": "prod", "team": "web"}, address=web1.address)
+    assert "jit ssh ubuntu@web-1" in text(client.get(detail_url(ssh)))
+
+    # Out of every group that may request the role.
+    requester.groups.clear()
+    assert "jit ssh" not in text(client.get(detail_url(ssh)))
+
+
 def test_detail_offers_staff_reviewers_the_queue(client, pending, staff_reviewer):
     html = login(client, staff_reviewer).get(detail_url(pending)).content.decode()
     assert reverse("admin:requests_app_accessrequest_change", args=[pending.pk]) in html
