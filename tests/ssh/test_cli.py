@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, User
 from requests_app import services
+from requests_app.credentials import ssh_ca_init
 from requests_app.models import AccessRequest, Grant, IssuedCertificate
 from tests.conftest import give_capabilities, make_resource, make_role, make_user
 from tests.ssh.conftest import LOGIN
@@ -525,6 +526,7 @@ def sshd_for(sshd_factory, name: str, server: str):
     _, token = ApiToken.objects.create(
         user=give_capabilities(make_user(f"{name}-agent"), "check_access"), can_check_access=True
     )
+    ssh_ca_init()  # as the deployment does before configuring hosts
 
     def refresh() -> None:
         def text(path: str) -> str:
