@@ -388,8 +388,8 @@ def _refuse_unless_usable(grant: Grant, *, user, at: datetime) -> None:
         return
     # A grant outside its window is a state to wait out or renew; one the owner lost is a refusal.
     if grant.state_at(at) != Grant.State.ACTIVE:
-        raise StateConflict(refusal)
-    raise PermissionRefused(refusal)
+        raise StateConflict(refusal, code="grant_not_active")
+    raise PermissionRefused(refusal, code="not_honoured")
 
 
 def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | None = None) -> IssuedCertificate:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
@@ -275,7 +276,9 @@ def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
 
 def _expired_conflict(access_request: AccessRequest, what: str) -> StateConflict:
     when = access_request.pending_expires_at
-    return StateConflict(f"the request expired at {when:%Y-%m-%d %H:%M:%S %Z} before it was {what}")
+    return StateConflict(
+        f"the request expired at {when:%Y-%m-%d %H:%M:%S %Z} before it was {what}", code="request_expired"
+    )
 
 
 def request_review(
@@ -598,11 +601,22 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
 NO_GRANT = "no active grant covers this resource"
 
 
+class Decision(StrEnum):
+    """The stable codes of an access decision, for machines (the CLI, host agents); ``reason`` is for people."""
+
+    ALLOWED = "allowed"
+    NO_GRANT = "no_grant"  # no live grant covers the resource (or no such resource: not told apart)
+    LOGIN_NOT_ALLOWED = "login_not_allowed"  # a grant covers it, but its role does not allow this login
+    USER_INACTIVE = "user_inactive"
+    NOT_HONOURED = "not_honoured"  # a grant covers it but is no longer honoured (revoked, eligibility lost)
+
+
 @dataclass
 class AccessDecision:
     allowed: bool
     grant: Grant | None = None
     reason: str = ""
+    code: str = Decision.ALLOWED
 
     @property
     def expires_at(self) -> datetime | None:
@@ -622,9 +636,9 @@ def access_check(
     """
     at = at or timezone.now()
     if not user.is_active:
-        return AccessDecision(False, reason="the user is not active")
+        return AccessDecision(False, reason="the user is not active", code=Decision.USER_INACTIVE)
     if resource is None:  # no such resource: answered as one without a grant, not to reveal which exist
-        return AccessDecision(False, reason=NO_GRANT)
+        return AccessDecision(False, reason=NO_GRANT, code=Decision.NO_GRANT)
     honoured = Grant.objects.honoured(at=at).filter(pk=OuterRef("pk"))
     grants = list(
         Grant.objects.active(at=at)
@@ -634,7 +648,7 @@ def access_check(
         .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
-    reason = NO_GRANT
+    reason, code = NO_GRANT, Decision.NO_GRANT
     not_honoured = None
     for grant in grants:
         if not grant.role.matches(resource):
@@ -644,8 +658,11 @@ def access_check(
             continue
         if login is not None and login not in grant.role.logins:
             reason = f"login {login!r} is not allowed by role {grant.role.name}"
+            code = Decision.LOGIN_NOT_ALLOWED
             continue
         return AccessDecision(True, grant=grant)
     if not_honoured is not None:
-        reason = grant_refusal(not_honoured, at=at) or reason
-    return AccessDecision(False, reason=reason)
+        refusal = grant_refusal(not_honoured, at=at)
+        if refusal is not None:
+            reason, code = refusal, Decision.NOT_HONOURED
+    return AccessDecision(False, reason=reason, code=code)

@@ -59,13 +59,16 @@ class TokenView(APIView):
         if is_locked_out(request):
             # Refused before the password was looked at; auth.failed / auth.locked are recorded.
             return Response(
-                {"detail": lockout_message()},
+                {"detail": lockout_message(), "code": "locked_out"},
                 status=LOCKOUT_STATUS,
                 headers={"Retry-After": str(lockout_seconds())},
             )
         if user is None or not user.is_active:
             audit_record(action="token.refused", target_type="user", target_id=data.validated_data["username"][:64])
-            return Response({"detail": "invalid username or password"}, status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"detail": "invalid username or password", "code": "invalid_credentials"},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         instance, token = ApiToken.objects.create(user=user, name=data.validated_data.get("name", ""))
         audit_record(action="token.created", actor=user, target_type="apitoken", target_id=instance.token_key)
         body = {"token": token, "expires_at": instance.expiry, "username": user.username}
@@ -80,7 +83,9 @@ class TokenView(APIView):
 
         result = TokenAuthentication().authenticate(request)
         if result is None:
-            return Response({"detail": "send the token to revoke in the Authorization header"}, status=400)
+            return Response(
+                {"detail": "send the token to revoke in the Authorization header", "code": "token_missing"}, status=400
+            )
         user, token = result
         audit_record(action="token.revoked", actor=user, target_type="apitoken", target_id=token.token_key)
         token.delete()

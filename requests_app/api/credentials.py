@@ -67,6 +67,8 @@ _FORMAT_PARAMETER = OpenApiParameter(
 class IsHostAgent(BasePermission):
     """Holders of ``check_access`` (a host agent): these lists are about every user."""
 
+    code = "capability_required"
+
     def has_permission(self, request, view) -> bool:
         if capabilities.may_check_access(request.user, request.auth):
             return True
@@ -136,7 +138,7 @@ NO_SSH_CA = "no SSH CA yet: run manage.py ssh_ca init"
 class SSHCAView(APIView):
     """Every trusted CA public key, ready for sshd's TrustedUserCAKeys.
 
-    Before any CA exists the answer is a 503 in JSON whatever the format asked
+    Before any CA exists the answer is a 404 in JSON whatever the format asked
     (a host's ``curl -f`` fails and keeps its file rather than writing an
     error into it); a GET never creates one.
     """
@@ -150,14 +152,14 @@ class SSHCAView(APIView):
         responses={
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="one OpenSSH public key per line"),
             (200, "application/json"): CAKeysSerializer,
-            503: OpenApiResponse(description=NO_SSH_CA),
+            404: OpenApiResponse(description=NO_SSH_CA),
         },
     )
     def get(self, request):
         now = timezone.now()
         cas = ssh_cas_trusted(at=now)
         if not cas:
-            return JsonResponse({"detail": NO_SSH_CA, "code": "no_ssh_ca"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return JsonResponse({"detail": NO_SSH_CA, "code": "no_ssh_ca"}, status=status.HTTP_404_NOT_FOUND)
         if _wants_json(request):
             keys = [
                 {

@@ -101,7 +101,10 @@ def test_an_auditor_sees_the_grant_but_gets_no_certificate_for_it(api, auditor, 
     response = api(auditor).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
 
     assert response.status_code == 403
-    assert response.json() == {"detail": "only the grant's owner can get a certificate for it"}
+    assert response.json() == {
+        "detail": "only the grant's owner can get a certificate for it",
+        "code": "permission_denied",
+    }
     assert not IssuedCertificate.objects.exists()
 
 
@@ -127,7 +130,7 @@ def test_owner_no_longer_eligible_is_a_403(api, requester, grant):
     response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
 
     assert response.status_code == 403
-    assert response.json() == {"detail": "alice is no longer eligible for role web-ssh"}
+    assert response.json() == {"detail": "alice is no longer eligible for role web-ssh", "code": "not_honoured"}
 
 
 @pytest.mark.parametrize(
@@ -157,9 +160,9 @@ def test_short_rsa_key_is_a_400_saying_how_long_it_must_be(api, requester, grant
 # --- GET /ca/ssh/ ---------------------------------------------------------------------------------
 
 
-def test_anonymous_ca_get_before_any_ca_is_a_503_naming_the_command_and_creates_nothing(db):
+def test_anonymous_ca_get_before_any_ca_is_a_404_naming_the_command_and_creates_nothing(db):
     for response in (APIClient().get(CA), APIClient().get(CA, {"format": "json"})):
-        assert response.status_code == 503
+        assert response.status_code == 404
         assert response["Content-Type"] == "application/json"
         assert response.json() == {"detail": "no SSH CA yet: run manage.py ssh_ca init", "code": "no_ssh_ca"}
 
