@@ -9,7 +9,7 @@ from django.db import transaction
 
 from accounts.models import ApiToken
 from inventory.models import Resource
-from inventory.services import LABEL_KEY
+from inventory.services import label_key_clean, label_value_text
 from jitportal.errors import DomainError
 from requests_app.audit import audit_record, audit_record_many
 
@@ -36,10 +36,7 @@ def role_clean_selector(value: object) -> dict[str, list[str]]:
         raise DomainError("must be a mapping of label key to a list of values ('*' for any)", field="resource_labels")
     selector: dict[str, list[str]] = {}
     for key, values in value.items():
-        if not isinstance(key, str) or not LABEL_KEY.match(key):
-            raise DomainError(
-                f"label key {key!r} is not valid (letters, digits, '.', '_', '-', '/')", field="resource_labels"
-            )
+        label_key_clean(key, field="resource_labels")
         if not isinstance(values, list):
             values = [values]
         if not values:
@@ -47,9 +44,10 @@ def role_clean_selector(value: object) -> dict[str, list[str]]:
         clean = []
         for item in values:
             # Numbers are accepted as resource label values too, so the selector agrees with them.
-            if isinstance(item, bool) or not isinstance(item, (str, int, float)) or item == "":
+            text = label_value_text(item)
+            if not text:
                 raise DomainError(f"{key}: {item!r} is not a label value", field="resource_labels")
-            clean.append(str(item))
+            clean.append(text)
         selector[key] = list(dict.fromkeys(clean))
     return selector
 
