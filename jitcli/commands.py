@@ -256,7 +256,7 @@ def _create_request(api: Api, body: dict) -> dict:
         return api.post("requests/", body)
     except ApiError as exc:
         needed = exc.field_errors("reason")
-        if exc.status != 400 or not needed or body.get("reason") or not _interactive():
+        if not needed or body.get("reason") or not _interactive():
             if needed and not body.get("reason"):
                 raise CliError(f"{needed[0]}; give one with --reason") from None
             raise
