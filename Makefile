@@ -24,9 +24,11 @@ venv: $(STAMP)
 migrate: $(STAMP)
 	@$(LOAD_ENV); $(PY) manage.py migrate --noinput
 
-# The demo's email channel prints each message in the worker's output (console backend, .env.example).
+# The demo's email channel prints each message in the worker's output (console backend, .env.example);
+# the SSH CA is made here because GET /api/v1/ca/ssh/ never makes one (init is idempotent).
 demo: migrate
 	@$(LOAD_ENV); $(PY) manage.py apply -f demo/policy.yaml && $(PY) manage.py email_channel demo-email
+	@$(LOAD_ENV); $(PY) manage.py ssh_ca init
 
 # Any manage.py command with the development defaults, e.g.
 #   make manage ARGS="apply -f demo/policy.yaml"

@@ -11,14 +11,12 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
-from django.db import transaction
 from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts import capabilities
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
-from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
-from audit.services import audit_record
+from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector, token_create, token_revoke
 from inventory.models import Resource
 from jitportal.admin_display import ConfigurationAdminMixin, NamedRefusalMixin, NoGroupFilter, clipped
 from jitportal.durations import format_duration
@@ -194,23 +192,6 @@ class ApiTokenAddForm(forms.ModelForm):
         )
 
 
-def revoke_tokens(request, tokens) -> int:
-    """Delete ``tokens`` (which revokes them at once), one audit event each."""
-    revoked = 0
-    with transaction.atomic():
-        for token in tokens:
-            audit_record(
-                action="token.revoked",
-                actor=request.user,
-                target_type="apitoken",
-                target_id=token.token_key,
-                data={"user": token.user.username, "name": token.name},
-            )
-            token.delete()
-            revoked += 1
-    return revoked
-
-
 @admin.register(ApiToken)
 class ApiTokenAdmin(PeopleAdminMixin, admin.ModelAdmin):
     list_display = ("token_prefix", "name", "user", "created", "expiry", "can_check_access", "expired")
@@ -253,11 +234,12 @@ class ApiTokenAdmin(PeopleAdminMixin, admin.ModelAdmin):
         if change:
             obj.save(update_fields=["name"])
             return
-        token, secret = ApiToken.objects.create(
+        token, secret = token_create(
             user=form.cleaned_data["user"],
-            expiry=form.cleaned_data["valid_for"],
             name=form.cleaned_data.get("name") or "",
+            lifetime=form.cleaned_data["valid_for"],
             can_check_access=form.cleaned_data.get("can_check_access", False),
+            by=request.user,
         )
         # The admin goes on with the object it built (log entry, redirect): make
         # it the row knox saved.
@@ -284,14 +266,14 @@ class ApiTokenAdmin(PeopleAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["delete"])
     def revoke_selected(self, request, queryset) -> None:
-        count = revoke_tokens(request, queryset.select_related("user"))
+        count = token_revoke(tokens=queryset, by=request.user)
         self.message_user(request, f"Revoked {count} token{'s' if count != 1 else ''}.", messages.SUCCESS)
 
     def delete_model(self, request, obj: ApiToken) -> None:
-        revoke_tokens(request, [obj])
+        token_revoke(tokens=[obj], by=request.user)
 
     def delete_queryset(self, request, queryset) -> None:
-        revoke_tokens(request, queryset.select_related("user"))
+        token_revoke(tokens=queryset, by=request.user)
 
 
 # django-axes' failure records: evidence for superusers, changed by nobody by

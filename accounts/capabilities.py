@@ -47,7 +47,7 @@ def refusal_of_any(*needs: str) -> str:
 def require(user, capability: str) -> None:
     """Raise the refusal (a 403 on the API) unless ``user`` holds ``capability``."""
     if not has_capability(user, capability):
-        raise PermissionRefused(refusal(capability))
+        raise PermissionRefused(refusal(capability), code="capability_required")
 
 
 # --- the predicates ------------------------------------------------------------------

@@ -1,9 +1,16 @@
-"""Rules for role definitions, shared by the policy loader and the admin form."""
+"""Rules for role definitions (shared by the policy loader and the admin form), and API tokens."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.db import transaction
+
+from accounts.models import ApiToken
+from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
-from inventory.services import LABEL_KEY
+from inventory.services import label_key_clean, label_value_text
 from jitportal.errors import DomainError
 
 
@@ -29,10 +36,7 @@ def role_clean_selector(value: object) -> dict[str, list[str]]:
         raise DomainError("must be a mapping of label key to a list of values ('*' for any)", field="resource_labels")
     selector: dict[str, list[str]] = {}
     for key, values in value.items():
-        if not isinstance(key, str) or not LABEL_KEY.match(key):
-            raise DomainError(
-                f"label key {key!r} is not valid (letters, digits, '.', '_', '-', '/')", field="resource_labels"
-            )
+        label_key_clean(key, field="resource_labels")
         if not isinstance(values, list):
             values = [values]
         if not values:
@@ -40,9 +44,10 @@ def role_clean_selector(value: object) -> dict[str, list[str]]:
         clean = []
         for item in values:
             # Numbers are accepted as resource label values too, so the selector agrees with them.
-            if isinstance(item, bool) or not isinstance(item, (str, int, float)) or item == "":
+            text = label_value_text(item)
+            if not text:
                 raise DomainError(f"{key}: {item!r} is not a label value", field="resource_labels")
-            clean.append(str(item))
+            clean.append(text)
         selector[key] = list(dict.fromkeys(clean))
     return selector
 
@@ -64,3 +69,69 @@ def _string_list(value: object, *, field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise DomainError("must be a list of non-empty strings", field=field)
     return list(dict.fromkeys(value))
+
+
+# --- API tokens ------------------------------------------------------------------------
+
+
+def _token_audit_data(token: ApiToken, *, username: str) -> dict:
+    """The one payload of every token event, whoever made or revoked it and from where."""
+    return {
+        "user": username,
+        "name": token.name,
+        "expires_at": token.expiry.isoformat() if token.expiry else None,
+        "can_check_access": token.can_check_access,
+    }
+
+
+def token_create(
+    *, user, name: str = "", lifetime: timedelta | None = None, can_check_access: bool = False, by
+) -> tuple[ApiToken, str]:
+    """Make an API token for ``user``, living ``lifetime`` (default ``REST_KNOX['TOKEN_TTL']``); audited.
+
+    Returns the row and the secret, which is shown once and stored only as a
+    hash. ``by`` is who asked: the user (the API) or an administrator.
+    """
+    options = {} if lifetime is None else {"expiry": lifetime}
+    with transaction.atomic():
+        token, secret = ApiToken.objects.create(
+            user=user, name=name or "", can_check_access=can_check_access, **options
+        )
+        audit_record(
+            action="token.created",
+            actor=by,
+            target_type="apitoken",
+            target_id=token.token_key,
+            data=_token_audit_data(token, username=user.username),
+        )
+    return token, secret
+
+
+def token_revoke(*, tokens: Iterable[ApiToken], by) -> int:
+    """Revoke ``tokens`` at once (deleting the rows), one audit event each; returns how many.
+
+    The rows are locked and re-read, so a token revoked meanwhile by someone
+    else is neither audited twice nor counted. A constant number of queries.
+    """
+    digests = [token.digest for token in tokens]
+    with transaction.atomic():
+        locked = list(
+            ApiToken.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(digest__in=digests)
+            .order_by("created", "digest")
+        )
+        if not locked:
+            return 0
+        audit_record_many(
+            {
+                "action": "token.revoked",
+                "actor": by,
+                "target_type": "apitoken",
+                "target_id": token.token_key,
+                "data": _token_audit_data(token, username=token.user.username),
+            }
+            for token in locked
+        )
+        ApiToken.objects.filter(digest__in=[token.digest for token in locked]).delete()
+    return len(locked)

@@ -10,6 +10,22 @@ from inventory.models import Resource, ResourceLabel
 from jitportal.errors import DomainError
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
+MAX_LABEL_VALUE = 255
+MAX_RESOURCE_NAME = 253
+
+
+def label_key_clean(key: object, *, field: str = "labels") -> str:
+    """A label key, as resources carry it and role selectors name it."""
+    if not isinstance(key, str) or not LABEL_KEY.match(key):
+        raise DomainError(f"label key {key!r} is not valid (letters, digits, '.', '_', '-', '/')", field=field)
+    return key
+
+
+def label_value_text(value: object) -> str | None:
+    """A label value as stored (text; numbers as their text), or None when it cannot be one."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return str(value)
 
 
 def validate_labels(labels: object, *, field: str = "labels") -> dict[str, str]:
@@ -19,15 +35,28 @@ def validate_labels(labels: object, *, field: str = "labels") -> dict[str, str]:
         raise DomainError("labels must be a mapping of key to value", field=field)
     clean: dict[str, str] = {}
     for key, value in labels.items():
-        if not isinstance(key, str) or not LABEL_KEY.match(key):
-            raise DomainError(f"label key {key!r} is not valid (letters, digits, '.', '_', '-', '/')", field=field)
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        label_key_clean(key, field=field)
+        text = label_value_text(value)
+        if text is None:
             raise DomainError(f"label {key!r} must have a string value", field=field)
-        value = str(value)
-        if len(value) > 255:
-            raise DomainError(f"label {key!r} is longer than 255 characters", field=field)
-        clean[key] = value
+        if len(text) > MAX_LABEL_VALUE:
+            raise DomainError(f"label {key!r} is longer than {MAX_LABEL_VALUE} characters", field=field)
+        clean[key] = text
     return clean
+
+
+def resource_clean_kind(kind: object) -> str:
+    if kind not in Resource.Kind.values:
+        raise DomainError(f"{kind!r} is not one of {', '.join(Resource.Kind.values)}", field="kind")
+    return str(kind)
+
+
+def resource_clean_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise DomainError("is required", field="name")
+    if len(name) > MAX_RESOURCE_NAME:
+        raise DomainError(f"must be at most {MAX_RESOURCE_NAME} characters", field="name")
+    return name
 
 
 def resource_set_labels(*, resource: Resource, labels: dict[str, str]) -> None:
@@ -41,10 +70,8 @@ def resource_upsert(
     *, kind: str, name: str, address: str = "", labels: dict | None = None, description: str = ""
 ) -> tuple[Resource, bool]:
     """Create or update a resource by (kind, name); returns (resource, changed)."""
-    if kind not in Resource.Kind.values:
-        raise DomainError(f"kind {kind!r} is not one of {', '.join(Resource.Kind.values)}", field="kind")
-    if not name or not isinstance(name, str) or len(name) > 253:
-        raise DomainError("name is required (at most 253 characters)", field="name")
+    kind = resource_clean_kind(kind)
+    name = resource_clean_name(name)
     labels = validate_labels(labels)
     with transaction.atomic():
         resource = Resource.objects.select_for_update().filter(kind=kind, name=name).first()

@@ -69,6 +69,13 @@ class ApiError(CliError):
         self.status = status
         self.body = body
 
+    @property
+    def code(self) -> str:
+        """The portal's machine-readable ``code`` for the refusal (``not_found``, …), or "" when it sent none."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("code"), str):
+            return self.body["code"]
+        return ""
+
     def field_errors(self, field: str) -> list[str]:
         if isinstance(self.body, dict) and isinstance(self.body.get(field), list):
             return [str(m) for m in self.body[field]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shlex
 import socket
 import sys
@@ -18,7 +19,10 @@ from jitcli.ssh import ephemeral_key, parse_address, run, ssh_command
 
 FINAL_STATES = {"denied", "cancelled", "expired", "revoked"}
 DEFAULT_POLL_SECONDS = 2.0
-NO_GRANT = "no active grant covers this resource"
+# The access check's code for "no grant covers it", the one refusal that a request can cure.
+NO_GRANT = "no_grant"
+# A request ID as the API routes it: a UUID, dashes optional.
+REQUEST_ID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 # A search listing more than this proposes one example instead of a command naming them all.
 REQUEST_HINT_MOST = 10
 
@@ -129,7 +133,8 @@ def logout(args) -> int:
     try:
         Api(config.server, config.token).delete("auth/token/")
     except ApiError as exc:
-        if exc.status not in (400, 401):
+        # Already unusable (expired, revoked, or not sent): nothing left to revoke.
+        if exc.code not in ("token_missing", "not_authenticated", "authentication_failed"):
             err(f"warning: the portal did not revoke the token ({exc.message}); it expires {local(config.expires_at)}")
     except CliError as exc:
         err(f"warning: could not revoke the token ({exc.message}); it expires {local(config.expires_at)}")
@@ -251,7 +256,7 @@ def _create_request(api: Api, body: dict) -> dict:
         return api.post("requests/", body)
     except ApiError as exc:
         needed = exc.field_errors("reason")
-        if exc.status != 400 or not needed or body.get("reason") or not _interactive():
+        if not needed or body.get("reason") or not _interactive():
             if needed and not body.get("reason"):
                 raise CliError(f"{needed[0]}; give one with --reason") from None
             raise
@@ -370,6 +375,9 @@ def _request_path(rid: str, action: str = "") -> str:
     rid = rid.strip()
     if not rid or "/" in rid or "?" in rid:
         raise CliError(f"{rid!r} is not a request ID", exit_code=USAGE)
+    if not REQUEST_ID.fullmatch(rid):
+        # The API routes only UUIDs (its schema says so): anything else is no request, and no API answer to read.
+        raise CliError(f"no such request: {rid}")
     return f"requests/{urllib.parse.quote(rid)}/{action}"
 
 
@@ -378,7 +386,7 @@ def _request_call(call, rid: str):
     try:
         return call()
     except ApiError as exc:
-        if exc.status == 404:
+        if exc.code == "not_found":
             raise CliError(f"no such request: {rid.strip()}") from None
         raise
 
@@ -535,7 +543,7 @@ def ssh(args) -> int:
     check_params = {"resource": f"node/{name}", "login": login}
     check = api.get("access-check/", check_params)
     if not check["allowed"]:
-        if check.get("reason") != NO_GRANT:
+        if check.get("code") != NO_GRANT:
             raise CliError(f"no access to {login}@{name}: {check.get('reason')}", exit_code=NOT_GRANTED)
         _obtain_access(api, args, login=login, resource=resource)
         check = api.get("access-check/", check_params)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -41,23 +41,34 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
+def _refusal(detail: str, code: str, status_code: int, **kwargs) -> Response:
+    return Response({"detail": detail, "code": code}, status=status_code, **kwargs)
+
+
 def exception_handler(exc, context):
-    """DRF's handler plus domain errors, so a refused rule is a 4xx, never a 500."""
+    """DRF's handler plus domain errors, so a refused rule is a 4xx, never a 500.
+
+    Every refusal with a ``detail`` also carries a stable ``code`` (the domain
+    error's, or DRF's own such as ``not_authenticated``); field errors keep
+    DRF's shape, ``{field: [message]}``, where the field names what to fix.
+    """
     if isinstance(exc, DomainError):
         if exc.field and exc.status_code == status.HTTP_400_BAD_REQUEST:
-            body = {exc.field: [exc.message]}
-        else:
-            body = {"detail": exc.message}
-        return Response(body, status=exc.status_code)
+            return Response({exc.field: [exc.message]}, status=exc.status_code)
+        return _refusal(exc.message, exc.code, exc.status_code)
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "message_dict"):
             return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
-        return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
+        return _refusal(" ".join(exc.messages), "invalid", status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, RequestDataTooBig):
-        return Response(
-            {"detail": "the request body is larger than this server accepts"},
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        return _refusal(
+            "the request body is larger than this server accepts", "too_large", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
         )
     if isinstance(exc, SuspiciousOperation):  # too many fields or files: Django's own 400, as JSON
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    return drf_exception_handler(exc, context)
+        return _refusal(str(exc), "invalid", status.HTTP_400_BAD_REQUEST)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, APIException) and isinstance(response.data, dict):
+        detail = response.data.get("detail")
+        if isinstance(detail, str) and "code" not in response.data:
+            response.data["code"] = getattr(detail, "code", None) or exc.default_code
+    return response

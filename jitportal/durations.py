@@ -47,14 +47,33 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=round(seconds))
 
 
-def format_duration(delta: timedelta) -> str:
-    """``timedelta(seconds=5400)`` -> ``"1h30m"``; the inverse of parse_duration."""
-    total = int(delta.total_seconds())
-    if total <= 0:
-        return "0s"
-    parts = []
+def _units(delta: timedelta) -> list[tuple[int, str]]:
+    """Whole days, hours, minutes and seconds of ``delta`` (0 and below: none), largest first."""
+    total = max(int(delta.total_seconds()), 0)
+    amounts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         amount, total = divmod(total, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return "".join(parts)
+        amounts.append((amount, unit))
+    return amounts
+
+
+def format_duration(delta: timedelta) -> str:
+    """``timedelta(seconds=5400)`` -> ``"1h30m"``; the inverse of parse_duration."""
+    return "".join(f"{amount}{unit}" for amount, unit in _units(delta) if amount) or "0s"
+
+
+_LONG = {"d": "day", "h": "hour"}
+_SHORT = {"m": "min", "s": "s"}
+
+
+def duration_label(delta: timedelta) -> str:
+    """``timedelta(minutes=90)`` -> ``"1 hour 30 min"``: the same units, as people read them on pages."""
+    parts = []
+    for amount, unit in _units(delta):
+        if not amount:
+            continue
+        if unit in _LONG:
+            parts.append(f"{amount} {_LONG[unit]}" + ("" if amount == 1 else "s"))
+        else:
+            parts.append(f"{amount} {_SHORT[unit]}")
+    return " ".join(parts) or "0 s"

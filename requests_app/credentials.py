@@ -198,17 +198,22 @@ def _ca_create(*, at: datetime, name: str | None = None) -> SSHCertificateAuthor
         )
 
 
+def _ca_signing_at(at: datetime) -> SSHCertificateAuthority | None:
+    """The CA that signs at ``at``: the newest one not retired by then, if any."""
+    return SSHCertificateAuthority.objects.filter(_signing_q(at)).order_by("-created_at", "-id").first()
+
+
 def ssh_ca_signing(*, at: datetime | None = None) -> SSHCertificateAuthority:
-    """The CA that signs now: the newest one not retired, created on first use."""
+    """The CA that signs now: the newest one not retired, created on first use (a certificate or ``ssh_ca init``)."""
     at = at or timezone.now()
-    ca = SSHCertificateAuthority.objects.filter(_signing_q(at)).order_by("-created_at", "-id").first()
+    ca = _ca_signing_at(at)
     if ca is not None:
         return ca
     try:
         ca = _ca_create(at=at)
     except IntegrityError:
         # Another process created the first CA at the same moment: use theirs.
-        ca = SSHCertificateAuthority.objects.filter(_signing_q(at)).order_by("-created_at", "-id").first()
+        ca = _ca_signing_at(at)
         if ca is None:
             raise
         return ca
@@ -220,25 +225,20 @@ def ssh_ca_init(*, at: datetime | None = None) -> tuple[SSHCertificateAuthority,
     """Make sure a signing CA exists; returns it and whether it was created now."""
     at = at or timezone.now()
     with transaction.atomic():
-        existing = SSHCertificateAuthority.objects.filter(_signing_q(at)).order_by("-created_at", "-id").first()
+        existing = _ca_signing_at(at)
         if existing is not None:
             return existing, False
         return ssh_ca_signing(at=at), True
 
 
 def ssh_cas_trusted(*, at: datetime | None = None) -> list[SSHCertificateAuthority]:
-    """Every CA hosts should trust now (newest first), creating the first one if there is none.
+    """Every CA hosts should trust now, newest first; empty before ``ssh_ca init`` or the first certificate.
 
-    Creating it here means a host configured before any certificate was
-    issued already trusts the key that will sign them.
+    A read only: the public endpoint that serves this never creates a CA, so
+    an anonymous caller cannot make the portal generate and store a key.
     """
     at = at or timezone.now()
-    cas = list(SSHCertificateAuthority.objects.filter(_trusted_q(at)).order_by("-created_at", "-id"))
-    if not any(ca.retired_at is None or ca.retired_at > at for ca in cas):
-        with transaction.atomic():
-            ssh_ca_signing(at=at)
-        cas = list(SSHCertificateAuthority.objects.filter(_trusted_q(at)).order_by("-created_at", "-id"))
-    return cas
+    return list(SSHCertificateAuthority.objects.filter(_trusted_q(at)).order_by("-created_at", "-id"))
 
 
 @dataclass(frozen=True)
@@ -390,8 +390,8 @@ def _refuse_unless_usable(grant: Grant, *, user, at: datetime) -> None:
         return
     # A grant outside its window is a state to wait out or renew; one the owner lost is a refusal.
     if grant.state_at(at) != Grant.State.ACTIVE:
-        raise StateConflict(refusal)
-    raise PermissionRefused(refusal)
+        raise StateConflict(refusal, code="grant_not_active")
+    raise PermissionRefused(refusal, code="not_honoured")
 
 
 def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | None = None) -> IssuedCertificate:

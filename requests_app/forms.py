@@ -13,6 +13,7 @@ from django import forms
 from django.utils import timezone
 
 from accounts.models import Role
+from jitportal.durations import duration_label
 from jitportal.fields import DateTimeFormField
 from requests_app.models import MAX_REASON_LENGTH, Review
 from requests_app.preview import RequestPreview
@@ -35,24 +36,6 @@ DURATION_STEPS = [
 
 def _plural(amount: int, unit: str) -> str:
     return f"{amount} {unit}" if amount == 1 else f"{amount} {unit}s"
-
-
-def duration_label(value: timedelta) -> str:
-    """``timedelta(minutes=90)`` -> ``"1 hour 30 min"``: durations as people read them."""
-    total = int(value.total_seconds())
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    parts = []
-    if days:
-        parts.append(_plural(days, "day"))
-    if hours:
-        parts.append(_plural(hours, "hour"))
-    if minutes:
-        parts.append(f"{minutes} min")
-    if seconds or not parts:
-        parts.append(f"{seconds} s")
-    return " ".join(parts)
 
 
 def duration_choices(cap: timedelta) -> list[tuple[str, str]]:

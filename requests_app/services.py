@@ -56,6 +56,33 @@ def _request_audit_data(access_request: AccessRequest) -> dict:
     return {"requester": access_request.requester.username, "state": access_request.state}
 
 
+def _resolve(
+    access_request: AccessRequest,
+    *,
+    state: str,
+    reason: str,
+    at: datetime | None,
+    actor,
+    action: str,
+    data: dict | None = None,
+) -> None:
+    """Move a locked request to ``state`` with its resolution and audit ``action``.
+
+    ``at`` is when it was resolved; None keeps the time it already has (a
+    revocation ends an approved request, which was resolved when approved).
+    """
+    access_request.state = state
+    access_request.resolution_reason = reason
+    fields = ["state", "resolution_reason"]
+    if at is not None:
+        access_request.resolved_at = at
+        fields.append("resolved_at")
+    access_request.save(update_fields=fields)
+    audit_record(
+        action=action, actor=actor, target=access_request, data={**_request_audit_data(access_request), **(data or {})}
+    )
+
+
 # --- create -----------------------------------------------------------------
 
 
@@ -279,11 +306,7 @@ def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
     """
     expired = AccessRequest.State.EXPIRED
     if access_request.state == AccessRequest.State.PENDING and access_request.state_at(at) == expired:
-        access_request.state = expired
-        access_request.resolved_at = at
-        access_request.resolution_reason = PENDING_TTL_PASSED
-        access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
-        audit_record(action="request.expired", target=access_request, data=_request_audit_data(access_request))
+        _resolve(access_request, state=expired, reason=PENDING_TTL_PASSED, at=at, actor=None, action="request.expired")
         notify(event=Event.REQUEST_EXPIRED, access_request=access_request)
         return True
     return False
@@ -291,7 +314,9 @@ def _expire_if_due(access_request: AccessRequest, at: datetime) -> bool:
 
 def _expired_conflict(access_request: AccessRequest, what: str) -> StateConflict:
     when = access_request.pending_expires_at
-    return StateConflict(f"the request expired at {when:%Y-%m-%d %H:%M:%S %Z} before it was {what}")
+    return StateConflict(
+        f"the request expired at {when:%Y-%m-%d %H:%M:%S %Z} before it was {what}", code="request_expired"
+    )
 
 
 def request_review(
@@ -347,15 +372,13 @@ def request_review(
                     denials=Count("pk", filter=Q(decision=Review.Decision.DENY)),
                 )
                 if counts["denials"] >= access_request.denials_required:
-                    access_request.state = AccessRequest.State.DENIED
-                    access_request.resolved_at = at
-                    access_request.resolution_reason = reason
-                    access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
-                    audit_record(
-                        action="request.denied",
+                    _resolve(
+                        access_request,
+                        state=AccessRequest.State.DENIED,
+                        reason=reason,
+                        at=at,
                         actor=reviewer,
-                        target=access_request,
-                        data=_request_audit_data(access_request),
+                        action="request.denied",
                     )
                     notify(event=Event.REQUEST_DENIED, access_request=access_request)
                 elif counts["approvals"] >= access_request.approvals_required:
@@ -381,16 +404,15 @@ def request_review(
 
 
 def _approve(access_request: AccessRequest, *, at: datetime, resolution: str, actor, auto: bool = False) -> list[Grant]:
-    access_request.state = AccessRequest.State.APPROVED
-    access_request.resolved_at = at
-    access_request.resolution_reason = resolution
-    access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
     grants = _grants_create(access_request, at=at)
-    audit_record(
-        action="request.approved",
+    _resolve(
+        access_request,
+        state=AccessRequest.State.APPROVED,
+        reason=resolution,
+        at=at,
         actor=actor,
-        target=access_request,
-        data={**_request_audit_data(access_request), "auto": auto, "grants": [g.pk for g in grants]},
+        action="request.approved",
+        data={"auto": auto, "grants": [g.pk for g in grants]},
     )
     notify(event=Event.REQUEST_APPROVED, access_request=access_request)
     return grants
@@ -431,12 +453,13 @@ def request_cancel(*, request: AccessRequest, user, reason: str = "", now: datet
         if not expired:
             if access_request.state != AccessRequest.State.PENDING:
                 raise StateConflict(f"the request is {access_request.state}; only pending requests can be cancelled")
-            access_request.state = AccessRequest.State.CANCELLED
-            access_request.resolved_at = at
-            access_request.resolution_reason = reason or "cancelled by the requester"
-            access_request.save(update_fields=["state", "resolved_at", "resolution_reason"])
-            audit_record(
-                action="request.cancelled", actor=user, target=access_request, data=_request_audit_data(access_request)
+            _resolve(
+                access_request,
+                state=AccessRequest.State.CANCELLED,
+                reason=reason or "cancelled by the requester",
+                at=at,
+                actor=user,
+                action="request.cancelled",
             )
     if expired:
         # Raised after the commit: the expiry stays on record.
@@ -590,11 +613,13 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
             access_request.state == AccessRequest.State.APPROVED
             and not access_request.grants.filter(revoked_at__isnull=True, expires_at__gt=now).exists()
         ):
-            access_request.state = AccessRequest.State.REVOKED
-            access_request.resolution_reason = reason
-            access_request.save(update_fields=["state", "resolution_reason"])
-            audit_record(
-                action="request.revoked", actor=by, target=access_request, data=_request_audit_data(access_request)
+            _resolve(
+                access_request,
+                state=AccessRequest.State.REVOKED,
+                reason=reason,
+                at=None,
+                actor=by,
+                action="request.revoked",
             )
     grant.refresh_from_db()
     return grant
@@ -606,11 +631,22 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
 NO_GRANT = "no active grant covers this resource"
 
 
+class Decision(StrEnum):
+    """The stable codes of an access decision, for machines (the CLI, host agents); ``reason`` is for people."""
+
+    ALLOWED = "allowed"
+    NO_GRANT = "no_grant"  # no live grant covers the resource (or no such resource: not told apart)
+    LOGIN_NOT_ALLOWED = "login_not_allowed"  # a grant covers it, but its role does not allow this login
+    USER_INACTIVE = "user_inactive"
+    NOT_HONOURED = "not_honoured"  # a grant covers it but is no longer honoured (revoked, eligibility lost)
+
+
 @dataclass
 class AccessDecision:
     allowed: bool
     grant: Grant | None = None
     reason: str = ""
+    code: str = Decision.ALLOWED
 
     @property
     def expires_at(self) -> datetime | None:
@@ -630,9 +666,9 @@ def access_check(
     """
     at = at or timezone.now()
     if not user.is_active:
-        return AccessDecision(False, reason="the user is not active")
+        return AccessDecision(False, reason="the user is not active", code=Decision.USER_INACTIVE)
     if resource is None:  # no such resource: answered as one without a grant, not to reveal which exist
-        return AccessDecision(False, reason=NO_GRANT)
+        return AccessDecision(False, reason=NO_GRANT, code=Decision.NO_GRANT)
     honoured = Grant.objects.honoured(at=at).filter(pk=OuterRef("pk"))
     grants = list(
         Grant.objects.active(at=at)
@@ -642,7 +678,7 @@ def access_check(
         .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
-    reason = NO_GRANT
+    reason, code = NO_GRANT, Decision.NO_GRANT
     not_honoured = None
     for grant in grants:
         if not grant.role.matches(resource):
@@ -652,8 +688,11 @@ def access_check(
             continue
         if login is not None and login not in grant.role.logins:
             reason = f"login {login!r} is not allowed by role {grant.role.name}"
+            code = Decision.LOGIN_NOT_ALLOWED
             continue
         return AccessDecision(True, grant=grant)
     if not_honoured is not None:
-        reason = grant_refusal(not_honoured, at=at) or reason
-    return AccessDecision(False, reason=reason)
+        refusal = grant_refusal(not_honoured, at=at)
+        if refusal is not None:
+            reason, code = refusal, Decision.NOT_HONOURED
+    return AccessDecision(False, reason=reason, code=code)

@@ -14,7 +14,7 @@ from django.test import override_settings
 from accounts.models import User
 from audit.models import AuditEvent
 from inventory.models import Resource
-from requests_app.models import Notification, NotificationChannel
+from requests_app.models import Notification, NotificationChannel, SSHCertificateAuthority
 from requests_app.notifications import notification_deliver
 from requests_app.services import request_create
 
@@ -36,8 +36,8 @@ def make_demo() -> None:
         call_command(*command, stdout=io.StringIO())
 
 
-def test_make_demo_applies_the_policy_and_makes_an_email_channel():
-    assert [c[0] for c in demo_commands()] == ["apply", "email_channel"]
+def test_make_demo_applies_the_policy_and_makes_an_email_channel_and_the_ssh_ca():
+    assert [c[0] for c in demo_commands()] == ["apply", "email_channel", "ssh_ca"]
 
     make_demo()
     make_demo()  # as every `make run` does: nothing changes the second time
@@ -47,6 +47,9 @@ def test_make_demo_applies_the_policy_and_makes_an_email_channel():
     assert sorted(channel.events) == sorted(NotificationChannel.Event.values)
     assert AuditEvent.objects.filter(action="channel.created").count() == 1
     assert not AuditEvent.objects.filter(action="channel.updated").exists()
+    # The CA hosts fetch from GET /api/v1/ca/ssh/, which never makes one itself.
+    assert SSHCertificateAuthority.objects.count() == 1
+    assert AuditEvent.objects.filter(action="ssh_ca.created").count() == 1
 
 
 def test_a_new_demo_request_prints_the_reviewers_being_asked_with_a_link_to_the_served_port(capsys):

@@ -18,9 +18,9 @@ from accounts.api.serializers import (
 )
 from accounts.capabilities import capabilities_of
 from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, lockout_seconds
-from accounts.models import ApiToken, Role
+from accounts.models import Role
 from accounts.selectors import resources_searchable_by, roles_requestable_by
-from audit.services import audit_record
+from accounts.services import token_create, token_revoke
 from inventory.filters import ResourceFilterSet
 from inventory.models import Resource
 from jitportal.net import client_address
@@ -58,15 +58,17 @@ class TokenView(APIView):
         if is_locked_out(request):
             # Refused before the password was looked at; auth.failed / auth.locked are recorded.
             return Response(
-                {"detail": lockout_message()},
+                {"detail": lockout_message(), "code": "locked_out"},
                 status=LOCKOUT_STATUS,
                 headers={"Retry-After": str(lockout_seconds())},
             )
         if user is None or not user.is_active:
             audit_record(action="token.refused", target_type="user", target_id=data.validated_data["username"][:64])
-            return Response({"detail": "invalid username or password"}, status=status.HTTP_400_BAD_REQUEST)
-        instance, token = ApiToken.objects.create(user=user, name=data.validated_data.get("name", ""))
-        audit_record(action="token.created", actor=user, target_type="apitoken", target_id=instance.token_key)
+            return Response(
+                {"detail": "invalid username or password", "code": "invalid_credentials"},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        instance, token = token_create(user=user, name=data.validated_data.get("name", ""), by=user)
         body = {"token": token, "expires_at": instance.expiry, "username": user.username}
         return Response(TokenResponseSerializer(body).data, status=status.HTTP_201_CREATED)
 
@@ -75,10 +77,11 @@ class TokenView(APIView):
         """Revoke the token this request authenticates with."""
         result = TokenAuthentication().authenticate(request)
         if result is None:
-            return Response({"detail": "send the token to revoke in the Authorization header"}, status=400)
+            return Response(
+                {"detail": "send the token to revoke in the Authorization header", "code": "token_missing"}, status=400
+            )
         user, token = result
-        audit_record(action="token.revoked", actor=user, target_type="apitoken", target_id=token.token_key)
-        token.delete()
+        token_revoke(tokens=[token], by=user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

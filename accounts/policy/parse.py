@@ -15,8 +15,7 @@ from django.core.validators import validate_email
 from accounts.capabilities import Capability
 from accounts.models import MAX_ROLE_DURATION, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
-from inventory.models import Resource
-from inventory.services import validate_labels
+from inventory.services import MAX_RESOURCE_NAME, resource_clean_kind, resource_clean_name, validate_labels
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError
 
@@ -317,7 +316,7 @@ def _parse_user(index: int, raw: object) -> _UserSpec:
 
 
 def _shared_rule(entry: _Entry, rule, value):
-    """Run one of the role rules that the admin form applies too, naming this entry on failure."""
+    """Run one of the rules that the admin and the services apply too, naming this entry on failure."""
     try:
         return rule(value)
     except DomainError as exc:
@@ -357,15 +356,10 @@ def _parse_resource(index: int, raw: object) -> _ResourceSpec:
     if isinstance(raw, dict) and _one_line(raw.get("name")):
         name = f"{raw.get('kind')}/{raw['name']}" if _one_line(raw.get("kind")) else raw["name"]
     entry = _Entry("resources", index, raw, name)
-    kind = entry.text("kind", max_length=32, required=True)
-    if kind not in Resource.Kind.values:
-        entry.fail("kind", f"{kind!r} is not one of {', '.join(Resource.Kind.values)}")
-    name = entry.text("name", max_length=253, required=True)
+    kind = _shared_rule(entry, resource_clean_kind, entry.text("kind", max_length=32, required=True))
+    name = _shared_rule(entry, resource_clean_name, entry.text("name", max_length=MAX_RESOURCE_NAME, required=True))
     entry.check_keys(RESOURCE_KEYS)
-    try:
-        labels = validate_labels(entry.raw.get("labels"))
-    except DomainError as exc:
-        entry.fail("labels", exc.message)
+    labels = _shared_rule(entry, validate_labels, entry.raw.get("labels"))
     return _ResourceSpec(
         entry,
         kind,

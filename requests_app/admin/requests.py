@@ -24,6 +24,7 @@ from django.utils.timesince import timesince, timeuntil
 
 from accounts import capabilities
 from jitportal.admin_display import RelatedOnlyFilterWithoutNone, clipped
+from jitportal.durations import duration_label
 from requests_app import services
 from requests_app.admin.base import (
     QUEUE_PAGE,
@@ -40,7 +41,7 @@ from requests_app.admin.base import (
     selected_ids,
     short_id,
 )
-from requests_app.forms import ReviewForm, duration_label
+from requests_app.forms import ReviewForm
 from requests_app.models import AccessRequest, Grant, Review
 from requests_app.selectors import (
     RESOURCES_SHOWN,

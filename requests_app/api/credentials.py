@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -66,6 +66,8 @@ _FORMAT_PARAMETER = OpenApiParameter(
 
 class IsHostAgent(BasePermission):
     """Holders of ``check_access`` (a host agent): these lists are about every user."""
+
+    code = "capability_required"
 
     def has_permission(self, request, view) -> bool:
         if capabilities.may_check_access(request.user, request.auth):
@@ -130,8 +132,16 @@ class CAKeysSerializer(serializers.Serializer):
     keys = CAKeySerializer(many=True)
 
 
+NO_SSH_CA = "no SSH CA yet: run manage.py ssh_ca init"
+
+
 class SSHCAView(APIView):
-    """Every trusted CA public key, ready for sshd's TrustedUserCAKeys."""
+    """Every trusted CA public key, ready for sshd's TrustedUserCAKeys.
+
+    Before any CA exists the answer is a 404 in JSON whatever the format asked
+    (a host's ``curl -f`` fails and keeps its file rather than writing an
+    error into it); a GET never creates one.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -142,11 +152,14 @@ class SSHCAView(APIView):
         responses={
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="one OpenSSH public key per line"),
             (200, "application/json"): CAKeysSerializer,
+            404: OpenApiResponse(description=NO_SSH_CA),
         },
     )
     def get(self, request):
         now = timezone.now()
         cas = ssh_cas_trusted(at=now)
+        if not cas:
+            return JsonResponse({"detail": NO_SSH_CA, "code": "no_ssh_ca"}, status=status.HTTP_404_NOT_FOUND)
         if _wants_json(request):
             keys = [
                 {

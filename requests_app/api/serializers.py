@@ -11,6 +11,7 @@ from inventory.api.serializers import ResourceRefSerializer
 from jitportal.api import InputSerializer
 from jitportal.fields import DateTimeField
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review
+from requests_app.services import Decision
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -156,6 +157,10 @@ class AccessCheckSerializer(serializers.Serializer):
     grant = serializers.IntegerField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True)
     reason = serializers.CharField(allow_blank=True)
+    code = serializers.ChoiceField(
+        choices=[code.value for code in Decision],
+        help_text="why, for machines: branch on this, not on reason",
+    )
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

@@ -38,6 +38,7 @@ User = get_user_model()
 
 class IsAuditor(BasePermission):
     message = capabilities.refusal(capabilities.Capability.AUDIT)
+    code = "capability_required"
 
     def has_permission(self, request, view):
         return capabilities.may_audit(request.user)
@@ -197,7 +198,9 @@ class AccessCheckView(APIView):
         user = request.user
         if username and username != request.user.username:
             if not capabilities.may_check_access(request.user, request.auth):
-                raise PermissionRefused(capabilities.check_access_refusal(request.user, request.auth))
+                raise PermissionRefused(
+                    capabilities.check_access_refusal(request.user, request.auth), code="capability_required"
+                )
             user = User.objects.filter(username=username).first()
             if user is None:
                 raise NotFound(f"no such user: {username}")
@@ -215,6 +218,7 @@ class AccessCheckView(APIView):
             "grant": decision.grant.pk if decision.grant else None,
             "expires_at": decision.expires_at,
             "reason": decision.reason,
+            "code": decision.code,
         }
         return Response(AccessCheckSerializer(body).data)
 

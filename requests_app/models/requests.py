@@ -152,14 +152,6 @@ class AccessRequest(models.Model):
     def current_resolution_reason(self) -> str:
         return self.resolution_at(timezone.now())[1]
 
-    @property
-    def is_final(self) -> bool:
-        return self.current_state in self.FINAL_STATES
-
-    @property
-    def is_role_based(self) -> bool:
-        return not self.resources.exists()
-
 
 class Review(models.Model):
     """One reviewer's decision on one request."""

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django import template
 
-from requests_app.forms import duration_label
+from jitportal.durations import duration_label
 
 register = template.Library()
 

@@ -37,10 +37,10 @@ def attempt(path: str, username: str, password: str, *, address: str = "192.0.2.
         if response.status_code == 201:
             return "ok"
         if response.status_code == 400:
-            assert response.json() == {"detail": "invalid username or password"}
+            assert response.json() == {"detail": "invalid username or password", "code": "invalid_credentials"}
             return "wrong"
         assert response.status_code == 429, response.content
-        assert response.json() == {"detail": LOCKOUT_MESSAGE}
+        assert response.json() == {"detail": LOCKOUT_MESSAGE, "code": "locked_out"}
         assert response["Retry-After"] == "900"
         return "locked"
     response = client.post(path, {"username": username, "password": password}, **extra)

@@ -70,7 +70,7 @@ def test_without_a_login_the_grant_alone_decides(api, requester, alice_grant):
 def test_neighbour_resource_is_not_opened(api, requester, alice_grant):
     body = check(api(requester), resource="node/web-2", login="ubuntu")
 
-    assert body == {"allowed": False, "grant": None, "expires_at": None, "reason": body["reason"]}
+    assert body == {"allowed": False, "grant": None, "expires_at": None, "reason": body["reason"], "code": "no_grant"}
     assert body["reason"]
 
 
@@ -172,6 +172,7 @@ def test_unknown_resource_is_answered_like_an_existing_one_without_a_grant(api, 
         "grant": None,
         "expires_at": None,
         "reason": "no active grant covers this resource",
+        "code": "no_grant",
     }
 
 
@@ -265,3 +266,33 @@ def test_grant_for_another_role_login_is_checked_against_that_role(api, requeste
 
     assert check(client, resource="db/orders", login="postgres")["allowed"] is True
     assert check(client, resource="db/orders", login="ubuntu")["allowed"] is False
+
+
+# --- the decision's code: what a program branches on ------------------------------------
+
+
+def test_every_decision_carries_a_stable_code_beside_its_reason(api, checker, requester, alice_grant):
+    client = api(checker)
+
+    def code(**params) -> str:
+        return check(client, user="alice", **params)["code"]
+
+    assert code(resource="node/web-1", login="ubuntu") == "allowed"
+    assert code(resource="node/web-2", login="ubuntu") == "no_grant"
+    assert code(resource="node/no-such-host", login="ubuntu") == "no_grant"
+    assert code(resource="node/web-1", login="root") == "login_not_allowed"
+    requester.groups.clear()  # alice may no longer request the role: her grant is no longer honoured
+    assert code(resource="node/web-1", login="ubuntu") == "not_honoured"
+    requester.is_active = False
+    requester.save(update_fields=["is_active"])
+    assert code(resource="node/web-1", login="ubuntu") == "user_inactive"
+
+
+def test_refusals_carry_a_code_beside_the_detail(api, checker, requester, alice_grant):
+    missing_user = api(checker).get(CHECK, {"user": "nobody", "resource": "node/web-1"})
+    no_capability = api(requester).get(CHECK, {"user": "bob", "resource": "node/web-1"})
+    anonymous = APIClient().get(CHECK, {"resource": "node/web-1"})
+
+    assert (missing_user.status_code, missing_user.json()["code"]) == (404, "not_found")
+    assert (no_capability.status_code, no_capability.json()["code"]) == (403, "capability_required")
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "not_authenticated")

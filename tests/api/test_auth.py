@@ -119,7 +119,7 @@ def test_wrong_password_is_refused_with_readable_detail_and_audited(requester):
     response = obtain(APIClient(), "alice", "wrong-password")
 
     assert response.status_code == 400
-    assert response.json() == {"detail": "invalid username or password"}
+    assert response.json() == {"detail": "invalid username or password", "code": "invalid_credentials"}
     assert not ApiToken.objects.exists()
     event = AuditEvent.objects.get(action="token.refused")
     assert event.target_id == "alice"
@@ -132,7 +132,7 @@ def test_inactive_user_is_refused_like_a_wrong_password(requester):
     response = obtain(APIClient(), "alice")
 
     assert response.status_code == 400
-    assert response.json() == {"detail": "invalid username or password"}
+    assert response.json() == {"detail": "invalid username or password", "code": "invalid_credentials"}
     assert not ApiToken.objects.exists()
     assert AuditEvent.objects.filter(action="token.refused", target_id="alice").exists()
 
@@ -141,7 +141,7 @@ def test_unknown_username_gets_the_same_answer_as_a_wrong_password(db):
     response = obtain(APIClient(), "nobody")
 
     assert response.status_code == 400
-    assert response.json() == {"detail": "invalid username or password"}
+    assert response.json() == {"detail": "invalid username or password", "code": "invalid_credentials"}
     assert AuditEvent.objects.filter(action="token.refused", target_id="nobody").exists()
 
 

@@ -16,7 +16,7 @@ from accounts.models import ApiToken
 from audit.models import AuditEvent
 from inventory.services import resource_upsert
 from requests_app import services
-from requests_app.credentials import ssh_ca_rotate
+from requests_app.credentials import ssh_ca_init, ssh_ca_rotate
 from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority
 from tests.conftest import give_capabilities, make_role, make_user
 from tests.ssh.keys import ed25519_key, openssh_public, parse_certificate, rsa_key
@@ -102,7 +102,10 @@ def test_an_auditor_sees_the_grant_but_gets_no_certificate_for_it(api, auditor, 
     response = api(auditor).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
 
     assert response.status_code == 403
-    assert response.json() == {"detail": "only the grant's owner can get a certificate for it"}
+    assert response.json() == {
+        "detail": "only the grant's owner can get a certificate for it",
+        "code": "permission_denied",
+    }
     assert not IssuedCertificate.objects.exists()
 
 
@@ -128,7 +131,7 @@ def test_owner_no_longer_eligible_is_a_403(api, requester, grant):
     response = api(requester).post(certificate_url(grant), {"public_key": openssh_public(ed25519_key())})
 
     assert response.status_code == 403
-    assert response.json() == {"detail": "alice is no longer eligible for role web-ssh"}
+    assert response.json() == {"detail": "alice is no longer eligible for role web-ssh", "code": "not_honoured"}
 
 
 @pytest.mark.parametrize(
@@ -158,17 +161,28 @@ def test_short_rsa_key_is_a_400_saying_how_long_it_must_be(api, requester, grant
 # --- GET /ca/ssh/ ---------------------------------------------------------------------------------
 
 
+def test_anonymous_ca_get_before_any_ca_is_a_404_naming_the_command_and_creates_nothing(db):
+    for response in (APIClient().get(CA), APIClient().get(CA, {"format": "json"})):
+        assert response.status_code == 404
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {"detail": "no SSH CA yet: run manage.py ssh_ca init", "code": "no_ssh_ca"}
+
+    assert not SSHCertificateAuthority.objects.exists()
+    assert not AuditEvent.objects.filter(action="ssh_ca.created").exists()
+
+
 def test_ca_keys_are_public_one_per_line_ready_for_trusted_user_ca_keys(db):
+    ca, _ = ssh_ca_init()
     response = APIClient().get(CA)
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/plain; charset=utf-8"
-    ca = SSHCertificateAuthority.objects.get()  # made on first use
     assert response.content.decode() == ca.public_key + "\n"
     assert ca.public_key.startswith("ssh-ed25519 ") and ca.public_key.endswith(f" jitportal-{ca.name}")
 
 
 def test_ca_endpoint_ignores_a_bad_token_rather_than_refusing(db):
+    ssh_ca_init()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token jit_expired")
 
@@ -176,7 +190,7 @@ def test_ca_endpoint_ignores_a_bad_token_rather_than_refusing(db):
 
 
 def test_ca_keys_after_rotation_list_both_and_json_says_which_signs(db):
-    APIClient().get(CA)
+    ssh_ca_init()
     old = SSHCertificateAuthority.objects.get()
     new = ssh_ca_rotate(trust_old_for=timedelta(days=7)).new
 
@@ -192,6 +206,7 @@ def test_ca_keys_after_rotation_list_both_and_json_says_which_signs(db):
 
 
 def test_no_endpoint_ever_returns_the_ca_private_key(api, requester, auditor, grant, host_agent):
+    ssh_ca_init()
     responses = [
         APIClient().get(CA),
         APIClient().get(CA, {"format": "json"}),

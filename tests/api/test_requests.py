@@ -774,7 +774,7 @@ def test_approving_for_a_requester_who_left_the_group_is_409_naming_why(
     response = review(api(reviewer2), made)
 
     assert response.status_code == 409
-    assert response.json() == {"detail": "alice may no longer request prod-ssh"}
+    assert response.json() == {"detail": "alice may no longer request prod-ssh", "code": "conflict"}
     made.refresh_from_db()
     assert made.state == AccessRequest.State.PENDING
     assert not made.grants.exists()

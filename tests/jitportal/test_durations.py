@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from jitportal.durations import format_duration, parse_duration
+from jitportal.durations import duration_label, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -96,3 +96,21 @@ def test_format_duration_writes_go_style(delta, text):
 def test_format_duration_round_trips_through_parse_duration(seconds):
     delta = timedelta(seconds=seconds)
     assert parse_duration(format_duration(delta)) == delta
+
+
+@pytest.mark.parametrize(
+    ("delta", "short", "label"),
+    [
+        (timedelta(0), "0s", "0 s"),
+        (timedelta(seconds=45), "45s", "45 s"),
+        (timedelta(minutes=90), "1h30m", "1 hour 30 min"),
+        (timedelta(hours=2), "2h", "2 hours"),
+        (timedelta(days=1, minutes=1, seconds=1), "1d1m1s", "1 day 1 min 1 s"),
+        (timedelta(days=14), "14d", "14 days"),
+    ],
+)
+def test_one_module_formats_durations_for_input_and_for_pages(delta, short, label):
+    assert format_duration(delta) == short
+    if delta:
+        assert parse_duration(short) == delta
+    assert duration_label(delta) == label

@@ -966,3 +966,46 @@ def test_the_denial_reason_is_the_requests_resolution(requester, reviewer, ops):
     request_review(request=req, reviewer=reviewer, decision="deny", reason="use the read replica")
     req = refreshed(req)
     assert (req.state, req.resolution_reason) == (State.DENIED, "use the read replica")
+
+
+# --- every resolution: state, reason, time and one audit event of one shape ----------------
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "actor", "reason"),
+    [
+        (State.APPROVED, "request.approved", "bob", ""),
+        (State.DENIED, "request.denied", "bob", "not now"),
+        (State.CANCELLED, "request.cancelled", "alice", "cancelled by the requester"),
+        (State.REVOKED, "request.revoked", "ray", "incident over"),
+    ],
+)
+def test_every_resolution_records_state_reason_time_and_one_audit_event(
+    state, action, actor, reason, requester, reviewer, revoker, ops
+):
+    req = make_request_in(state, requester=requester, reviewer=reviewer, revoker=revoker, role=ops)
+
+    (event,) = events(action)
+    assert (req.state, req.resolution_reason) == (state, reason)
+    # A revocation keeps the time the approval resolved the request.
+    assert req.resolved_at is not None and req.resolved_at <= event.created_at
+    assert (event.actor_username, event.target_id) == (actor, str(req.pk))
+    assert {"requester": "alice", "state": state}.items() <= event.data.items()
+
+
+def test_a_review_of_a_request_past_its_ttl_records_the_expiry_the_same_way(requester, reviewer, ops):
+    req = request_create(requester=requester, roles=[ops], reason="INC-7")
+    later = timezone.now() + timedelta(days=2)
+
+    with pytest.raises(StateConflict) as refused:
+        request_review(request=req, reviewer=reviewer, decision="approve", now=later)
+
+    req = refreshed(req)
+    (event,) = events("request.expired")
+    assert refused.value.code == "request_expired"
+    assert (req.state, req.resolved_at, req.resolution_reason) == (
+        State.EXPIRED,
+        later,
+        AccessRequest.PENDING_TTL_PASSED,
+    )
+    assert (event.actor_username, event.data) == ("", {"requester": "alice", "state": State.EXPIRED})

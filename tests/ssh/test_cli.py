@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -18,10 +19,12 @@ from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
 from requests_app import services
+from requests_app.credentials import ssh_ca_init
 from requests_app.models import AccessRequest, Grant, IssuedCertificate
 from tests.conftest import give_capabilities, make_resource, make_role, make_user
 from tests.ssh.conftest import LOGIN
@@ -525,6 +528,7 @@ def sshd_for(sshd_factory, name: str, server: str):
     _, token = ApiToken.objects.create(
         user=give_capabilities(make_user(f"{name}-agent"), "check_access"), can_check_access=True
     )
+    ssh_ca_init()  # as the deployment does before configuring hosts
 
     def refresh() -> None:
         def text(path: str) -> str:
@@ -617,6 +621,38 @@ def test_jit_ssh_after_revocation_is_refused(alice, lab_role, sshd_factory, live
     assert one_line_error(result) == (
         "jit: you have no active grant for node/lab-1; request one with: jit request create --resource node/lab-1"
     )
+
+
+def test_jit_ssh_with_a_grant_no_longer_honoured_says_why_and_requests_nothing(
+    alice, lab_role, sshd_factory, live_server
+):
+    """The access check's code ``not_honoured`` (not ``no_grant``) means a new request would not help."""
+    host, resource, _ = sshd_for(sshd_factory, "lab-1", live_server.url)
+    someone_else_holds(resource, lab_role)
+    alice_user = User.objects.get(username="alice")
+    made = services.request_create(requester=alice_user, resources=[resource], reason="INC-14")
+    for name in ("bob", "carol"):
+        services.request_review(request=made, reviewer=User.objects.get(username=name), decision="approve")
+    # Out of engineers (lab-ssh's requesters), still seeing lab-1 through another role.
+    make_role("lab-read", requestable_by=("contractors",), resource_labels={"env": ["lab"]}, logins=["reader"])
+    alice_user.groups.set([Group.objects.get_or_create(name="contractors")[0]])
+    alice.login("alice")
+
+    result = alice(*ssh_args(host, "--reason", "INC-15", f"{LOGIN}@lab-1", "true"))
+
+    assert result.returncode == 4
+    assert one_line_error(result) == f"jit: no access to {LOGIN}@lab-1: alice is no longer eligible for role lab-ssh"
+    assert AccessRequest.objects.filter(requester=alice_user).count() == 1
+    assert not IssuedCertificate.objects.exists()
+
+
+def test_the_cli_branches_on_the_portals_codes_never_on_its_wording():
+    """A reworded message must not change what ``jit`` does: no server prose and no bare status tests in it."""
+    source = "\n".join(path.read_text() for path in (REPO / "jitcli").glob("*.py"))
+
+    for wording in ("no active grant covers this resource", "no such request", "is not allowed by role"):
+        assert f'"{wording}"' not in source and f"'{wording}'" not in source
+    assert not re.search(r"exc\.status\s*(==|!=|not in|in)", source)
 
 
 def test_jit_ssh_denied_ends_with_a_clear_message(alice, lab_role, sshd_factory, live_server):

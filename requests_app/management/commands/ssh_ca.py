@@ -1,9 +1,9 @@
 """``manage.py ssh_ca init|rotate|list``: the SSH user certificate authority.
 
-``init`` makes the first CA (the API also makes it on first use); ``rotate``
-adds a new signing CA and keeps the older ones trusted for an overlap, so
-certificates already out keep working; ``list`` shows what hosts trust. The
-private key is never printed.
+``init`` makes the first CA (the first certificate issued also makes one; the
+public key endpoint never does); ``rotate`` adds a new signing CA and keeps
+the older ones trusted for an overlap, so certificates already out keep
+working; ``list`` shows what hosts trust. The private key is never printed.
 """
 
 from __future__ import annotations
