@@ -21,6 +21,7 @@ from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, loc
 from accounts.models import Role
 from accounts.selectors import resources_searchable_by, roles_requestable_by
 from accounts.services import token_create, token_revoke
+from audit.services import audit_record
 from inventory.filters import ResourceFilterSet
 from inventory.models import Resource
 from jitportal.net import client_address
