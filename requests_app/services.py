@@ -659,31 +659,34 @@ def access_check(
     """Decide from timestamps, now: an ended grant denies even if no sweep ran.
 
     Whether a grant still counts is ``GrantQuerySet.honoured`` (and, for the
-    reason given, ``grant_refusal``). Two queries whatever the number of
-    grants (the roles' selectors, then the user's live grants that could
-    cover the resource, each marked honoured or not); a refusal for a grant
-    no longer honoured costs up to two more to say why.
+    reason given, ``grant_refusal``). The user's live grants that could cover
+    the resource come first; only when one of their roles matches it does a
+    second query ask which of them are honoured (built for those roles only,
+    which keeps it cheap to plan). A refusal for a grant no longer honoured
+    costs up to two more to say why.
     """
     at = at or timezone.now()
     if not user.is_active:
         return AccessDecision(False, reason="the user is not active", code=Decision.USER_INACTIVE)
     if resource is None:  # no such resource: answered as one without a grant, not to reveal which exist
         return AccessDecision(False, reason=NO_GRANT, code=Decision.NO_GRANT)
-    honoured = Grant.objects.honoured(at=at).filter(pk=OuterRef("pk"))
-    grants = list(
+    live = (
         Grant.objects.active(at=at)
         .filter(user=user)
         .filter(Q(resource=resource) | Q(resource__isnull=True))
-        .annotate(is_honoured=Exists(honoured))
         .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
+    grants = [grant for grant in live if grant.role.matches(resource)]
+    honoured_ids: set[int] = set()
+    if grants:
+        roles = list({grant.role_id: grant.role for grant in grants}.values())
+        asked = Grant.objects.honoured(at=at, roles=roles).filter(pk__in=[grant.pk for grant in grants])
+        honoured_ids = set(asked.values_list("pk", flat=True))
     reason, code = NO_GRANT, Decision.NO_GRANT
     not_honoured = None
     for grant in grants:
-        if not grant.role.matches(resource):
-            continue
-        if not grant.is_honoured:
+        if grant.pk not in honoured_ids:
             not_honoured = not_honoured or grant
             continue
         if login is not None and login not in grant.role.logins:

@@ -205,22 +205,32 @@ class GrantQuerySet(models.QuerySet):
     def active(self, *, at: datetime) -> GrantQuerySet:
         return self.in_state(Grant.State.ACTIVE, at=at)
 
-    def honoured(self, *, at: datetime, include_scheduled: bool = False) -> GrantQuerySet:
+    def honoured(self, *, at: datetime, include_scheduled: bool = False, roles=None) -> GrantQuerySet:
         """Grants the access check honours at ``at``: ``grant_refusal`` is None for exactly these.
 
         Active, the user active and still in a group that may request the
         role, and for a grant on one resource the role still matching it (a
         role-based grant covers whatever the role matches when asked). Costs
-        one query for the roles' selectors. ``include_scheduled`` adds grants
-        that start later and would be honoured then as things stand now.
+        one query for the roles' selectors, unless ``roles`` gives them: then
+        only grants of those roles are asked about (a caller that already holds
+        the grants' roles saves the query and a larger statement).
+        ``include_scheduled`` adds grants that start later and would be
+        honoured then as things stand now.
         """
         eligible = Exists(
             Role.requestable_by.through.objects.filter(role_id=OuterRef("role_id"), group__user=OuterRef("user_id"))
         )
-        matching = Q(resource__isnull=True)
-        for role in Role.objects.only("id", "resource_kinds", "resource_labels"):
-            matching |= Q(role_id=role.pk, resource__in=Resource.objects.filter(role.resource_q()).values("pk"))
         window = self.filter(expires_at__gt=at, revoked_at__isnull=True)
+        if roles is None:
+            roles = Role.objects.only("id", "resource_kinds", "resource_labels")
+        else:
+            window = window.filter(role__in=[role.pk for role in roles])
+        matching = Q(resource__isnull=True)
+        for role in roles:
+            # Correlated on the grant's own resource (a primary-key probe), not an IN over every
+            # resource the role matches, which the database would build in full on every call.
+            covered = Resource.objects.filter(role.resource_q(), pk=OuterRef("resource_id"))
+            matching |= Q(Q(role_id=role.pk), Exists(covered))
         if not include_scheduled:
             window = window.filter(starts_at__lte=at)
         return window.filter(eligible, matching, user__is_active=True)
