@@ -18,31 +18,17 @@ from accounts import capabilities
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector, token_create, token_revoke
 from inventory.models import Resource
-from jitportal.admin_display import ConfigurationAdminMixin, NamedRefusalMixin, NoGroupFilter, clipped
+from jitportal.admin_display import ConfigurationAdminMixin, GatedAdminMixin, NoGroupFilter, clipped
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError
 
 
-class PeopleAdminMixin(NamedRefusalMixin):
+class PeopleAdminMixin(GatedAdminMixin):
     """Users, groups (which carry capabilities) and API tokens: superusers only, or staff could make
     themselves auditors."""
 
+    may = staticmethod(capabilities.may_manage_people)
     refusal = "Only a superuser manages users, groups and API tokens."
-
-    def has_module_permission(self, request) -> bool:
-        return capabilities.may_manage_people(request.user)
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return capabilities.may_manage_people(request.user)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return capabilities.may_manage_people(request.user)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return capabilities.may_manage_people(request.user)
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return capabilities.may_manage_people(request.user)
 
 
 @admin.register(User)

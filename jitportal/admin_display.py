@@ -71,22 +71,31 @@ class NamedRefusalMixin:
         return super().history_view(request, object_id, extra_context=extra_context)
 
 
-class ConfigurationAdminMixin(NamedRefusalMixin):
-    """Roles, resources and channels: the staff flag edits them, and gives nothing more."""
+class GatedAdminMixin(NamedRefusalMixin):
+    """A model admin that one predicate opens whole (see, add, change, delete) or not at all."""
 
-    refusal = STAFF_REFUSAL
+    @staticmethod
+    def may(user) -> bool:
+        return False
 
     def has_module_permission(self, request) -> bool:
-        return may_configure(request.user)
+        return self.may(request.user)
 
     def has_view_permission(self, request, obj=None) -> bool:
-        return may_configure(request.user)
+        return self.may(request.user)
 
     def has_add_permission(self, request, obj=None) -> bool:
-        return may_configure(request.user)
+        return self.may(request.user)
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return may_configure(request.user)
+        return self.may(request.user)
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return may_configure(request.user)
+        return self.may(request.user)
+
+
+class ConfigurationAdminMixin(GatedAdminMixin):
+    """Roles, resources and channels: the staff flag edits them, and gives nothing more."""
+
+    may = staticmethod(may_configure)
+    refusal = STAFF_REFUSAL
