@@ -52,8 +52,15 @@ run: demo
 test: $(STAMP)
 	@$(LOAD_ENV); unset DJANGO_DEBUG; $(PY) -m pytest $(PYTEST_ARGS)
 
+# The quality gates CI runs before the tests (.ci/run): ruff's checks and format,
+# mypy with the Django and DRF stubs (configured in pyproject.toml; the settings
+# read the environment at import, hence LOAD_ENV), and no model change without
+# its migration.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@$(LOAD_ENV); $(VENV)/bin/mypy
+	@$(LOAD_ENV); $(PY) manage.py makemigrations --check --dry-run
 
 bench: migrate
 	@$(LOAD_ENV); unset DJANGO_DEBUG; $(PY) bench/run.py $(BENCH_ARGS)

@@ -28,7 +28,7 @@ class AuditChainHead(models.Model):
 
 
 class AuditEventQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # noqa: D102 - history is not editable
+    def update(self, **kwargs):  # history is not editable
         raise TypeError("audit events are append-only")
 
     def delete(self):

@@ -10,20 +10,21 @@ from jitportal.errors import DomainError, NotFound
 _MAX_ID = 2**63 - 1
 
 
-def _parse_ref(ref: object, *, field: str) -> tuple[str, int | tuple[str, str]]:
+def _parse_ref(ref: object, *, field: str) -> int | tuple[str, str]:
+    """An id (an int) or a ``(kind, name)`` pair."""
     if isinstance(ref, bool):
         raise DomainError(f"{ref!r} is not a resource id or kind/name", field=field)
     if isinstance(ref, int):
-        return "id", ref
+        return ref
     if isinstance(ref, str):
         text = ref.strip()
         # ASCII only: str.isdigit() also accepts "²", which int() refuses.
         if text.isascii() and text.isdigit():
-            return "id", int(text)
+            return int(text)
         kind, sep, name = text.partition("/")
         # No stored name holds a NUL, and PostgreSQL refuses one in a query: not a name.
         if sep and kind and name and "\x00" not in text:
-            return "ref", (kind, name)
+            return kind, name
     raise DomainError(f"{ref!r} is not a resource id or kind/name", field=field)
 
 
@@ -36,8 +37,8 @@ def resources_resolve(refs: list, *, field: str = "resources", queryset: QuerySe
     """
     parsed = [_parse_ref(ref, field=field) for ref in refs]
     # An id beyond the database's integer range cannot exist (and would crash the query).
-    ids = [value for how, value in parsed if how == "id" and 0 < value <= _MAX_ID]
-    pairs = [value for how, value in parsed if how == "ref"]
+    ids = [value for value in parsed if isinstance(value, int) and 0 < value <= _MAX_ID]
+    pairs = [value for value in parsed if isinstance(value, tuple)]
     q = Q(pk__in=ids)
     for kind, name in pairs:
         q |= Q(kind=kind, name=name)
@@ -46,8 +47,8 @@ def resources_resolve(refs: list, *, field: str = "resources", queryset: QuerySe
     by_id = {r.pk: r for r in found}
     by_ref = {(r.kind, r.name): r for r in found}
     resolved, missing = [], []
-    for ref, (how, value) in zip(refs, parsed, strict=True):
-        resource = by_id.get(value) if how == "id" else by_ref.get(value)
+    for ref, value in zip(refs, parsed, strict=True):
+        resource = by_id.get(value) if isinstance(value, int) else by_ref.get(value)
         if resource is None:
             missing.append(str(ref))
         else:
@@ -59,8 +60,8 @@ def resources_resolve(refs: list, *, field: str = "resources", queryset: QuerySe
 
 def resource_get(ref: object, *, field: str = "resource") -> Resource:
     """One resource by id or ``kind/name``; NotFound when it does not exist."""
-    how, value = _parse_ref(ref, field=field)
-    lookup = {"pk": value} if how == "id" else {"kind": value[0], "name": value[1]}
+    value = _parse_ref(ref, field=field)
+    lookup: dict[str, object] = {"pk": value} if isinstance(value, int) else {"kind": value[0], "name": value[1]}
     resource = Resource.objects.filter(**lookup).first()
     if resource is None:
         raise NotFound(f"no such resource: {ref}")

@@ -99,7 +99,8 @@ class Api:
 
     def request(self, method: str, path: str, *, params=None, body: Any = None, auth: bool = True) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url(path, params), data=data, method=method)
+        # normalize_server admits only http(s) URLs, so no file: or custom scheme reaches urlopen.
+        request = urllib.request.Request(self.url(path, params), data=data, method=method)  # noqa: S310
         request.add_header("Accept", "application/json")
         request.add_header("User-Agent", f"jit/{__version__}")
         if data is not None:

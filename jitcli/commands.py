@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -81,10 +82,8 @@ def login(args) -> int:
     username = args.user
     if not username:
         default = getpass.getuser()
-        if _interactive() and not args.password_stdin:
-            username = _ask(f"Username [{default}]: ") or default
-        else:
-            username = default
+        asked = _ask(f"Username [{default}]: ") if _interactive() and not args.password_stdin else ""
+        username = asked or default
     password = _read_password(args, username, server)
     api = Api(server)
     try:
@@ -103,10 +102,8 @@ def login(args) -> int:
     )
     # The token this login replaces is revoked, so logging in again does not pile up live tokens.
     if on_file.token and on_file.server == server and on_file.token != body["token"]:
-        try:
+        with contextlib.suppress(CliError):
             Api(server, on_file.token).delete("auth/token/")
-        except CliError:
-            pass
     host = urllib.parse.urlsplit(server).hostname or ""
     if server.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
         err(f"warning: {server} is plain HTTP; your password and token cross the network unencrypted")

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jit: interrupted", file=sys.stderr)
         return INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
+    except Exception as exc:  # the promise is one line, never a traceback
         if os.environ.get("JIT_DEBUG"):
             traceback.print_exc()
         print(f"jit: unexpected error: {type(exc).__name__}: {exc} (JIT_DEBUG=1 shows details)", file=sys.stderr)

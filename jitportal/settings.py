@@ -240,7 +240,7 @@ REST_KNOX = {
     "TOKEN_PREFIX": "jit_",
     "AUTH_HEADER_PREFIX": "Token",
 }
-KNOX_TOKEN_MODEL = "accounts.ApiToken"
+KNOX_TOKEN_MODEL = "accounts.ApiToken"  # noqa: S105 - a model label, not a secret
 # knox's migrations would create its own token table although the model is
 # swapped for accounts.ApiToken; without migrations Django creates nothing for
 # a swapped model.

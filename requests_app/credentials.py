@@ -116,14 +116,23 @@ def public_key_parse(text: object) -> UserPublicKey:
     if isinstance(identity, ssh.SSHCertificate):
         raise refuse("this is a certificate; send the public key it was made for")
     key = identity
+    problem = _key_kind_problem(key)
+    if problem is not None:
+        raise refuse(problem)
+    return UserPublicKey(key=key, line=_openssh_line(key), fingerprint=_fingerprint(key))
+
+
+def _key_kind_problem(key: ssh.SSHPublicKeyTypes) -> str | None:
+    """Why a parsed key's algorithm or size is not accepted, or None."""
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
-            raise refuse(f"rsa keys must have at least {MIN_RSA_BITS} bits; this one has {key.key_size}")
+            return f"rsa keys must have at least {MIN_RSA_BITS} bits; this one has {key.key_size}"
         if key.key_size > MAX_RSA_BITS:
-            raise refuse(f"rsa keys may have at most {MAX_RSA_BITS} bits; this one has {key.key_size}")
-    elif not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
-        raise refuse(f"{type(key).__name__} keys are not accepted; use ed25519, ecdsa or rsa")
-    return UserPublicKey(key=key, line=_openssh_line(key), fingerprint=_fingerprint(key))
+            return f"rsa keys may have at most {MAX_RSA_BITS} bits; this one has {key.key_size}"
+        return None
+    if not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
+        return f"{type(key).__name__} keys are not accepted; use ed25519, ecdsa or rsa"
+    return None
 
 
 @dataclass(frozen=True)

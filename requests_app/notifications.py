@@ -126,6 +126,29 @@ def _grant_target(grant: Grant) -> str:
     return grant.resource.ref if grant.resource_id else f"everything {grant.role.name} reaches"
 
 
+def _request_facts(access_request: AccessRequest) -> tuple[str, list[tuple[str, str]], dict]:
+    """What a request asks for: its one-line summary, its facts and its data."""
+    roles = sorted(r.name for r in access_request.roles.all())
+    refs = _resource_refs(access_request)
+    what = f"{', '.join(roles)} on {_summarise(refs)}" if refs else f"{', '.join(roles)} (role-based)"
+    data = {
+        "roles": roles,
+        "resources": refs,
+        "start_time": access_request.start_time.isoformat() if access_request.start_time else None,
+        "approvals_required": access_request.approvals_required,
+        "pending_expires_at": access_request.pending_expires_at.isoformat(),
+        "resolution_reason": access_request.resolution_reason,
+    }
+    facts = [
+        ("Roles", ", ".join(roles)),
+        ("Resources", _summarise(refs) if refs else "(role-based: everything the roles reach)"),
+        ("Duration", format_duration(access_request.duration)),
+    ]
+    if access_request.start_time:
+        facts.append(("Starts", _when(access_request.start_time)))
+    return what, facts, data
+
+
 def build_message(*, event: str, access_request: AccessRequest, grant: Grant | None, now: datetime) -> Message:
     """Who, what, why, how long, and the link: the same facts for every platform."""
     requester = access_request.requester
@@ -143,24 +166,9 @@ def build_message(*, event: str, access_request: AccessRequest, grant: Grant | N
     }
     facts: list[tuple[str, str]] = [("Requester", who)]
     if grant is None:
-        roles = sorted(r.name for r in access_request.roles.all())
-        refs = _resource_refs(access_request)
-        what = f"{', '.join(roles)} on {_summarise(refs)}" if refs else f"{', '.join(roles)} (role-based)"
-        request_data |= {
-            "roles": roles,
-            "resources": refs,
-            "start_time": access_request.start_time.isoformat() if access_request.start_time else None,
-            "approvals_required": access_request.approvals_required,
-            "pending_expires_at": access_request.pending_expires_at.isoformat(),
-            "resolution_reason": access_request.resolution_reason,
-        }
-        facts += [
-            ("Roles", ", ".join(roles)),
-            ("Resources", _summarise(refs) if refs else "(role-based: everything the roles reach)"),
-            ("Duration", format_duration(access_request.duration)),
-        ]
-        if access_request.start_time:
-            facts.append(("Starts", _when(access_request.start_time)))
+        what, request_facts, more_data = _request_facts(access_request)
+        facts += request_facts
+        request_data |= more_data
     else:
         what = f"{_grant_target(grant)} ({grant.role.name})"
         facts += [
@@ -443,7 +451,7 @@ def enqueue_deliveries(pks: list[int], *, expires: float | None = None) -> int:
     for pk in pks:
         try:
             deliver.apply_async((pk,), expires=expires, retry=False)
-        except Exception:  # noqa: BLE001 - the broker may be down; the row is safe in the database
+        except Exception:  # the broker may be down; the row is safe in the database
             logger.warning(
                 "could not queue delivery of notification %s (and %d more); the retry sweep will send them",
                 pk,
@@ -530,7 +538,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
     # urllib rather than requests: one JSON POST with a timeout needs no new dependency.
     if urlsplit(url).scheme not in ("http", "https"):
         raise DeliveryError("the channel URL must start with http:// or https://", permanent=True)
-    request = urllib.request.Request(url, data=body, method="POST")
+    request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 - the scheme is checked above
     request.add_header("Content-Type", "application/json; charset=utf-8")
     request.add_header("User-Agent", "jitportal-notifier")
     for name, value in headers.items():
@@ -582,7 +590,8 @@ def backoff(attempts: int) -> timedelta:
     """Exponential in the attempts so far, capped, with jitter so retries of one outage spread out."""
     base = settings.JITPORTAL_NOTIFICATION_BACKOFF_SECONDS
     ceiling = min(settings.JITPORTAL_NOTIFICATION_BACKOFF_MAX_SECONDS, base * 2 ** max(attempts - 1, 0))
-    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+    # Jitter spreads retries out; it guards nothing, so no secure source is needed.
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311
 
 
 def _claimable(now: datetime) -> Q:
@@ -606,7 +615,7 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
     ours = Notification.objects.filter(pk=notification_id, claimed_until=lease)
     try:
         _send(notification)
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
+    except Exception as exc:  # every failure is recorded on the row
         error = exc if isinstance(exc, DeliveryError) else DeliveryError(f"{type(exc).__name__}: {exc}")
         attempts = notification.attempts + 1
         give_up = error.permanent or attempts >= settings.JITPORTAL_NOTIFICATION_MAX_ATTEMPTS

@@ -34,7 +34,8 @@ def requests_summarised(queryset: AccessRequestQuerySet) -> AccessRequestQuerySe
         .order_by()
         .values("accessrequest_id")
         .annotate(n=Count("pk"))
-        .values("n")
+        # django-stubs does not see annotations made on the auto-created through model.
+        .values("n")  # type: ignore[misc]
     )
     return (
         queryset.with_counts()

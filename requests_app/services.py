@@ -382,9 +382,9 @@ def request_review(
                     )
                     notify(event=Event.REQUEST_DENIED, access_request=access_request)
                 elif counts["approvals"] >= access_request.approvals_required:
-                    refusal = requester_refusal(access_request, roles=roles)
-                    if refusal is not None:
-                        raise _Refusal(StateConflict(refusal), "review.refused_requester_ineligible", audit_data)
+                    ineligible = requester_refusal(access_request, roles=roles)
+                    if ineligible is not None:
+                        raise _Refusal(StateConflict(ineligible), "review.refused_requester_ineligible", audit_data)
                     _approve(access_request, at=at, resolution=reason, actor=reviewer)
                 request.state = access_request.state
                 return review
@@ -549,7 +549,7 @@ def grants_end_expired(*, now: datetime | None = None) -> int:
                     "request": str(g.request_id),
                     "user": g.request.requester.username,
                     "role": g.role.name,
-                    "resource": g.resource.ref if g.resource_id else None,
+                    "resource": g.resource.ref if g.resource is not None else None,
                     "expires_at": g.expires_at.isoformat(),
                     "why": "revoked" if g.revoked_at is not None else "expired",
                 },

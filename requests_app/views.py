@@ -152,9 +152,12 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
     connect = [grant for grant in candidates if grant.pk in honoured]
     review_url = None
     state = access_request.state_at(now)
-    if state == AccessRequest.State.PENDING and capabilities.may_review_queue(request.user):
-        if AccessRequest.objects.reviewable_by(request.user).filter(pk=access_request.pk).exists():
-            review_url = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
+    if (
+        state == AccessRequest.State.PENDING
+        and capabilities.may_review_queue(request.user)
+        and AccessRequest.objects.reviewable_by(request.user).filter(pk=access_request.pk).exists()
+    ):
+        review_url = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
     context = {
         "req": access_request,
         "grants": grants,

@@ -378,7 +378,7 @@ def test_role_added_in_admin(admin_client):
 
 
 @pytest.mark.parametrize(
-    "field,value",
+    ("field", "value"),
     [
         ("resource_labels", '{"env": {"a": 1}}'),
         ("resource_labels", '["env"]'),

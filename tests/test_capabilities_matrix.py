@@ -556,7 +556,7 @@ def test_the_queue_filters_offer_only_the_roles_of_requests_one_may_see(world):
 
 
 @pytest.mark.parametrize(
-    "persona, url_name, missing",
+    ("persona", "url_name", "missing"),
     [
         ("reviewer", "admin:audit_auditevent_changelist", "You need the audit capability."),
         ("revoker", "admin:requests_app_accessrequest_changelist", "You need the audit capability or to be a reviewer"),

@@ -277,7 +277,7 @@ class Grant(models.Model):
         ]
 
     def __str__(self) -> str:
-        target = self.resource.ref if self.resource_id else f"role {self.role}"
+        target = self.resource.ref if self.resource is not None else f"role {self.role}"
         return f"{self.user} → {target}"
 
     def state_at(self, at: datetime) -> str:
@@ -320,6 +320,7 @@ def grant_refusal(grant: Grant, *, at: datetime) -> str | None:
         return f"{grant.user.username}'s account is not active"
     if not Role.objects.requestable_by(grant.user).filter(pk=role.pk).exists():
         return f"{grant.user.username} is no longer eligible for role {role.name}"
-    if grant.resource_id is not None and not role.matches(grant.resource):
-        return f"role {role.name} no longer grants access to {grant.resource.ref}"
+    resource = grant.resource
+    if resource is not None and not role.matches(resource):
+        return f"role {role.name} no longer grants access to {resource.ref}"
     return None

@@ -188,7 +188,7 @@ def test_unknown_username_is_counted_and_audited_like_a_known_one(people):
 def test_a_password_check_without_a_request_is_refused_loudly(people):
     # Lockout needs the client; a path that forgot to pass the request must
     # not slip past it (tests sign in with force_login or pass a request).
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="requires a request"):
         authenticate(username="alice", password=PASSWORD)
     request = RequestFactory().post("/accounts/login/", REMOTE_ADDR="192.0.2.1")
     assert authenticate(request, username="alice", password=PASSWORD) == people[0]

@@ -124,7 +124,7 @@ def test_refusals_are_in_the_log(api, auditor, requester, outsider, prod_ssh, we
     ]
 
 
-@pytest.mark.parametrize("query, field", [("since=yesterday", "since"), ("until=2026-13-45", "until")])
+@pytest.mark.parametrize(("query", "field"), [("since=yesterday", "since"), ("until=2026-13-45", "until")])
 def test_bad_time_filters_are_400(api, auditor, query, field):
     response = api(auditor).get(f"{AUDIT}?{query}")
 

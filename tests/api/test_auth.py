@@ -146,7 +146,7 @@ def test_unknown_username_gets_the_same_answer_as_a_wrong_password(db):
 
 
 @pytest.mark.parametrize(
-    "raw, content_type",
+    ("raw", "content_type"),
     [
         ("{}", "application/json"),
         ('{"username": "alice"}', "application/json"),
@@ -323,7 +323,7 @@ PROTECTED = [
 ]
 
 
-@pytest.mark.parametrize("method, url", PROTECTED)
+@pytest.mark.parametrize(("method", "url"), PROTECTED)
 def test_every_endpoint_refuses_anonymous_callers(requester, reviewer, reviewer2, prod_ssh, web1, method, url):
     approved = services.request_create(requester=requester, resources=[web1], reason="INC-1")
     services.request_review(request=approved, reviewer=reviewer, decision="approve")

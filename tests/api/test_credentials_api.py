@@ -135,7 +135,7 @@ def test_owner_no_longer_eligible_is_a_403(api, requester, grant):
 
 
 @pytest.mark.parametrize(
-    "body, message",
+    ("body", "message"),
     [
         ({"public_key": "ssh-rsa AAAA"}, "is not an OpenSSH public key"),
         ({"public_key": ""}, "may not be blank"),

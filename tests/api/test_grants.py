@@ -131,7 +131,7 @@ def test_state_is_computed_from_timestamps(api, requester, four_grants):
     assert {g["id"]: g["state"] for g in results} == {grant.pk: state for state, grant in four_grants.items()}
 
 
-@pytest.mark.parametrize("yes, no", [("true", "false"), ("True", "False"), ("1", "0")])
+@pytest.mark.parametrize(("yes", "no"), [("true", "false"), ("True", "False"), ("1", "0")])
 def test_active_filter_splits_active_from_the_rest(api, requester, four_grants, yes, no):
     client = api(requester)
 
@@ -144,7 +144,7 @@ def test_active_filter_splits_active_from_the_rest(api, requester, four_grants, 
 
 
 @pytest.mark.parametrize(
-    "query, field",
+    ("query", "field"),
     [("active=perhaps", "active"), ("active=yes", "active"), ("active=2", "active"), ("request=not-a-uuid", "request")],
 )
 def test_bad_grant_filters_are_400(api, requester, alice_grant, query, field):

@@ -104,7 +104,7 @@ def test_auto_approve_role_is_approved_at_once_with_grants(api, requester, web1)
 
 
 @pytest.mark.parametrize(
-    "duration, seconds",
+    ("duration", "seconds"),
     [
         (1800, 1800),
         ("1800", 1800),
@@ -145,7 +145,7 @@ def test_roles_named_with_resources_choose_between_matching_roles(api, requester
 
 
 @pytest.mark.parametrize(
-    "body, field, says",
+    ("body", "field", "says"),
     [
         ({"resources": ["node/nope"], "reason": "x"}, "resources", "node/nope"),
         ({"resources": [987654], "reason": "x"}, "resources", "987654"),
@@ -348,7 +348,7 @@ def test_list_is_newest_first_and_paginated(api, requester, prod_ssh, web1):
     assert body["next"] and body["previous"] is None
 
 
-@pytest.mark.parametrize("query, field", [("scope=everything", "scope"), ("state=approvedish", "state")])
+@pytest.mark.parametrize(("query", "field"), [("scope=everything", "scope"), ("state=approvedish", "state")])
 def test_bad_scope_or_state_is_400(api, requester, prod_ssh, query, field):
     response = api(requester).get(f"{REQUESTS}?{query}")
 
@@ -391,7 +391,7 @@ def test_request_list_runs_a_constant_number_of_queries(
 
 
 @pytest.mark.parametrize(
-    "who, status",
+    ("who", "status"),
     [
         ("alice", 200),
         ("bob", 200),
@@ -634,7 +634,7 @@ def test_requester_cancels_a_pending_request(api, requester, prod_ssh, web1):
     assert AuditEvent.objects.filter(action="request.cancelled", actor_username="alice").count() == 1
 
 
-@pytest.mark.parametrize("who, status", [("bob", 403), ("erin", 403), ("mallory", 404), ("dave", 404)])
+@pytest.mark.parametrize(("who", "status"), [("bob", 403), ("erin", 403), ("mallory", 404), ("dave", 404)])
 def test_only_the_requester_can_cancel(api, requester, reviewer, auditor, outsider, dave, prod_ssh, web1, who, status):
     made = pending_request(requester, web1)
 

@@ -142,7 +142,7 @@ def test_filters_combine(api, requester, wide_role, inventory):
 
 
 @pytest.mark.parametrize(
-    "query, field",
+    ("query", "field"),
     [("kind=spaceship", "kind"), ("label==prod", "label"), ("label=env=prod,=dev", "label")],
 )
 def test_bad_filters_are_400_naming_the_filter(api, requester, prod_ssh, inventory, query, field):

@@ -104,7 +104,7 @@ def test_expiry_is_recorded_without_an_actor(requester, ops):
 def test_refused_reviews_are_recorded_though_their_transaction_rolled_back(requester, outsider, ops):
     req = request_create(requester=requester, roles=[ops])
     for reviewer in (requester, outsider):
-        with pytest.raises(Exception):  # noqa: B017 - the kind is tested in test_services
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the kind is tested in test_services
             request_review(request=req, reviewer=reviewer, decision="approve")
     assert trail(req) == [
         ("request.created", "alice"),
@@ -116,7 +116,8 @@ def test_refused_reviews_are_recorded_though_their_transaction_rolled_back(reque
 
 def test_an_event_rolls_back_with_the_change_it_describes(requester, ops):
     before = AuditEvent.objects.count()
-    with pytest.raises(RuntimeError), transaction.atomic():
+    # The block is the transaction the failure rolls back.
+    with pytest.raises(RuntimeError), transaction.atomic():  # noqa: PT012
         request_create(requester=requester, roles=[ops])
         raise RuntimeError("boom")
     assert AuditEvent.objects.count() == before

@@ -81,7 +81,7 @@ def sign_in(browser, url: str, username: str, *, admin: bool = False):
 
 
 def test_request_two_reviews_and_access_on_the_dashboard(live_server, browser, people):
-    alice, bob, carol = people
+    _alice, _bob, _carol = people
 
     # The requester signs in, searches and asks for two servers.
     requester, page = sign_in(browser, f"{live_server.url}/", "alice")

@@ -13,6 +13,7 @@ tasks. Without a reachable Redis the tests skip, saying so, unless
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -200,14 +201,10 @@ class Process:
     def stop(self) -> None:
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.popen.wait(10)
         self._log_file.close()
 

@@ -30,7 +30,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:
@@ -43,7 +43,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"ok" if code < 400 else b"no_service")
 
-            def log_message(self, format, *args):  # noqa: A002 - quiet test output
+            def log_message(self, format, *args):  # quiet test output
                 pass
 
         ThreadingHTTPServer.allow_reuse_address = True

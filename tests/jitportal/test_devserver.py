@@ -49,10 +49,10 @@ def test_a_base_url_the_user_set_wins_over_the_port(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "host, port, url",
+    ("host", "port", "url"),
     [
         ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
-        ("0.0.0.0", 8100, "http://127.0.0.1:8100"),
+        ("0.0.0.0", 8100, "http://127.0.0.1:8100"),  # noqa: S104 - an input, nothing binds
         ("::", 8100, "http://[::1]:8100"),
         ("::1", 8100, "http://[::1]:8100"),
         ("portal.local", 9000, "http://portal.local:9000"),

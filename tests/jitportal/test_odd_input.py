@@ -49,7 +49,7 @@ def assert_json_400(response, field: str):
 
 
 @pytest.mark.parametrize(
-    "url,params,field",
+    ("url", "params", "field"),
     [
         ("/api/v1/resources/", {"label": "env=prod\x00"}, "label"),
         ("/api/v1/resources/", {"search": "web\x00"}, "search"),
@@ -75,7 +75,7 @@ def test_nul_in_a_path_segment_is_a_json_400(api, superuser, web_ssh, web1, path
 
 
 @pytest.mark.parametrize(
-    "body,field",
+    ("body", "field"),
     [
         ({"resources": ["node/web\u0000-1"], "reason": "INC-1"}, "resources"),
         ({"resources": ["node/web-1"], "reason": "INC\u0000-1"}, "reason"),

@@ -319,7 +319,7 @@ def test_change_page_is_read_only_with_reviews_inline_and_approve_deny_buttons(
 
 
 @pytest.mark.parametrize(
-    "case,note",
+    ("case", "note"),
     [
         ("own", "This is your own request; another reviewer decides on it."),
         ("other_role", "You are not a reviewer for every role of this request."),

@@ -54,7 +54,7 @@ def run_at_once(calls: list[Callable[[], object]], *, timeout: float = 60) -> li
         try:
             barrier.wait(timeout=timeout)
             results[index] = call()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:  # reported to the test
             results[index] = exc
         finally:
             connection.close()
@@ -214,7 +214,7 @@ def test_a_review_waiting_for_the_lock_is_stamped_after_it_is_released(requester
         try:
             started.set()
             outcome.append(request_review(request=req, reviewer=reviewers[0], decision="approve", reason="ok"))
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:  # reported to the test
             outcome.append(exc)
         finally:
             connection.close()

@@ -172,7 +172,7 @@ def test_role_without_logins_gets_no_certificate(requester, reviewer, web1):
 
 
 @pytest.mark.parametrize(
-    "flags, expected",
+    ("flags", "expected"),
     [
         ({}, [b"permit-pty"]),
         ({"ssh_permit_pty": False}, []),

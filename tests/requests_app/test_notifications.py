@@ -103,7 +103,8 @@ def test_a_new_request_queues_one_row_per_channel_that_wants_it(requester, ops, 
 
 
 def test_rows_roll_back_with_the_event(requester, ops, slack):
-    with pytest.raises(RuntimeError), transaction.atomic():
+    # The block is the transaction the failure rolls back.
+    with pytest.raises(RuntimeError), transaction.atomic():  # noqa: PT012
         create(requester, ops)
         assert Notification.objects.count() == 1
         raise RuntimeError("the caller's transaction fails after the event")

@@ -819,7 +819,7 @@ def test_requester_removed_from_the_requesting_group_gets_no_grants_on_approval(
     req = request_create(requester=requester, roles=[ops], reason="INC-3")
     requester.groups.remove(Group.objects.get(name="engineers"))
 
-    with pytest.raises(StateConflict, match="^alice may no longer request prod-ops$"):
+    with pytest.raises(StateConflict, match=r"^alice may no longer request prod-ops$"):
         request_review(request=req, reviewer=reviewer, decision="approve", reason="ok")
 
     assert refreshed(req).state == State.PENDING
@@ -905,7 +905,7 @@ def test_cancel_after_the_ttl_is_a_conflict_that_records_the_expiry(requester, o
     now = timezone.now()
     req = request_create(requester=requester, roles=[ops], now=now)
 
-    with pytest.raises(StateConflict, match="expired at .* before it was cancelled"):
+    with pytest.raises(StateConflict, match=r"expired at .* before it was cancelled"):
         request_cancel(request=req, user=requester, now=now + timedelta(hours=25))
 
     req = refreshed(req)

@@ -376,7 +376,7 @@ def test_role_list_empty_state(client, outsider):
 
 
 @pytest.mark.parametrize(
-    "who,query,message",
+    ("who", "query", "message"),
     [
         # What the user may not see is answered as what does not exist.
         ("outsider", "resource=web", "no such resource: {web1.pk}"),
@@ -441,7 +441,7 @@ def test_my_requests_empty_state(client, outsider):
 
 
 @pytest.mark.parametrize(
-    "who,status",
+    ("who", "status"),
     [
         ("requester", 200),
         ("reviewer", 200),

@@ -116,7 +116,7 @@ class Sshd:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         for _attempt in range(3):
             self.port = free_port()
-            log = open(self.log_path, "a")
+            log = open(self.log_path, "a")  # noqa: SIM115 - sshd writes to it; closed once it started
             self.process = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self._config())], stdout=log, stderr=log, stdin=subprocess.DEVNULL
             )

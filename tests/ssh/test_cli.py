@@ -132,7 +132,7 @@ class Reviewers(threading.Thread):
                     f"requests/{request_id}/reviews/",
                     {"decision": decision, "reason": reason},
                 )
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             self.error = exc
 
     def finish(self) -> None:
@@ -268,7 +268,7 @@ def test_every_command_has_help(tmp_path, command):
 
 
 @pytest.mark.parametrize(
-    "command, message",
+    ("command", "message"),
     [
         (
             ["request", "review", "some-id", "--approve"],

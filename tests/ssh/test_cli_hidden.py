@@ -32,7 +32,7 @@ def outcome(result) -> tuple:
 
 
 @pytest.mark.parametrize(
-    "hide,args,deleted",
+    ("hide", "args", "deleted"),
     [
         ("resource", ["request", "create", "--resource", "db/orders", "--reason", "INC-1"], "db/orders"),
         ("node", ["ssh", "ubuntu@dev-1"], "dev-1"),
