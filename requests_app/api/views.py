@@ -19,7 +19,6 @@ from inventory.selectors import resource_get, resources_resolve
 from jitportal import errors
 from jitportal.errors import DomainError, PermissionRefused
 from requests_app import services
-from requests_app.api.credentials import GrantCertificateMixin
 from requests_app.api.serializers import (
     AccessCheckSerializer,
     AccessRequestCreateSerializer,
@@ -30,6 +29,7 @@ from requests_app.api.serializers import (
     ReviewCreateSerializer,
     ReviewSerializer,
 )
+from requests_app.credentials.api import GrantCertificateMixin
 from requests_app.filters import AccessRequestFilterSet, AuditEventFilterSet, GrantFilterSet
 from requests_app.models import AccessRequest, Grant, Review
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import audit_verify
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.credentials import (
+from requests_app.credentials.certificates import (
     MAX_PRINCIPALS,
     certificate_issue,
     public_key_parse,

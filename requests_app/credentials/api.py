@@ -25,7 +25,7 @@ from inventory.models import Resource
 from inventory.selectors import resource_get
 from jitportal.api import InputSerializer
 from jitportal.errors import PermissionRefused
-from requests_app.credentials import (
+from requests_app.credentials.certificates import (
     certificate_issue,
     resource_ssh_principals,
     ssh_cas_trusted,

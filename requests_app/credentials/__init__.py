@@ -1,0 +1,1 @@
+"""SSH credentials: the certificate authority, user certificates and the endpoints hosts ask."""
