@@ -25,12 +25,9 @@ from inventory.selectors import resource_get
 from jitportal.api import InputSerializer
 from jitportal.errors import PermissionRefused
 from jitportal.restricted import RestrictedAPIView
-from requests_app.credentials.certificates import (
-    certificate_issue,
-    resource_ssh_principals,
-    ssh_cas_trusted,
-    ssh_revoked_public_keys,
-)
+from requests_app.credentials.ca import ssh_cas_trusted
+from requests_app.credentials.certificates import certificate_issue
+from requests_app.credentials.hosts import resource_ssh_principals, ssh_revoked_public_keys
 
 
 class PlainTextRenderer(BaseRenderer):
