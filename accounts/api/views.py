@@ -103,7 +103,11 @@ class MeView(RestrictedAPIView):
 
 
 class ResourceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
-    """Resources the caller may search: those a role they may request matches."""
+    """Resources the caller may search: those a role they may request matches.
+
+    Here rather than in inventory/api/: which resources one may search is a
+    rule about roles (accounts.selectors), and inventory sits below accounts.
+    """
 
     queryset = Resource.objects.order_by("kind", "name")
     serializer_class = SearchResultSerializer
