@@ -26,7 +26,8 @@ from inventory.models import Resource
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
-from requests_app.notifications import Event, notify, notify_many
+from requests_app.notifications.messages import Event
+from requests_app.notifications.outbox import notify, notify_many
 from requests_app.preview import request_preview
 
 CLOCK_SKEW = timedelta(seconds=60)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from requests_app.notifications import enqueue_deliveries, notification_deliver, notifications_due
+from requests_app.notifications.delivery import notification_deliver, notifications_due
+from requests_app.notifications.outbox import enqueue_deliveries
 from requests_app.services import grants_end_expired, grants_remind_expiring, request_expire_pending
 
 

@@ -28,7 +28,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiToken, User
 from audit.models import AuditEvent
-from requests_app.credentials import certificate_issue
+from requests_app.credentials.certificates import certificate_issue
 from requests_app.models import (
     AccessRequest,
     Grant,
@@ -38,7 +38,7 @@ from requests_app.models import (
     Review,
     SSHCertificateAuthority,
 )
-from requests_app.notifications import Event
+from requests_app.notifications.messages import Event
 from requests_app.services import request_create, request_review
 from tests.conftest import give_capabilities, make_resource, make_role, make_user
 from tests.ssh.keys import ed25519_key, openssh_public

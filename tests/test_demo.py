@@ -15,7 +15,7 @@ from accounts.models import User
 from audit.models import AuditEvent
 from inventory.models import Resource
 from requests_app.models import Notification, NotificationChannel, SSHCertificateAuthority
-from requests_app.notifications import notification_deliver
+from requests_app.notifications.delivery import notification_deliver
 from requests_app.services import request_create
 
 REPO = Path(__file__).resolve().parents[1]

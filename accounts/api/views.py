@@ -3,11 +3,10 @@ from __future__ import annotations
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from knox.auth import TokenAuthentication
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
-from rest_framework.views import APIView
 
 from accounts.api.serializers import (
     MeSerializer,
@@ -25,6 +24,7 @@ from audit.services import audit_record
 from inventory.filters import ResourceFilterSet
 from inventory.models import Resource
 from jitportal.net import client_address
+from jitportal.restricted import RestrictedAPIView, RestrictedViewSet
 
 
 class TokenThrottle(SimpleRateThrottle):
@@ -40,7 +40,7 @@ class TokenThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
-class TokenView(APIView):
+class TokenView(RestrictedAPIView):
     """Exchange a username and password for an API token (shown once, stored hashed)."""
 
     authentication_classes: list = []
@@ -86,7 +86,7 @@ class TokenView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MeView(APIView):
+class MeView(RestrictedAPIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses=MeSerializer)
@@ -102,9 +102,14 @@ class MeView(APIView):
         return Response(MeSerializer(body).data)
 
 
-class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
-    """Resources the caller may search: those a role they may request matches."""
+class ResourceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
+    """Resources the caller may search: those a role they may request matches.
 
+    Here rather than in inventory/api/: which resources one may search is a
+    rule about roles (accounts.selectors), and inventory sits below accounts.
+    """
+
+    queryset = Resource.objects.order_by("kind", "name")
     serializer_class = SearchResultSerializer
     filterset_class = ResourceFilterSet
 
@@ -112,21 +117,22 @@ class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
         super().initial(request, *args, **kwargs)
         self.roles = roles_requestable_by(request.user)
 
-    def get_queryset(self):
+    def restrict(self, queryset, user):
         if getattr(self, "swagger_fake_view", False):
-            return Resource.objects.none()
-        return resources_searchable_by(self.request.user, roles=self.roles).order_by("kind", "name")
+            return queryset.none()
+        return queryset & resources_searchable_by(user, roles=self.roles)
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "roles": getattr(self, "roles", [])}
 
 
-class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
     """Roles the caller may request."""
 
+    queryset = Role.objects.prefetch_related("reviewers").order_by("name")
     serializer_class = RoleSerializer
     lookup_field = "name"
     lookup_value_regex = r"[^/]+"
 
-    def get_queryset(self):
-        return Role.objects.requestable_by(self.request.user).prefetch_related("reviewers").order_by("name")
+    def restrict(self, queryset, user):
+        return queryset.requestable_by(user)

@@ -20,7 +20,8 @@ from accounts import capabilities
 from jitportal.admin_display import ConfigurationAdminMixin, clipped
 from requests_app.admin.base import ReadOnlyModelAdmin
 from requests_app.models import Notification, NotificationChannel
-from requests_app.notifications import mask_url, notifications_retry
+from requests_app.notifications.formats import mask_url
+from requests_app.notifications.outbox import notifications_retry
 
 Kind = NotificationChannel.Kind
 URL_KINDS = {Kind.SLACK, Kind.MATTERMOST, Kind.WEBHOOK}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from requests_app.api.credentials import ResourceSSHPrincipalsView, RevokedKeysView, SSHCAView
 from requests_app.api.views import AccessCheckView, AccessRequestViewSet, AuditEventViewSet, GrantViewSet
+from requests_app.credentials.api import ResourceSSHPrincipalsView, RevokedKeysView, SSHCAView
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False

@@ -16,7 +16,7 @@ from accounts.models import ApiToken
 from audit.models import AuditEvent
 from inventory.services import resource_upsert
 from requests_app import services
-from requests_app.credentials import ssh_ca_init, ssh_ca_rotate
+from requests_app.credentials.ca import ssh_ca_init, ssh_ca_rotate
 from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority
 from tests.conftest import give_capabilities, make_role, make_user
 from tests.ssh.keys import ed25519_key, openssh_public, parse_certificate, rsa_key

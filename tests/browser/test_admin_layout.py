@@ -18,9 +18,9 @@ from playwright.sync_api import expect
 from accounts.models import ApiToken, User
 from inventory.models import Resource
 from requests_app import services
-from requests_app.credentials import certificate_issue
+from requests_app.credentials.certificates import certificate_issue
 from requests_app.models import AccessRequest, Notification
-from requests_app.notifications import email_channel_ensure
+from requests_app.notifications.outbox import email_channel_ensure
 from tests.browser import test_e2e
 from tests.browser.test_e2e import PASSWORD, shot, sign_in
 from tests.conftest import make_user

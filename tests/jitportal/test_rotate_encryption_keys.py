@@ -11,7 +11,7 @@ from django.db import connection
 from django.test import override_settings
 
 from audit.models import AuditEvent
-from requests_app.credentials import ssh_ca_init
+from requests_app.credentials.ca import ssh_ca_init
 from requests_app.models import NotificationChannel, SSHCertificateAuthority
 
 pytestmark = pytest.mark.django_db

@@ -25,17 +25,10 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import audit_verify
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.credentials import (
-    MAX_PRINCIPALS,
-    certificate_issue,
-    public_key_parse,
-    resource_ssh_principals,
-    ssh_ca_init,
-    ssh_ca_rotate,
-    ssh_ca_signing,
-    ssh_cas_trusted,
-    ssh_revoked_public_keys,
-)
+from requests_app.credentials.ca import ssh_ca_init, ssh_ca_rotate, ssh_ca_signing, ssh_cas_trusted
+from requests_app.credentials.certificates import certificate_issue
+from requests_app.credentials.hosts import MAX_PRINCIPALS, resource_ssh_principals, ssh_revoked_public_keys
+from requests_app.credentials.keys import public_key_parse
 from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority, grant_refusal
 from requests_app.services import access_check, grant_revoke, request_create, request_review
 from tests.conftest import make_resource, make_role, make_user

@@ -22,10 +22,11 @@ from django.utils import formats, timezone
 
 from audit.models import AuditEvent
 from jitportal.crypto import decrypt
-from requests_app import notifications as notif
 from requests_app import tasks
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
-from requests_app.notifications import backoff, notification_deliver, notifications_due, notify
+from requests_app.notifications import formats as notif
+from requests_app.notifications.delivery import backoff, notification_deliver, notifications_due
+from requests_app.notifications.outbox import notify
 from requests_app.services import grant_revoke, grants_end_expired, request_create, request_review
 from tests.conftest import make_role, make_user
 from tests.integration.receiver import Receiver

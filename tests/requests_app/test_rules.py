@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.selectors import reviewers_of
 from audit.models import AuditEvent
 from requests_app.models import AccessRequest, Grant
-from requests_app.notifications import _reviewer_emails
+from requests_app.notifications.outbox import _reviewer_emails
 from requests_app.services import request_create, request_review, review_refusal
 from tests.conftest import make_role, make_user
 from tests.requests_app.portal import approved_request

@@ -19,7 +19,7 @@ from audit.services import audit_record, audit_record_many, audit_verify
 from jitportal import celery_app
 from requests_app import tasks
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
-from requests_app.notifications import DELIVER_TASK
+from requests_app.notifications.outbox import DELIVER_TASK
 from requests_app.services import (
     grant_revoke,
     grants_end_expired,

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, User
 from requests_app import services
-from requests_app.credentials import ssh_ca_init
+from requests_app.credentials.ca import ssh_ca_init
 from requests_app.models import AccessRequest, Grant, IssuedCertificate
 from tests.conftest import give_capabilities, make_resource, make_role, make_user
 from tests.ssh.conftest import LOGIN

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from accounts.models import ApiToken
 from inventory.models import Resource
 from requests_app import services
-from requests_app.credentials import ssh_ca_init, ssh_ca_rotate
+from requests_app.credentials.ca import ssh_ca_init, ssh_ca_rotate
 from tests.conftest import give_capabilities, make_resource, make_role, make_user
 from tests.ssh.conftest import LOGIN, Sshd, ssh_run
 from tests.ssh.keys import ed25519_key, openssh_private, openssh_public

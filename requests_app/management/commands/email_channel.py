@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jitportal.errors import DomainError
 from requests_app.models import NotificationChannel
-from requests_app.notifications import email_channel_ensure
+from requests_app.notifications.outbox import email_channel_ensure
 
 EVENTS = NotificationChannel.Event.values
 

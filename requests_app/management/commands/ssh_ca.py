@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.models import MAX_ROLE_DURATION
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError
-from requests_app.credentials import ssh_ca_init, ssh_ca_rotate
+from requests_app.credentials.ca import ssh_ca_init, ssh_ca_rotate
 from requests_app.models import SSHCertificateAuthority
 
 

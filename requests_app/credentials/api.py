@@ -18,19 +18,16 @@ from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from accounts import capabilities
 from inventory.models import Resource
 from inventory.selectors import resource_get
 from jitportal.api import InputSerializer
 from jitportal.errors import PermissionRefused
-from requests_app.credentials import (
-    certificate_issue,
-    resource_ssh_principals,
-    ssh_cas_trusted,
-    ssh_revoked_public_keys,
-)
+from jitportal.restricted import RestrictedAPIView
+from requests_app.credentials.ca import ssh_cas_trusted
+from requests_app.credentials.certificates import certificate_issue
+from requests_app.credentials.hosts import resource_ssh_principals, ssh_revoked_public_keys
 
 
 class PlainTextRenderer(BaseRenderer):
@@ -135,7 +132,7 @@ class CAKeysSerializer(serializers.Serializer):
 NO_SSH_CA = "no SSH CA yet: run manage.py ssh_ca init"
 
 
-class SSHCAView(APIView):
+class SSHCAView(RestrictedAPIView):
     """Every trusted CA public key, ready for sshd's TrustedUserCAKeys.
 
     Before any CA exists the answer is a 404 in JSON whatever the format asked
@@ -181,7 +178,7 @@ class PrincipalsSerializer(serializers.Serializer):
     principals = serializers.ListField(child=serializers.CharField())
 
 
-class ResourceSSHPrincipalsView(APIView):
+class ResourceSSHPrincipalsView(RestrictedAPIView):
     """Lines for a host's AuthorizedPrincipalsFile: the principals that name this host."""
 
     permission_classes = [IsHostAgent]
@@ -211,7 +208,7 @@ class RevokedKeysSerializer(serializers.Serializer):
     keys = serializers.ListField(child=serializers.CharField())
 
 
-class RevokedKeysView(APIView):
+class RevokedKeysView(RestrictedAPIView):
     """Public keys of certificates whose access ended early, for sshd's RevokedKeys."""
 
     permission_classes = [IsHostAgent]

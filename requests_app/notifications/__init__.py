@@ -1,0 +1,1 @@
+"""Notifications of request and grant events: messages, formats per platform, the outbox and delivery."""

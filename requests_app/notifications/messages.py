@@ -1,0 +1,174 @@
+"""What a message about a request or grant says, before any platform's format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from jitportal.durations import format_duration
+from requests_app.models import AccessRequest, Grant, NotificationChannel
+
+Event = NotificationChannel.Event
+Kind = NotificationChannel.Kind
+
+RESOURCES_SHOWN = 10
+REASON_SHOWN = 1000
+
+# --- what a message says ------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    """One event about one request (and maybe one grant), before any platform's format."""
+
+    event: str
+    title: str
+    link: str
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    reason: str = ""
+    data: dict = field(default_factory=dict)
+
+
+def request_admin_url(access_request: AccessRequest) -> str:
+    """The request in the reviewer queue, as a full link for messages sent out."""
+    path = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
+    return f"{settings.JITPORTAL_BASE_URL}{path}"
+
+
+def request_page_url(access_request: AccessRequest) -> str:
+    """The requester's own page for the request (the admin is for staff), else the admin's."""
+    try:
+        path = reverse("request-detail", args=[access_request.pk])
+    except NoReverseMatch:
+        return request_admin_url(access_request)
+    return f"{settings.JITPORTAL_BASE_URL}{path}"
+
+
+def _person(user) -> str:
+    full = user.get_full_name()
+    return f"{full} ({user.username})" if full else user.username
+
+
+def _when(value: datetime | None) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M %Z") if value else ""
+
+
+def _resource_refs(access_request: AccessRequest) -> list[str]:
+    return sorted(r.ref for r in access_request.resources.all())
+
+
+def _summarise(refs: list[str]) -> str:
+    if len(refs) > RESOURCES_SHOWN:
+        return f"{', '.join(refs[:RESOURCES_SHOWN])} and {len(refs) - RESOURCES_SHOWN} more"
+    return ", ".join(refs)
+
+
+def truncate(text: str, limit: int = REASON_SHOWN) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _grant_target(grant: Grant) -> str:
+    return grant.resource.ref if grant.resource_id else f"everything {grant.role.name} reaches"
+
+
+def _request_facts(access_request: AccessRequest) -> tuple[str, list[tuple[str, str]], dict]:
+    """What a request asks for: its one-line summary, its facts and its data."""
+    roles = sorted(r.name for r in access_request.roles.all())
+    refs = _resource_refs(access_request)
+    what = f"{', '.join(roles)} on {_summarise(refs)}" if refs else f"{', '.join(roles)} (role-based)"
+    data = {
+        "roles": roles,
+        "resources": refs,
+        "start_time": access_request.start_time.isoformat() if access_request.start_time else None,
+        "approvals_required": access_request.approvals_required,
+        "pending_expires_at": access_request.pending_expires_at.isoformat(),
+        "resolution_reason": access_request.resolution_reason,
+    }
+    facts = [
+        ("Roles", ", ".join(roles)),
+        ("Resources", _summarise(refs) if refs else "(role-based: everything the roles reach)"),
+        ("Duration", format_duration(access_request.duration)),
+    ]
+    if access_request.start_time:
+        facts.append(("Starts", _when(access_request.start_time)))
+    return what, facts, data
+
+
+def build_message(*, event: str, access_request: AccessRequest, grant: Grant | None, now: datetime) -> Message:
+    """Who, what, why, how long, and the link: the same facts for every platform."""
+    requester = access_request.requester
+    who = _person(requester)
+    admin_link = request_admin_url(access_request)
+    # Reviewers act in the admin queue; requesters read their own page.
+    link = admin_link if event == Event.REQUEST_CREATED else request_page_url(access_request)
+    request_data = {
+        "id": str(access_request.pk),
+        "url": admin_link,
+        "requester": requester.username,
+        "reason": access_request.reason,
+        "state": access_request.state,
+        "duration": int(access_request.duration.total_seconds()),
+    }
+    facts: list[tuple[str, str]] = [("Requester", who)]
+    if grant is None:
+        what, request_facts, more_data = _request_facts(access_request)
+        facts += request_facts
+        request_data |= more_data
+    else:
+        what = f"{_grant_target(grant)} ({grant.role.name})"
+        facts += [
+            ("Access", what),
+            ("Until", _when(grant.expires_at)),
+        ]
+
+    duration = format_duration(access_request.duration)
+    resolution = access_request.resolution_reason
+    match event:
+        case Event.REQUEST_CREATED:
+            title = f"{who} requests {what} for {duration}"
+            facts.append(("Approvals needed", str(access_request.approvals_required)))
+            facts.append(("Decide by", _when(access_request.pending_expires_at)))
+        case Event.REQUEST_APPROVED:
+            title = f"Approved: {who}'s request for {what}, {duration} of access"
+            if resolution:
+                facts.append(("Decision", resolution))
+        case Event.REQUEST_DENIED:
+            title = f"Denied: {who}'s request for {what}"
+            if resolution:
+                facts.append(("Decision", resolution))
+        case Event.REQUEST_EXPIRED:
+            title = f"Expired: {who}'s request for {what} was not decided in time"
+        case Event.GRANT_EXPIRING:
+            left = format_duration(max(grant.expires_at - now, timedelta(seconds=1)))
+            title = f"Ending in {left}: {who}'s access to {what}"
+        case Event.GRANT_ENDED if grant.revoked_at is not None:
+            by = grant.revoked_by.username if grant.revoked_by_id else "staff"
+            title = f"Revoked: {who}'s access to {what} (by {by})"
+            facts.append(("Revoke reason", grant.revoke_reason))
+        case Event.GRANT_ENDED:
+            title = f"Ended: {who}'s access to {what}"
+        case _:
+            raise ValueError(f"unknown event {event!r}")
+
+    data = {
+        "event": event,
+        "occurred_at": now.isoformat(),
+        "text": title,
+        "link": link,
+        "request": request_data,
+        "grant": None,
+    }
+    if grant is not None:
+        data["grant"] = {
+            "id": grant.pk,
+            "role": grant.role.name,
+            "resource": grant.resource.ref if grant.resource_id else None,
+            "starts_at": grant.starts_at.isoformat(),
+            "expires_at": grant.expires_at.isoformat(),
+            "revoked_at": grant.revoked_at.isoformat() if grant.revoked_at else None,
+        }
+    return Message(event=event, title=title, link=link, facts=facts, reason=truncate(access_request.reason), data=data)
