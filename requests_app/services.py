@@ -610,10 +610,7 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
             target=locked,
             data={"request": str(access_request.pk), "user": access_request.requester.username, "reason": reason},
         )
-        if (
-            access_request.state == AccessRequest.State.APPROVED
-            and not access_request.grants.filter(revoked_at__isnull=True, expires_at__gt=now).exists()
-        ):
+        if access_request.state == AccessRequest.State.APPROVED and not access_request.grants.live(at=now).exists():
             _resolve(
                 access_request,
                 state=AccessRequest.State.REVOKED,

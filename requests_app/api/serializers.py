@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -11,6 +10,7 @@ from inventory.api.serializers import ResourceRefSerializer
 from jitportal.api import InputSerializer
 from jitportal.fields import DateTimeField
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review
+from requests_app.preview import resource_count_check
 from requests_app.services import Decision
 
 
@@ -121,13 +121,13 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 class AccessRequestCreateSerializer(InputSerializer):
     """Shape only: the rules are the service's."""
 
-    # Bounded here, before any lookup: each kind/name becomes one OR term of a query.
+    def validate_resources(self, value: list) -> list:
+        # Bounded before any lookup (each kind/name becomes one OR term of a query), by the preview's own rule.
+        resource_count_check(len(value))
+        return value
+
     resources = serializers.ListField(
-        child=serializers.JSONField(),
-        required=False,
-        default=list,
-        max_length=settings.JITPORTAL_MAX_RESOURCES_PER_REQUEST,
-        help_text="ids or kind/name",
+        child=serializers.JSONField(), required=False, default=list, help_text="ids or kind/name"
     )
     roles = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)

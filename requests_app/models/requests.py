@@ -205,6 +205,10 @@ class GrantQuerySet(models.QuerySet):
     def active(self, *, at: datetime) -> GrantQuerySet:
         return self.in_state(Grant.State.ACTIVE, at=at)
 
+    def live(self, *, at: datetime) -> GrantQuerySet:
+        """Active or scheduled at ``at``: not revoked and not yet ended."""
+        return self.filter(revoked_at__isnull=True, expires_at__gt=at)
+
     def honoured(self, *, at: datetime, include_scheduled: bool = False, roles=None) -> GrantQuerySet:
         """Grants the access check honours at ``at``: ``grant_refusal`` is None for exactly these.
 
@@ -220,7 +224,7 @@ class GrantQuerySet(models.QuerySet):
         eligible = Exists(
             Role.requestable_by.through.objects.filter(role_id=OuterRef("role_id"), group__user=OuterRef("user_id"))
         )
-        window = self.filter(expires_at__gt=at, revoked_at__isnull=True)
+        window = self.live(at=at)
         if roles is None:
             roles = Role.objects.only("id", "resource_kinds", "resource_labels")
         else:
@@ -296,11 +300,6 @@ class Grant(models.Model):
     @property
     def state(self) -> str:
         return self.state_at(timezone.now())
-
-    def covers(self, resource: Resource) -> bool:
-        if self.resource_id is not None:
-            return self.resource_id == resource.pk
-        return self.role.matches(resource)
 
 
 def grant_refusal(grant: Grant, *, at: datetime) -> str | None:
