@@ -657,11 +657,10 @@ def access_check(
     """Decide from timestamps, now: an ended grant denies even if no sweep ran.
 
     Whether a grant still counts is ``GrantQuerySet.honoured`` (and, for the
-    reason given, ``grant_refusal``). The user's live grants that could cover
-    the resource come first; only when one of their roles matches it does a
-    second query ask which of them are honoured (built for those roles only,
-    which keeps it cheap to plan). A refusal for a grant no longer honoured
-    costs up to two more to say why.
+    reason given, ``grant_refusal``, asked here for each grant that could
+    cover the resource). At most two queries whatever the number of grants:
+    the user's live grants on the resource or role-wide, then, if any could
+    cover it, the roles the user may still request.
     """
     at = at or timezone.now()
     if not user.is_active:
@@ -676,24 +675,20 @@ def access_check(
         .order_by("-expires_at")
     )
     grants = [grant for grant in live if grant.role.matches(resource)]
-    honoured_ids: set[int] = set()
-    if grants:
-        roles = list({grant.role_id: grant.role for grant in grants}.values())
-        asked = Grant.objects.honoured(at=at, roles=roles).filter(pk__in=[grant.pk for grant in grants])
-        honoured_ids = set(asked.values_list("pk", flat=True))
+    # The user's roles, asked once for all the grants (not once per grant).
+    eligible = set(Role.objects.requestable_by(user).values_list("pk", flat=True)) if grants else set()
     reason, code = NO_GRANT, Decision.NO_GRANT
-    not_honoured = None
+    first_refusal = None
     for grant in grants:
-        if grant.pk not in honoured_ids:
-            not_honoured = not_honoured or grant
+        refusal = grant_refusal(grant, at=at, eligible_role_ids=eligible)
+        if refusal is not None:
+            first_refusal = first_refusal or refusal
             continue
         if login is not None and login not in grant.role.logins:
             reason = f"login {login!r} is not allowed by role {grant.role.name}"
             code = Decision.LOGIN_NOT_ALLOWED
             continue
         return AccessDecision(True, grant=grant)
-    if not_honoured is not None:
-        refusal = grant_refusal(not_honoured, at=at)
-        if refusal is not None:
-            reason, code = refusal, Decision.NOT_HONOURED
+    if first_refusal is not None:
+        reason, code = first_refusal, Decision.NOT_HONOURED
     return AccessDecision(False, reason=reason, code=code)

@@ -209,28 +209,21 @@ class GrantQuerySet(models.QuerySet):
         """Active or scheduled at ``at``: not revoked and not yet ended."""
         return self.filter(revoked_at__isnull=True, expires_at__gt=at)
 
-    def honoured(self, *, at: datetime, include_scheduled: bool = False, roles=None) -> GrantQuerySet:
+    def honoured(self, *, at: datetime, include_scheduled: bool = False) -> GrantQuerySet:
         """Grants the access check honours at ``at``: ``grant_refusal`` is None for exactly these.
 
         Active, the user active and still in a group that may request the
         role, and for a grant on one resource the role still matching it (a
         role-based grant covers whatever the role matches when asked). Costs
-        one query for the roles' selectors, unless ``roles`` gives them: then
-        only grants of those roles are asked about (a caller that already holds
-        the grants' roles saves the query and a larger statement).
-        ``include_scheduled`` adds grants that start later and would be
-        honoured then as things stand now.
+        one query for the roles' selectors. ``include_scheduled`` adds grants
+        that start later and would be honoured then as things stand now.
         """
         eligible = Exists(
             Role.requestable_by.through.objects.filter(role_id=OuterRef("role_id"), group__user=OuterRef("user_id"))
         )
         window = self.live(at=at)
-        if roles is None:
-            roles = Role.objects.only("id", "resource_kinds", "resource_labels")
-        else:
-            window = window.filter(role__in=[role.pk for role in roles])
         matching = Q(resource__isnull=True)
-        for role in roles:
+        for role in Role.objects.only("id", "resource_kinds", "resource_labels"):
             # Correlated on the grant's own resource (a primary-key probe), not an IN over every
             # resource the role matches, which the database would build in full on every call.
             covered = Resource.objects.filter(role.resource_q(), pk=OuterRef("resource_id"))
@@ -302,10 +295,12 @@ class Grant(models.Model):
         return self.state_at(timezone.now())
 
 
-def grant_refusal(grant: Grant, *, at: datetime) -> str | None:
+def grant_refusal(grant: Grant, *, at: datetime, eligible_role_ids: set[int] | None = None) -> str | None:
     """Why the access check does not honour ``grant`` at ``at``, or None when it does.
 
-    The same rule as ``GrantQuerySet.honoured``, for one grant.
+    The same rule as ``GrantQuerySet.honoured``, for one grant. A caller
+    asking about several grants of one user passes the ids of the roles that
+    user may request (``Role.objects.requestable_by``), saving a query each.
     """
     state = grant.state_at(at)
     if state == Grant.State.REVOKED:
@@ -317,7 +312,11 @@ def grant_refusal(grant: Grant, *, at: datetime) -> str | None:
     role = grant.role
     if not grant.user.is_active:
         return f"{grant.user.username}'s account is not active"
-    if not Role.objects.requestable_by(grant.user).filter(pk=role.pk).exists():
+    if eligible_role_ids is None:
+        eligible = Role.objects.requestable_by(grant.user).filter(pk=role.pk).exists()
+    else:
+        eligible = role.pk in eligible_role_ids
+    if not eligible:
         return f"{grant.user.username} is no longer eligible for role {role.name}"
     resource = grant.resource
     if resource is not None and not role.matches(resource):

@@ -166,7 +166,7 @@ def test_access_check_runs_a_constant_number_of_queries(
     granted_resource(requester, reviewer, ops, web1)
     add_live_grants(requester, ops, web1, grants - 1)
     assert Grant.objects.active(at=timezone.now()).filter(user=requester).count() == grants
-    # One query for the grants that could cover the resource, one for which of them are honoured.
+    # One query for the grants that could cover the resource, one for the roles the user may still request.
     with django_assert_num_queries(2):
         assert access_check(user=requester, resource=web1, login="ubuntu").allowed
     with django_assert_num_queries(2):
