@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import models
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
@@ -50,6 +52,25 @@ class ReadOnlyModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+
+class DerivedStateFilter(admin.SimpleListFilter):
+    """A state filter read from the timestamps (the model's ``in_state``), never the stored column alone.
+
+    Subclasses name the model's ``State`` choices.
+    """
+
+    title = "state"
+    parameter_name = "state"
+    states: type[models.TextChoices]
+
+    def lookups(self, request, model_admin):
+        return self.states.choices
+
+    def queryset(self, request, queryset):
+        if self.value() not in self.states.values:
+            return queryset
+        return queryset.in_state(self.value(), at=timezone.now())
 
 
 def short_id(pk) -> str:

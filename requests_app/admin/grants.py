@@ -7,11 +7,11 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils import timezone
 
 from accounts import capabilities
 from requests_app import services
 from requests_app.admin.base import (
+    DerivedStateFilter,
     ReadOnlyModelAdmin,
     apply_each,
     change_link,
@@ -29,19 +29,10 @@ from requests_app.models import Grant
 # --- grants -----------------------------------------------------------------------
 
 
-class GrantStateFilter(admin.SimpleListFilter):
+class GrantStateFilter(DerivedStateFilter):
     """State computed from the timestamps, as the access check reads them."""
 
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return Grant.State.choices
-
-    def queryset(self, request, queryset):
-        if self.value() not in Grant.State.values:
-            return queryset
-        return queryset.in_state(self.value(), at=timezone.now())
+    states = Grant.State
 
 
 @admin.register(Grant)

@@ -28,6 +28,7 @@ from jitportal.durations import duration_label
 from requests_app import services
 from requests_app.admin.base import (
     QUEUE_PAGE,
+    DerivedStateFilter,
     ReadOnlyAdminMixin,
     ReadOnlyModelAdmin,
     apply_each,
@@ -126,19 +127,10 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         return queryset
 
 
-class RequestStateFilter(admin.SimpleListFilter):
-    """The state as derived from the timestamps: past its time to live a pending request is expired."""
+class RequestStateFilter(DerivedStateFilter):
+    """Past its time to live a pending request is expired, whether or not the sweep has run."""
 
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return AccessRequest.State.choices
-
-    def queryset(self, request, queryset):
-        if self.value() not in AccessRequest.State.values:
-            return queryset
-        return queryset.filter(pk__in=AccessRequest.objects.in_state(self.value(), at=timezone.now()).values("pk"))
+    states = AccessRequest.State
 
 
 # How the admin words each ``services.review_refusal``: the rule is the service's, only the phrasing is here.
