@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
-from django.db.models import Q
+from django.db.models import F, Value
+from django.db.models.functions import Lower
+from django.db.models.lookups import Contains
 from drf_spectacular.utils import extend_schema_field
 
 from inventory.models import Resource
@@ -34,6 +36,20 @@ class LabelSelectorField(forms.Field):
         return pairs
 
 
+class SearchTextField(forms.CharField):
+    """Text to find in a name, address or description; one line, so it never spans two of them."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value and any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise forms.ValidationError("must be one line of text, without control characters")
+        return value
+
+
+class SearchFilter(django_filters.CharFilter):
+    field_class = SearchTextField
+
+
 @extend_schema_field({"type": "array", "items": {"type": "string"}, "description": "key=value; repeatable"})
 class LabelFilter(django_filters.Filter):
     field_class = LabelSelectorField
@@ -47,7 +63,7 @@ class LabelFilter(django_filters.Filter):
 class ResourceFilterSet(django_filters.FilterSet):
     kind = django_filters.ChoiceFilter(choices=Resource.Kind.choices)
     label = LabelFilter(label="Labels (key=value)")
-    search = django_filters.CharFilter(method="filter_search", label="Text")
+    search = SearchFilter(method="filter_search", label="Text")
 
     class Meta:
         model = Resource
@@ -57,4 +73,5 @@ class ResourceFilterSet(django_filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
-        return queryset.filter(Q(name__icontains=value) | Q(address__icontains=value) | Q(description__icontains=value))
+        # Both sides folded by the database's lower(), the one that built search_text.
+        return queryset.filter(Contains(F("search_text"), Lower(Value(value))))

@@ -6,7 +6,8 @@ from functools import reduce
 from operator import or_
 
 from django.db import connection, models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models.functions import Concat, Lower
 
 
 class ResourceQuerySet(models.QuerySet):
@@ -19,6 +20,9 @@ class ResourceQuerySet(models.QuerySet):
 
     def with_label(self, key: str, value: str | None = None) -> ResourceQuerySet:
         return self.filter(label_q(key, None if value is None else [value]))
+
+
+SEARCH_SEPARATOR = "\n"
 
 
 def _jsonb() -> bool:
@@ -68,6 +72,14 @@ class Resource(models.Model):
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # What text search reads: one column, so PostgreSQL answers a substring
+    # from one trigram index. Lines apart (a search holding a line break is
+    # refused), so no match spans two fields.
+    search_text = models.GeneratedField(
+        expression=Lower(Concat("name", Value(SEARCH_SEPARATOR), "address", Value(SEARCH_SEPARATOR), "description")),
+        output_field=models.TextField(),
+        db_persist=True,
+    )
 
     objects = ResourceQuerySet.as_manager()
 

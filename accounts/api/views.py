@@ -21,6 +21,7 @@ from accounts.models import Role
 from accounts.selectors import resources_searchable_by, roles_requestable_by
 from accounts.services import token_create, token_revoke
 from audit.services import audit_record
+from inventory.api.pagination import ResourcePagination
 from inventory.filters import ResourceFilterSet
 from inventory.models import Resource
 from jitportal.net import client_address
@@ -112,6 +113,7 @@ class ResourceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Restrict
     queryset = Resource.objects.order_by("kind", "name")
     serializer_class = SearchResultSerializer
     filterset_class = ResourceFilterSet
+    pagination_class = ResourcePagination
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

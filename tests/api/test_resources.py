@@ -33,7 +33,7 @@ def test_user_sees_only_resources_a_requestable_role_matches(api, requester, pro
 def test_outsider_sees_no_resources(api, outsider, prod_ssh, inventory):
     response = api(outsider).get(RESOURCES)
 
-    assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
+    assert response.json() == {"count": 0, "count_exact": True, "next": None, "previous": None, "results": []}
 
 
 def test_staff_without_groups_sees_no_resources(api, staff, prod_ssh, inventory):
@@ -165,21 +165,109 @@ def test_pagination_shape_and_page_size(api, requester, wide_role):
     client = api(requester)
 
     first = client.get(RESOURCES, {"page_size": 2}).json()
-    last = client.get(RESOURCES, {"page_size": 2, "page": 3}).json()
+    second = client.get(first["next"]).json()
+    last = client.get(second["next"]).json()
 
-    assert set(first) == {"count", "next", "previous", "results"}
-    assert first["count"] == 5
+    assert set(first) == {"count", "count_exact", "next", "previous", "results"}
+    assert (first["count"], first["count_exact"]) == (5, True)
     assert [r["name"] for r in first["results"]] == ["node-0", "node-1"]
     assert first["previous"] is None
-    assert "page=2" in first["next"] and "page_size=2" in first["next"]
+    assert "cursor=" in first["next"] and "page_size=2" in first["next"]
+    assert [r["name"] for r in second["results"]] == ["node-2", "node-3"]
     assert [r["name"] for r in last["results"]] == ["node-4"]
     assert last["next"] is None
-    assert last["previous"] is not None
+    assert [r["name"] for r in client.get(last["previous"]).json()["results"]] == ["node-2", "node-3"]
+    assert [r["name"] for r in client.get(second["previous"]).json()["results"]] == ["node-0", "node-1"]
+    assert client.get(second["previous"]).json()["previous"] is None
 
 
-def _list_queries(client) -> tuple[int, int]:
+def test_pages_follow_kind_then_name_across_kinds(api, requester, wide_role):
+    for name in ("b", "a", "c"):
+        make_resource(name, kind="db")
+        make_resource(name, kind="node")
+    client = api(requester)
+
+    seen, url = [], f"{RESOURCES}?page_size=2"
+    while url:
+        body = client.get(url).json()
+        seen += [(r["kind"], r["name"]) for r in body["results"]]
+        url = body["next"]
+
+    assert seen == [("db", "a"), ("db", "b"), ("db", "c"), ("node", "a"), ("node", "b"), ("node", "c")]
+
+
+def test_page_numbers_still_work_for_clients_that_count_pages(api, requester, wide_role):
+    for i in range(5):
+        make_resource(f"node-{i}")
+    client = api(requester)
+
+    first = client.get(RESOURCES, {"page_size": 2, "page": 1}).json()
+    last = client.get(RESOURCES, {"page_size": 2, "page": 3}).json()
+
+    assert [r["name"] for r in first["results"]] == ["node-0", "node-1"]
+    assert "page=2" in first["next"]
+    assert [r["name"] for r in last["results"]] == ["node-4"]
+    assert last["next"] is None
+    assert "page=2" in last["previous"]
+    assert client.get(RESOURCES, {"page_size": 2, "page": "two"}).status_code == 404
+
+
+def test_cursor_keeps_the_filters_and_the_scope(api, requester, prod_ssh, wide_role):
+    for i in range(4):
+        make_resource(f"web-{i}", labels={"env": "prod"})
+        make_resource(f"dev-{i}", labels={"env": "dev"})
+    first = api(requester).get(RESOURCES, {"label": "env=prod", "page_size": 3}).json()
+
+    rest = api(requester).get(first["next"]).json()
+    # Someone else following the same link sees only their own scope.
+    stranger = api(make_user(groups=("nobody",))).get(first["next"]).json()
+
+    assert [r["name"] for r in rest["results"]] == ["web-3"]
+    assert stranger["results"] == []
+
+
+@pytest.mark.parametrize("cursor", ["not-base64!", "bm90IGpzb24", "WzEsMiwzXQ", "WyJub2RlIiwiYSIsMl0"])
+def test_a_bad_cursor_is_400_naming_cursor(api, requester, wide_role, cursor):
+    response = api(requester).get(RESOURCES, {"cursor": cursor})
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["cursor"]
+
+
+def test_count_stops_at_the_cap_unless_the_exact_count_is_asked(api, requester, wide_role, monkeypatch):
+    monkeypatch.setattr("inventory.pagination.COUNT_CAP", 3)
+    for i in range(5):
+        make_resource(f"node-{i}")
+    client = api(requester)
+
+    capped = client.get(RESOURCES).json()
+    exact = client.get(RESOURCES, {"count": "exact"}).json()
+    under = client.get(RESOURCES, {"search": "node-1"}).json()
+
+    assert (capped["count"], capped["count_exact"], len(capped["results"])) == (3, False, 5)
+    assert (exact["count"], exact["count_exact"]) == (5, True)
+    assert (under["count"], under["count_exact"]) == (1, True)
+
+
+def test_search_text_with_a_line_break_is_400_naming_search(api, requester, wide_role, web1):
+    response = api(requester).get(RESOURCES, {"search": "web\n10.0"})
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["search"]
+
+
+def test_search_never_matches_across_two_fields(api, requester, wide_role):
+    make_resource("web-1", address="10.0.0.5:22", description="frontend")
+
+    assert names(api(requester).get(RESOURCES, {"search": "web-1 10.0"})) == []
+    assert names(api(requester).get(RESOURCES, {"search": "1010.0"})) == []
+    assert names(api(requester).get(RESOURCES, {"search": "B-1"})) == ["web-1"]
+    assert names(api(requester).get(RESOURCES, {"search": "FRONT"})) == ["web-1"]
+
+
+def _list_queries(client, params=None) -> tuple[int, int]:
     with CaptureQueriesContext(connection) as queries:
-        response = client.get(RESOURCES, {"page_size": 100})
+        response = client.get(RESOURCES, {"page_size": 100, **(params or {})})
     assert response.status_code == 200
     return len(queries.captured_queries), response.json()["count"]
 
@@ -194,9 +282,14 @@ def test_resource_search_runs_a_constant_number_of_queries(api, requester, prod_
         make_resource(f"many-{i}", labels={"env": "prod" if i % 2 else "dev"})
 
     many_queries, many = _list_queries(client)
+    next_page = client.get(RESOURCES, {"page_size": 10}).json()["next"]
+    with CaptureQueriesContext(connection) as deeper:
+        assert client.get(next_page).status_code == 200
+    exact_queries, _ = _list_queries(client, {"count": "exact"})
+    by_number, _ = _list_queries(client, {"page": 1})
 
     assert (few, many) == (5, 60)
-    assert many_queries == few_queries
+    assert many_queries == few_queries == len(deeper.captured_queries) == exact_queries == by_number
 
 
 # --- roles ------------------------------------------------------------------------

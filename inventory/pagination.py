@@ -1,0 +1,104 @@
+"""Pages of a resource search that cost the same at any depth, and counts that stop early.
+
+A page is found by its position in the (kind, name) order, which the unique
+(kind, name) index serves directly: ``WHERE (kind, name) > (last kind, last
+name) ORDER BY kind, name LIMIT size + 1``. An OFFSET would read and throw
+away every row before the page, so page 2000 would cost 2000 pages.
+
+Counting every match of a broad search reads every match; a count stops at
+``COUNT_CAP`` unless the caller asks for the exact figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+
+from django.db import models
+from django.db.models import F, Func, QuerySet, Value
+from django.db.models.lookups import GreaterThan, LessThan
+
+from jitportal.errors import DomainError
+
+COUNT_CAP = 1000
+
+
+class _Row(Func):
+    """A row value, ``(a, b)``: compared as a whole, so one index range serves it."""
+
+    function = ""
+    template = "(%(expressions)s)"
+    output_field = models.TextField()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Just after (or, going back, just before) the resource ``kind``/``name`` in the search order."""
+
+    kind: str
+    name: str
+    backward: bool = False
+
+
+def cursor_for(position: tuple[str, str], *, backward: bool = False) -> str:
+    """The opaque cursor naming a position (URL-safe, no padding)."""
+    raw = json.dumps([position[0], position[1], int(backward)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor_parse(text: str, *, field: str = "cursor") -> Position:
+    """The position a cursor names; anything else is a DomainError naming ``field``."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        kind, name, backward = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise DomainError("is not a cursor from a previous page's next or previous link", field=field) from None
+    if not (isinstance(kind, str) and isinstance(name, str) and backward in (0, 1)) or "\x00" in kind + name:
+        raise DomainError("is not a cursor from a previous page's next or previous link", field=field)
+    return Position(kind, name, bool(backward))
+
+
+def count_capped(queryset: QuerySet, *, cap: int | None = None) -> tuple[int, bool]:
+    """(count, exact): the number of rows, or the cap (``COUNT_CAP``) and False when there are more."""
+    cap = COUNT_CAP if cap is None else cap
+    found = queryset.order_by()[: cap + 1].count()
+    return min(found, cap), found <= cap
+
+
+@dataclass
+class KeysetPage:
+    items: list = field(default_factory=list)
+    next: tuple[str, str] | None = None
+    previous: tuple[str, str] | None = None
+
+
+def keyset_page(queryset: QuerySet, *, position: Position | None, size: int) -> KeysetPage:
+    """The ``size`` resources after ``position`` (or before it, going back) in (kind, name) order.
+
+    ``next``/``previous`` are the positions to continue from, None at either end.
+    """
+    here = _Row(F("kind"), F("name"))
+    if position is None:
+        rows = list(queryset.order_by("kind", "name")[: size + 1])
+        return KeysetPage(rows[:size], _key(rows[size - 1]) if len(rows) > size else None, None)
+    mark = _Row(Value(position.kind), Value(position.name))
+    if position.backward:
+        rows = list(queryset.filter(LessThan(here, mark)).order_by("-kind", "-name")[: size + 1])
+        if not rows:
+            # Nothing before it any more (rows went away): start again from the first page.
+            return keyset_page(queryset, position=None, size=size)
+        more_before = len(rows) > size
+        rows = rows[:size][::-1]
+        # The page came from one after it, so there is a next page.
+        return KeysetPage(rows, _key(rows[-1]), _key(rows[0]) if more_before else None)
+    rows = list(queryset.filter(GreaterThan(here, mark)).order_by("kind", "name")[: size + 1])
+    more_after = len(rows) > size
+    rows = rows[:size]
+    # A cursor is the last row of an earlier page, so there is a previous page whenever this one has rows.
+    return KeysetPage(rows, _key(rows[-1]) if more_after else None, _key(rows[0]) if rows else None)
+
+
+def _key(resource) -> tuple[str, str]:
+    return resource.kind, resource.name
