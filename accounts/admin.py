@@ -16,6 +16,7 @@ from django.utils.html import format_html
 
 from accounts import capabilities
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
+from accounts.scope import role_scope_sync
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector, token_create, token_revoke
 from inventory.models import Resource
 from jitportal.admin_display import ConfigurationAdminMixin, GatedAdminMixin, NoGroupFilter, clipped
@@ -115,6 +116,12 @@ class RoleAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("requestable_by", "reviewers")
+
+    def save_model(self, request, obj: Role, form, change: bool) -> None:
+        # Inside the admin's transaction: the search scope changes with the selector, or not at all.
+        super().save_model(request, obj, form, change)
+        if not change or {"resource_kinds", "resource_labels"} & set(form.changed_data):
+            role_scope_sync(roles=[obj])
 
     @admin.display(description="kinds")
     def kinds_display(self, obj: Role) -> str:

@@ -7,5 +7,6 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self):
-        # Connects the sign-in receivers that write auth.failed / auth.locked.
-        from accounts import signin  # noqa: F401
+        # Connects the sign-in receivers that write auth.failed / auth.locked, and the one
+        # that keeps the role scopes in step with the inventory's writes.
+        from accounts import scope, signin  # noqa: F401

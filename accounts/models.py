@@ -120,3 +120,23 @@ class ApiToken(AbstractAuthToken):
 
     def __str__(self) -> str:
         return f"{self.token_key}… ({self.user})"
+
+
+class RoleResource(models.Model):
+    """Role ``role`` matches resource ``resource``: the role selectors, worked out ahead of time.
+
+    A requester's search is then an indexed join on the roles they may
+    request instead of every role's label tests on every row. Written only by
+    ``accounts.scope.role_scope_sync``, which every write of a role's selector
+    or a resource's kind or labels reaches; deleting either side deletes the row.
+    """
+
+    pk = models.CompositePrimaryKey("role", "resource")
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="+")
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["resource", "role"], name="role_resource_by_resource")]
+
+    def __str__(self) -> str:
+        return f"{self.role_id} -> {self.resource_id}"

@@ -40,6 +40,7 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from accounts.models import Role, User  # noqa: E402
 from accounts.scope import role_scope_sync  # noqa: E402
+from accounts.selectors import resources_searchable_by  # noqa: E402
 from inventory.models import Resource, ResourceLabel  # noqa: E402
 from inventory.pagination import cursor_for  # noqa: E402
 
@@ -82,8 +83,7 @@ def load_postgresql(n: int) -> None:
     now = timezone.now()
     with connection.cursor() as cursor:
         with cursor.copy(
-            "COPY inventory_resource (id, kind, name, address, labels, description, created_at, updated_at)"
-            " FROM STDIN"
+            "COPY inventory_resource (id, kind, name, address, labels, description, created_at, updated_at) FROM STDIN"
         ) as copy:
             for i in range(n):
                 kind, name, address, labels, description = resource_row(i)
@@ -182,13 +182,12 @@ def api_get(client: APIClient, url: str):
 
 def raw_page_by_pk(start: int):
     sql = (
-        "SELECT id, kind, name, address, labels, description FROM inventory_resource"
-        f" WHERE id > %s ORDER BY id LIMIT {PAGE}"
+        "SELECT id, kind, name, address, labels, description FROM inventory_resource WHERE id > %s ORDER BY id LIMIT %s"
     )
 
     def call():
         with connection.cursor() as cursor:
-            cursor.execute(sql, [start])
+            cursor.execute(sql, [start, PAGE])
             return cursor.fetchall()
 
     return call
@@ -196,11 +195,7 @@ def raw_page_by_pk(start: int):
 
 def deep_cursor(user: User) -> tuple[str, int]:
     """The cursor of page 2000 (or of the last page, for a smaller inventory) of the user's search."""
-    client = APIClient()
-    client.force_authenticate(user)
-    scope = Resource.objects.searchable_through(
-        [r.pk for r in Role.objects.requestable_by(user)]
-    ).order_by("kind", "name")
+    scope = resources_searchable_by(user).order_by("kind", "name")
     total = scope.count()
     page = min(DEEP_PAGE, max(1, (total - 1) // PAGE))
     after = scope.values_list("kind", "name")[(page - 1) * PAGE - 1] if page > 1 else None

@@ -7,6 +7,7 @@ import re
 from django.db import transaction
 
 from inventory.models import Resource, ResourceLabel
+from inventory.signals import resources_changed
 from jitportal.errors import DomainError
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
@@ -60,10 +61,15 @@ def resource_clean_name(name: object) -> str:
 
 
 def resource_set_labels(*, resource: Resource, labels: dict[str, str]) -> None:
-    """Make the index rows of ``resource`` equal to ``labels`` (already saved on it)."""
+    """Make the index rows of ``resource`` equal to ``labels`` (already saved on it, with its kind).
+
+    Every write of a resource's kind or labels ends here (the service, the
+    admin), so this is where the apps above hear of it.
+    """
     with transaction.atomic():
         ResourceLabel.objects.filter(resource=resource).delete()
         ResourceLabel.objects.bulk_create([ResourceLabel(resource=resource, key=k, value=v) for k, v in labels.items()])
+        resources_changed.send(sender=Resource, resource_ids=[resource.pk])
 
 
 def resource_upsert(

@@ -162,13 +162,16 @@ class Api:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
-    def get_all(self, path: str, params=None, *, limit: int = MAX_LIST_ITEMS) -> tuple[list, int]:
-        """Every item of a paginated list, up to ``limit``; returns (items, total count)."""
+    def get_all(self, path: str, params=None, *, limit: int = MAX_LIST_ITEMS) -> tuple[list, int | None]:
+        """Every item of a paginated list, up to ``limit``; returns (items, total count).
+
+        The total is None when the server stopped counting (``count_exact: false``): more than it says.
+        """
         params = list(params.items() if isinstance(params, dict) else params or [])
         page, items, total = 1, [], 0
         while True:
             body = self.get(path, [*params, ("page", page), ("page_size", 500)])
-            total = body.get("count", 0)
+            total = body.get("count", 0) if body.get("count_exact", True) else None
             items.extend(body.get("results", []))
             if not body.get("next") or len(items) >= limit:
                 return items[:limit], total

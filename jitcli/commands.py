@@ -215,8 +215,9 @@ def search(args) -> int:
     ]
     table(["Kind", "Name", "Address", "Labels", "Requestable roles"], rows)
     narrowed = bool(args.kind or args.label or args.text.strip())
-    if total > len(items):
-        print(f"\n(showing {len(items)} of {total}; narrow the search with --kind, --label or TEXT)")
+    if total is None or total > len(items):
+        of = "more" if total is None else total
+        print(f"\n(showing {len(items)} of {of}; narrow the search with --kind, --label or TEXT)")
     elif not narrowed and len(items) > 1:
         print("\n(everything you may search; narrow it with --kind, --label or TEXT)")
     if narrowed and total == len(items) <= REQUEST_HINT_MOST:
@@ -363,7 +364,7 @@ def request_ls(args) -> int:
         for r in items
     ]
     table(["ID", "Requester", "State", "Approvals", "Roles", "Resources", "Created", "Reason"], rows)
-    if total > len(items):
+    if total is not None and total > len(items):
         print(f"\n(showing {len(items)} of {total}; filter with --state)")
     return 0
 

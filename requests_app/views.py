@@ -6,6 +6,8 @@ service, and a ``DomainError`` becomes a message next to the field it names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -18,6 +20,7 @@ from django.views.decorators.http import require_POST
 from accounts import capabilities
 from accounts.selectors import resources_searchable_by, roles_matching, roles_requestable_by
 from inventory.filters import ResourceFilterSet
+from inventory.pagination import count_capped, cursor_for, cursor_parse, keyset_page
 from jitportal.errors import DomainError
 from requests_app import selectors, services
 from requests_app.forms import AccessRequestForm
@@ -43,24 +46,59 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/dashboard.html", {"board": board, "now": now})
 
 
+@dataclass
+class SearchPage:
+    """One page of the search, with a count that stops at ``COUNT_CAP`` and links by cursor."""
+
+    rows: list
+    count: int
+    count_exact: bool
+    next_query: str | None
+    previous_query: str | None
+
+
+def _search_page(request: HttpRequest, queryset, roles) -> SearchPage:
+    count, exact = count_capped(queryset)
+    cursor = request.GET.get("cursor")
+    found = keyset_page(queryset, position=cursor_parse(cursor) if cursor else None, size=PAGE_SIZE)
+    params = request.GET.copy()
+    params.pop("page", None)
+
+    def query(position, *, backward: bool) -> str:
+        params["cursor"] = cursor_for(position, backward=backward)
+        return params.urlencode()
+
+    return SearchPage(
+        rows=[(resource, roles_matching(resource, roles)) for resource in found.items],
+        count=count,
+        count_exact=exact,
+        next_query=query(found.next, backward=False) if found.next else None,
+        previous_query=query(found.previous, backward=True) if found.previous else None,
+    )
+
+
 @login_required
 def resource_search(request: HttpRequest) -> HttpResponse:
-    """The API's scoping and FilterSet, as a page; each result names the role it would use."""
+    """The API's scoping, FilterSet and cursor pages, as a page; each result names the role it would use."""
     roles = roles_requestable_by(request.user)
-    queryset = resources_searchable_by(request.user, roles=roles).order_by("kind", "name")
+    queryset = resources_searchable_by(request.user, roles=roles)
     filterset = ResourceFilterSet(request.GET or None, queryset=queryset)
-    page = _page(request, filterset.qs) if filterset.is_bound is False or filterset.is_valid() else None
-    rows = [(resource, roles_matching(resource, roles)) for resource in page] if page is not None else []
+    results, problem = None, None
+    if filterset.is_bound is False or filterset.is_valid():
+        try:
+            results = _search_page(request, filterset.qs, roles)
+        except DomainError as error:
+            problem = f"{error.field.capitalize() if error.field else 'Search'}: {error.message}"
     context = {
         "filterset": filterset,
-        "page": page,
-        "rows": rows,
+        "results": results,
+        "rows": results.rows if results else [],
+        "problem": problem,
         "has_roles": bool(roles),
         "filtered": any(request.GET.get(key) for key in ("kind", "label", "search")),
         "label_value": ", ".join(request.GET.getlist("label")),
-        "query": _query_without_page(request),
     }
-    return render(request, "portal/resources.html", context, status=200 if page is not None else 400)
+    return render(request, "portal/resources.html", context, status=200 if results is not None else 400)
 
 
 @login_required

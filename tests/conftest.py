@@ -19,6 +19,7 @@ from django.contrib.auth.models import Group, Permission
 from rest_framework.test import APIClient
 
 from accounts.models import Role, User
+from accounts.scope import role_scope_sync
 from inventory.models import Resource
 from inventory.services import resource_upsert
 
@@ -61,6 +62,8 @@ def make_role(
     role = Role.objects.create(name=name or f"role{next(_seq)}", **fields)
     role.requestable_by.set([Group.objects.get_or_create(name=n)[0] for n in requestable_by])
     role.reviewers.set([Group.objects.get_or_create(name=n)[0] for n in reviewers])
+    # As the role admin and apply do after writing a selector.
+    role_scope_sync(roles=[role])
     return role
 
 

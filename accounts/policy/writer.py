@@ -14,6 +14,7 @@ from accounts.capabilities import APP_LABEL, Capability
 from accounts.models import Role, User
 from accounts.policy.parse import USER_FIELDS, Plan, check_group_refs, parse_document
 from accounts.policy.result import Change, PolicyResult
+from accounts.scope import role_scope_sync
 from inventory.models import Resource, ResourceLabel
 from inventory.services import resource_upsert
 from jitportal.errors import DomainError
@@ -196,15 +197,19 @@ class _Writer:
         existing = {
             r.name: r for r in Role.objects.filter(name__in=names).prefetch_related("requestable_by", "reviewers")
         }
+        rescoped = []
         for spec in self.plan.roles:
             role = existing.get(spec.name)
             if role is None:
                 role = Role.objects.create(name=spec.name, **spec.fields)
                 role.requestable_by.set([self.groups[n] for n in spec.requestable_by])
                 role.reviewers.set([self.groups[n] for n in spec.reviewers])
+                rescoped.append(role)
                 self.record("created", "role", spec.name)
                 continue
             changed = [key for key, value in spec.fields.items() if getattr(role, key) != value]
+            if {"resource_kinds", "resource_labels"} & set(changed):
+                rescoped.append(role)
             for key in changed:
                 setattr(role, key, spec.fields[key])
             for key in ("requestable_by", "reviewers"):
@@ -216,6 +221,9 @@ class _Writer:
                 # updated_at also moves when only the groups changed: the role did change.
                 role.save(update_fields=[k for k in changed if k in spec.fields] + ["updated_at"])
                 self.record("updated", "role", spec.name, changed)
+        # Set-based, once per role whose selector is new or changed; resources
+        # written afterwards bring their own rows up to date.
+        role_scope_sync(roles=rescoped)
 
     def write_resources(self) -> None:
         names = {s.name for s in self.plan.resources}

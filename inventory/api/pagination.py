@@ -61,7 +61,9 @@ class ResourcePagination(BasePagination):
         self.next = replace_query_param(url, "page", number + 1) if len(rows) > size else None
         self.previous = None
         if number > 1:
-            self.previous = remove_query_param(url, "page") if number == 2 else replace_query_param(url, "page", number - 1)
+            self.previous = (
+                remove_query_param(url, "page") if number == 2 else replace_query_param(url, "page", number - 1)
+            )
         return rows[:size]
 
     def get_paginated_response(self, data):
@@ -95,7 +97,13 @@ class ResourcePagination(BasePagination):
 
     def get_schema_operation_parameters(self, view):
         def param(name: str, kind: str, description: str) -> dict:
-            return {"name": name, "required": False, "in": "query", "description": description, "schema": {"type": kind}}
+            return {
+                "name": name,
+                "required": False,
+                "in": "query",
+                "description": description,
+                "schema": {"type": kind},
+            }
 
         return [
             param("cursor", "string", "a position from a previous page's next or previous link"),

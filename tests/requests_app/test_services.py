@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.utils import timezone
 
+from accounts.scope import role_scope_sync
 from audit.models import AuditEvent
 from audit.services import audit_verify
 from inventory.models import Resource
@@ -752,6 +753,8 @@ def test_requester_cannot_suggest_themselves_as_reviewer(requester, reviewer, op
 def test_at_most_300_resources_per_request(requester):
     make_role("all-nodes", resource_labels={})
     Resource.objects.bulk_create(Resource(kind="node", name=f"n{i:03}") for i in range(301))
+    # A bulk insert bypasses the inventory's service, so it brings the role scopes up to date itself.
+    role_scope_sync(resource_ids=Resource.objects.values_list("pk", flat=True))
     nodes = list(Resource.objects.order_by("name"))
     with pytest.raises(DomainError, match="300") as exc:
         request_create(requester=requester, resources=nodes)

@@ -217,20 +217,41 @@ def test_search_is_paginated_and_keeps_the_filters(client, requester, prod_ssh):
     login(client, requester)
     first = client.get(reverse("resource-search"), {"kind": "node"})
     assert len(first.context["rows"]) == 25
-    assert "kind=node&amp;page=2" in first.content.decode()
-    second = client.get(reverse("resource-search"), {"kind": "node", "page": 2})
+    assert "30 resources" in text(first)
+    next_query = first.context["results"].next_query
+    assert "kind=node" in next_query and "cursor=" in next_query
+    assert f'href="?{next_query.replace("&", "&amp;")}"' in first.content.decode()
+    second = client.get(f"{reverse('resource-search')}?{next_query}")
     assert [r.name for r, _ in second.context["rows"]] == [f"node-{i:03d}" for i in range(25, 30)]
+    assert second.context["results"].next_query is None
+    back = client.get(f"{reverse('resource-search')}?{second.context['results'].previous_query}")
+    assert [r.name for r, _ in back.context["rows"]] == [f"node-{i:03d}" for i in range(25)]
+
+
+def test_search_says_more_than_the_cap_instead_of_counting_everything(client, requester, prod_ssh, monkeypatch):
+    monkeypatch.setattr("inventory.pagination.COUNT_CAP", 20)
+    many_resources(30, prefix="node")
+    response = login(client, requester).get(reverse("resource-search"))
+    assert len(response.context["rows"]) == 25
+    assert "More than 20 resources" in text(response)
+
+
+def test_search_bad_cursor_is_explained(client, requester, prod_ssh, web1):
+    response = login(client, requester).get(reverse("resource-search"), {"cursor": "garbage!"})
+    assert response.status_code == 400
+    assert "Cursor: is not a cursor" in text(response)
 
 
 def test_search_queries_do_not_grow_with_resources(client, requester, prod_ssh, web_ssh):
     login(client, requester)
     many_resources(10, prefix="a", labels={"env": "prod", "team": "web"})
     small, response = queries_for(client, reverse("resource-search"), {"label": "env=prod"})
-    assert response.context["page"].paginator.count == 10
+    assert response.context["results"].count == 10
     many_resources(290, prefix="b", labels={"env": "prod", "team": "web"})
     large, response = queries_for(client, reverse("resource-search"), {"label": "env=prod"})
-    assert response.context["page"].paginator.count == 300
-    assert small == large, (small, large)
+    assert response.context["results"].count == 300
+    deeper, _ = queries_for(client, f"{reverse('resource-search')}?{response.context['results'].next_query}", {})
+    assert small == large == deeper, (small, large, deeper)
 
 
 # --- the request form ------------------------------------------------------------------------
