@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
-from django.db.models import F, Value
-from django.db.models.functions import Lower
-from django.db.models.lookups import Contains
 from drf_spectacular.utils import extend_schema_field
 
-from inventory.models import Resource
+from inventory.models import Resource, text_q
 
 
 class LabelSelectorField(forms.Field):
@@ -73,5 +70,4 @@ class ResourceFilterSet(django_filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
-        # Both sides folded by the database's lower(), the one that built search_text.
-        return queryset.filter(Contains(F("search_text"), Lower(Value(value))))
+        return queryset.filter(text_q(value))

@@ -6,8 +6,10 @@ from functools import reduce
 from operator import or_
 
 from django.db import connection, models
-from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat, Lower
+from django.db.models.lookups import Contains
 
 
 class ResourceQuerySet(models.QuerySet):
@@ -43,6 +45,22 @@ def label_q(key: str, values: list[str] | None) -> Q:
     return Q(Exists(rows))
 
 
+def text_q(text: str) -> Q:
+    """Resources whose name, address or description holds ``text``, in any case.
+
+    PostgreSQL answers from the trigram index on ``search_text``; SQLite takes
+    its candidates from the FTS5 trigram index (for three characters or more,
+    the shortest text it indexes) and the same test keeps the answer exact.
+    Both sides are folded by the database's lower(), the one that built the column.
+    """
+    q = Q(Contains(F("search_text"), Lower(Value(text))))
+    if connection.vendor == "sqlite" and len(text) >= 3:
+        phrase = '"' + text.replace('"', '""') + '"'
+        candidates = RawSQL("SELECT rowid FROM inventory_resource_fts WHERE inventory_resource_fts MATCH %s", [phrase])
+        q &= Q(pk__in=candidates)
+    return q
+
+
 def selector_q(kinds: list[str], labels: dict[str, list[str]]) -> Q:
     """The Q for a role selector: its kinds, and every label key with an allowed value."""
     if not kinds:
@@ -76,7 +94,16 @@ class Resource(models.Model):
     # from one trigram index. Lines apart (a search holding a line break is
     # refused), so no match spans two fields.
     search_text = models.GeneratedField(
-        expression=Lower(Concat("name", Value(SEARCH_SEPARATOR), "address", Value(SEARCH_SEPARATOR), "description")),
+        expression=Lower(
+            Concat(
+                "name",
+                Value(SEARCH_SEPARATOR),
+                "address",
+                Value(SEARCH_SEPARATOR),
+                "description",
+                output_field=models.TextField(),
+            )
+        ),
         output_field=models.TextField(),
         db_persist=True,
     )

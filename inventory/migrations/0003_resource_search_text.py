@@ -29,7 +29,12 @@ class Migration(migrations.Migration):
                 db_persist=True,
                 expression=django.db.models.functions.text.Lower(
                     django.db.models.functions.text.Concat(
-                        "name", models.Value("\n"), "address", models.Value("\n"), "description"
+                        "name",
+                        models.Value("\n"),
+                        "address",
+                        models.Value("\n"),
+                        "description",
+                        output_field=models.TextField(),
                     )
                 ),
                 output_field=models.TextField(),
