@@ -32,8 +32,10 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
+from search import main as search_main  # noqa: E402  (bench/search.py: resource search at scale)
 
 from accounts.models import Role, User  # noqa: E402
+from accounts.scope import role_scope_sync  # noqa: E402
 from inventory.models import Resource, ResourceLabel  # noqa: E402
 from requests_app.models import AccessRequest, Grant  # noqa: E402
 
@@ -85,6 +87,7 @@ def setup_people() -> tuple[User, Resource]:
     for role in roles:
         role.requestable_by.add(engineers)
         role.reviewers.add(leads)
+    role_scope_sync(roles=roles)  # the loader bulk-inserts, bypassing the service that keeps the scopes
     target = Resource.objects.filter(kind="node", labels__env="prod").order_by("pk")[100]
     now = timezone.now()
     access_request = AccessRequest.objects.create(
@@ -176,3 +179,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    search_main([])
