@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from inventory.pagination import COUNT_CAP, count_capped, cursor_for, cursor_parse, keyset_page
+from jitportal.errors import DomainError
 
 
 class ResourcePagination(BasePagination):
@@ -33,7 +34,10 @@ class ResourcePagination(BasePagination):
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
         size = self.page_size_of(request)
-        if request.query_params.get("count") == "exact":
+        counting = request.query_params.get("count", "")
+        if counting not in ("", "exact"):
+            raise DomainError("must be 'exact' (or left out for a count that stops early)", field="count")
+        if counting == "exact":
             self.count, self.count_exact = queryset.count(), True
         else:
             self.count, self.count_exact = count_capped(queryset)

@@ -76,7 +76,11 @@ def test_rows_follow_a_role_whose_selector_changes_and_go_with_it():
 POLICY = """
 groups: [engineers]
 roles:
-  - {{name: r, resource_kinds: [node], resource_labels: {{env: [{env}]}}, logins: [ubuntu], requestable_by: [engineers]}}
+  - name: r
+    resource_kinds: [node]
+    resource_labels: {{env: [{env}]}}
+    logins: [ubuntu]
+    requestable_by: [engineers]
 resources:
   - {{kind: node, name: web, labels: {{env: prod}}}}
   - {{kind: node, name: dev, labels: {{env: {dev_env}}}}}
@@ -95,7 +99,7 @@ def test_apply_keeps_rows_true_as_roles_and_resources_change():
 
 
 def test_random_writes_through_the_services_keep_rows_true():
-    rng = random.Random(13)
+    rng = random.Random(13)  # noqa: S311 -- a repeatable sequence of writes, not a secret
     for step in range(60):
         action = rng.choice(["resource", "resource", "role", "reselect"])
         if action == "resource":
@@ -145,7 +149,7 @@ def test_syncing_a_role_costs_the_same_statements_for_ten_or_a_hundred_matches()
 def _admin_form_data(response) -> dict:
     form = response.context["adminform"].form
     data = {}
-    for name, field in form.fields.items():
+    for name in form.fields:
         value = form[name].value()
         if isinstance(value, (list, dict)) and name not in ("requestable_by", "reviewers"):
             data[name] = json.dumps(value)

@@ -247,6 +247,8 @@ def test_count_stops_at_the_cap_unless_the_exact_count_is_asked(api, requester, 
     assert (capped["count"], capped["count_exact"], len(capped["results"])) == (3, False, 5)
     assert (exact["count"], exact["count_exact"]) == (5, True)
     assert (under["count"], under["count_exact"]) == (1, True)
+    assert client.get(RESOURCES, {"count": "all"}).status_code == 400
+    assert list(client.get(RESOURCES, {"count": "all"}).json()) == ["count"]
 
 
 def test_search_text_with_a_line_break_is_400_naming_search(api, requester, wide_role, web1):
