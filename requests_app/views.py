@@ -58,9 +58,10 @@ class SearchPage:
 
 
 def _search_page(request: HttpRequest, queryset, roles) -> SearchPage:
-    count, exact = count_capped(queryset)
     cursor = request.GET.get("cursor")
-    found = keyset_page(queryset, position=cursor_parse(cursor) if cursor else None, size=PAGE_SIZE)
+    position = cursor_parse(cursor) if cursor else None
+    count, exact = count_capped(queryset)
+    found = keyset_page(queryset, position=position, size=PAGE_SIZE)
     params = request.GET.copy()
     params.pop("page", None)
 

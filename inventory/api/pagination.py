@@ -37,6 +37,8 @@ class ResourcePagination(BasePagination):
         counting = request.query_params.get("count", "")
         if counting not in ("", "exact"):
             raise DomainError("must be 'exact' (or left out for a count that stops early)", field="count")
+        cursor = request.query_params.get("cursor")
+        position = cursor_parse(cursor) if cursor else None
         if counting == "exact":
             self.count, self.count_exact = queryset.count(), True
         else:
@@ -44,8 +46,7 @@ class ResourcePagination(BasePagination):
         page = request.query_params.get("page")
         if page is not None and "cursor" not in request.query_params:
             return self.paginate_by_number(queryset, page, size)
-        cursor = request.query_params.get("cursor")
-        found = keyset_page(queryset, position=cursor_parse(cursor) if cursor else None, size=size)
+        found = keyset_page(queryset, position=position, size=size)
         url = remove_query_param(request.build_absolute_uri(), "page")
         self.next = replace_query_param(url, "cursor", cursor_for(found.next)) if found.next else None
         self.previous = (
