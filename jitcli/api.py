@@ -174,5 +174,7 @@ class Api:
             total = body.get("count", 0) if body.get("count_exact", True) else None
             items.extend(body.get("results", []))
             if not body.get("next") or len(items) >= limit:
+                if total is None and not body.get("next"):
+                    total = len(items)  # every item was listed, so their number is the count
                 return items[:limit], total
             page += 1

@@ -332,6 +332,19 @@ def test_an_unfiltered_search_never_proposes_requesting_everything(alice, lab_ro
     assert "To request access to these resources, run" in one.stdout
 
 
+def test_search_counts_what_it_listed_when_the_server_stopped_counting(alice, lab_role, monkeypatch):
+    monkeypatch.setattr("inventory.pagination.COUNT_CAP", 5)
+    for n in range(12):
+        make_resource(f"lab-{n:02}", labels={"env": "lab"})
+    alice.login("alice")
+
+    result = alice("search", "--label", "env=lab")
+
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[1] for line in result.stdout.splitlines()[2:14]] == [f"lab-{n:02}" for n in range(12)]
+    assert "showing" not in result.stdout
+
+
 def test_request_create_wait_shows_progress_until_two_reviewers_approve(alice, lab_role, live_server):
     make_resource("lab-1", labels={"env": "lab"})
     alice.login("alice")
