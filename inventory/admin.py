@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from inventory.models import Resource
+from inventory.models import Resource, text_q
 from inventory.services import resource_set_labels, validate_labels
 from jitportal.admin_display import ConfigurationAdminMixin, clipped
 from jitportal.errors import DomainError
@@ -42,6 +42,16 @@ class ResourceAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
     search_fields = ("name", "address", "description")
     readonly_fields = ("created_at", "updated_at")
     fields = ("kind", "name", "address", "labels", "description", "created_at", "updated_at")
+
+    # Searching does not also count every resource (a full scan on a large inventory).
+    show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        # The search page's and the API's text search, from the same index.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(text_q(term)), False
 
     @admin.display(description="labels")
     def labels_display(self, obj: Resource) -> str:

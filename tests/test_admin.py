@@ -480,3 +480,17 @@ def test_review_token_and_audit_changelists_queries_do_not_grow_with_rows(
     small = changelist_queries(admin_client, AuditEvent)
     approved_requests(10, requester=requester, reviewer=reviewer, role=one_step_role, resources=[web1])
     assert changelist_queries(admin_client, AuditEvent) == small
+
+
+def test_resource_changelist_search_is_the_portals_text_search(admin_client, data):
+    make_resource("billing-7", address="10.7.7.7:22", description="Invoices API")
+
+    def found(term: str) -> list[str]:
+        response = admin_client.get(admin_url(Resource, "changelist"), {"q": term})
+        assert response.status_code == 200
+        return sorted(r.name for r in response.context["cl"].result_list)
+
+    assert found("INVOICES") == ["billing-7"]
+    assert found("10.7.7") == ["billing-7"]
+    assert found("ling-") == ["billing-7"]
+    assert found("billing-7 10.7") == []
