@@ -7,7 +7,6 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
-from accounts.auth import TokenAuthentication
 from accounts.api.serializers import (
     MeSerializer,
     RoleSerializer,
@@ -15,6 +14,7 @@ from accounts.api.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
+from accounts.auth import TokenAuthentication
 from accounts.capabilities import capabilities_of
 from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, lockout_seconds
 from accounts.models import Role

@@ -65,7 +65,10 @@ def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | Non
     at = at or timezone.now()
     subject = public_key_parse(public_key)
     with transaction.atomic():
-        locked = Grant.objects.select_for_update().get(pk=grant.pk)
+        # The role, owner and resource in the same read; only the grant row is locked.
+        locked = (
+            Grant.objects.select_for_update(of=("self",)).select_related("role", "user", "resource").get(pk=grant.pk)
+        )
         _refuse_unless_usable(locked, user=user, at=at)
         role = locked.role
         principals = grant_ssh_principals(locked)
