@@ -672,31 +672,39 @@ def access_check(
         Grant.objects.active(at=at)
         .filter(user=user)
         .filter(Q(resource=resource) | Q(resource__isnull=True))
-        .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
+    # Whether the user may still request the role, as ``Role.objects.requestable_by`` asks it.
+    may_request = Exists(Role.requestable_by.through.objects.filter(role_id=OuterRef("pk"), group__user=user))
     # A grant covers the resource only while its role matches it (a relabelled resource drops out).
-    roles = [
-        role
-        for role in Role.objects.filter(pk__in=covering.values("role_id")).annotate(
-            eligible=Exists(Role.objects.requestable_by(user).filter(pk=OuterRef("pk")))
-        )
+    roles = {
+        role.pk: role
+        for role in Role.objects.filter(pk__in=covering.values("role_id")).annotate(eligible=may_request)
         if role.matches(resource)
-    ]
-    eligible = {role.pk for role in roles if role.eligible}
-    allowing = [role.pk for role in roles if role.pk in eligible and (login is None or login in role.logins)]
+    }
+
+    def first_of(role_ids: list[int]) -> Grant | None:
+        # The user, role and resource are in hand: the grant's own row is all that is read.
+        grant = covering.filter(role_id__in=role_ids).first()
+        if grant is not None:
+            grant.user, grant.role = user, roles[grant.role_id]
+            grant.resource = resource if grant.resource_id is not None else None
+        return grant
+
+    eligible = {pk for pk, role in roles.items() if role.eligible}
+    allowing = [pk for pk in eligible if login is None or login in roles[pk].logins]
     if allowing:
-        grant = covering.filter(role_id__in=allowing).first()
+        grant = first_of(allowing)
         # Re-asked of the row itself: one revoked or ended between the two queries is not honoured.
         if grant is not None and grant_refusal(grant, at=at, eligible_role_ids=eligible) is None:
             return AccessDecision(True, grant=grant)
-    lost = [role.pk for role in roles if role.pk not in eligible]
+    lost = [pk for pk in roles if pk not in eligible]
     if lost:
-        grant = covering.filter(role_id__in=lost).first()
+        grant = first_of(lost)
         refusal = grant_refusal(grant, at=at, eligible_role_ids=eligible) if grant is not None else None
         if refusal is not None:
             return AccessDecision(False, reason=refusal, code=Decision.NOT_HONOURED)
-    refusing = sorted(role.name for role in roles if role.pk in eligible)
+    refusing = sorted(roles[pk].name for pk in eligible)
     if refusing and login is not None:
         reason = f"login {login!r} is not allowed by role {refusing[0]}"
         return AccessDecision(False, reason=reason, code=Decision.LOGIN_NOT_ALLOWED)
