@@ -9,6 +9,7 @@ read, and ``tokens_delete_expired`` (a beat sweep) removes the rows.
 from __future__ import annotations
 
 from django.utils import timezone
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 
 
@@ -16,3 +17,9 @@ class TokenAuthentication(KnoxTokenAuthentication):
     def _cleanup_token(self, auth_token) -> bool:
         # True skips the token: expired is refused at once whether or not the sweep has run.
         return auth_token.expiry is not None and auth_token.expiry <= timezone.now()
+
+
+class TokenScheme(KnoxTokenScheme):
+    """The API schema documents this class as the knox token scheme it is."""
+
+    target_class = "accounts.auth.TokenAuthentication"
