@@ -331,6 +331,7 @@ def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
         "requests_app.tasks.expire_pending_requests",
         "requests_app.tasks.remind_expiring_grants",
         "requests_app.tasks.retry_notifications",
+        "accounts.tasks.delete_expired_tokens",
     }
     for entry in schedule.values():
         assert entry["task"] in celery_app.tasks
