@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import ApiToken
 from audit.services import audit_record, audit_record_many
@@ -135,3 +136,34 @@ def token_revoke(*, tokens: Iterable[ApiToken], by) -> int:
         )
         ApiToken.objects.filter(digest__in=[token.digest for token in locked]).delete()
     return len(locked)
+
+
+def tokens_delete_expired(*, batch_size: int = 500) -> int:
+    """Delete API tokens past their expiry, one ``token.expired`` event each; returns how many.
+
+    Authentication already refuses them; this keeps the table small. Each
+    batch is locked and deleted in one transaction, so two sweeps at once
+    neither audit a token twice nor miss one.
+    """
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                ApiToken.objects.select_for_update(of=("self",), skip_locked=True)
+                .select_related("user")
+                .filter(expiry__lte=timezone.now())
+                .order_by("expiry", "digest")[:batch_size]
+            )
+            if not batch:
+                return deleted
+            audit_record_many(
+                {
+                    "action": "token.expired",
+                    "target_type": "apitoken",
+                    "target_id": token.token_key,
+                    "data": _token_audit_data(token, username=token.user.username),
+                }
+                for token in batch
+            )
+            ApiToken.objects.filter(digest__in=[token.digest for token in batch]).delete()
+        deleted += len(batch)

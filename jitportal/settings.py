@@ -215,7 +215,7 @@ AXES_VERBOSE = False
 # --- API ------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "accounts.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -328,6 +328,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "retry-notifications": {
         "task": "requests_app.tasks.retry_notifications",
+        "schedule": _sweep,
+        "options": _sweep_options,
+    },
+    "delete-expired-tokens": {
+        "task": "accounts.tasks.delete_expired_tokens",
         "schedule": _sweep,
         "options": _sweep_options,
     },

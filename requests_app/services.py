@@ -656,39 +656,56 @@ def access_check(
 ) -> AccessDecision:
     """Decide from timestamps, now: an ended grant denies even if no sweep ran.
 
-    Whether a grant still counts is ``GrantQuerySet.honoured`` (and, for the
-    reason given, ``grant_refusal``, asked here for each grant that could
-    cover the resource). At most two queries whatever the number of grants:
-    the user's live grants on the resource or role-wide, then, if any could
-    cover it, the roles the user may still request.
+    Whether a grant still counts is ``grant_refusal``. At most two queries,
+    each reading a few rows however many grants the user holds: the roles of
+    the user's active grants on the resource or role-wide, with whether the
+    user may still request each; then the grant to answer with, the latest
+    ending one of the roles that allow the check (an indexed probe stopping at
+    the first row), or, for a refusal, the one whose refusal is reported.
     """
     at = at or timezone.now()
     if not user.is_active:
         return AccessDecision(False, reason="the user is not active", code=Decision.USER_INACTIVE)
     if resource is None:  # no such resource: answered as one without a grant, not to reveal which exist
         return AccessDecision(False, reason=NO_GRANT, code=Decision.NO_GRANT)
-    live = (
+    covering = (
         Grant.objects.active(at=at)
         .filter(user=user)
         .filter(Q(resource=resource) | Q(resource__isnull=True))
-        .select_related("role", "resource", "user")
         .order_by("-expires_at")
     )
-    grants = [grant for grant in live if grant.role.matches(resource)]
-    # The user's roles, asked once for all the grants (not once per grant).
-    eligible = set(Role.objects.requestable_by(user).values_list("pk", flat=True)) if grants else set()
-    reason, code = NO_GRANT, Decision.NO_GRANT
-    first_refusal = None
-    for grant in grants:
-        refusal = grant_refusal(grant, at=at, eligible_role_ids=eligible)
+    # Whether the user may still request the role, as ``Role.objects.requestable_by`` asks it.
+    may_request = Exists(Role.requestable_by.through.objects.filter(role_id=OuterRef("pk"), group__user=user))
+    # A grant covers the resource only while its role matches it (a relabelled resource drops out).
+    roles = {
+        role.pk: role
+        for role in Role.objects.filter(pk__in=covering.values("role_id")).annotate(eligible=may_request)
+        if role.matches(resource)
+    }
+
+    def first_of(role_ids: list[int]) -> Grant | None:
+        # The user, role and resource are in hand: the grant's own row is all that is read.
+        grant = covering.filter(role_id__in=role_ids).first()
+        if grant is not None:
+            grant.user, grant.role = user, roles[grant.role_id]
+            grant.resource = resource if grant.resource_id is not None else None
+        return grant
+
+    eligible = {pk for pk, role in roles.items() if role.eligible}
+    allowing = [pk for pk in eligible if login is None or login in roles[pk].logins]
+    if allowing:
+        grant = first_of(allowing)
+        # Re-asked of the row itself: one revoked or ended between the two queries is not honoured.
+        if grant is not None and grant_refusal(grant, at=at, eligible_role_ids=eligible) is None:
+            return AccessDecision(True, grant=grant)
+    lost = [pk for pk in roles if pk not in eligible]
+    if lost:
+        grant = first_of(lost)
+        refusal = grant_refusal(grant, at=at, eligible_role_ids=eligible) if grant is not None else None
         if refusal is not None:
-            first_refusal = first_refusal or refusal
-            continue
-        if login is not None and login not in grant.role.logins:
-            reason = f"login {login!r} is not allowed by role {grant.role.name}"
-            code = Decision.LOGIN_NOT_ALLOWED
-            continue
-        return AccessDecision(True, grant=grant)
-    if first_refusal is not None:
-        reason, code = first_refusal, Decision.NOT_HONOURED
-    return AccessDecision(False, reason=reason, code=code)
+            return AccessDecision(False, reason=refusal, code=Decision.NOT_HONOURED)
+    refusing = sorted(roles[pk].name for pk in eligible)
+    if refusing and login is not None:
+        reason = f"login {login!r} is not allowed by role {refusing[0]}"
+        return AccessDecision(False, reason=reason, code=Decision.LOGIN_NOT_ALLOWED)
+    return AccessDecision(False, reason=NO_GRANT, code=Decision.NO_GRANT)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
-from knox.auth import TokenAuthentication
 from rest_framework import mixins, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -15,6 +14,7 @@ from accounts.api.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
+from accounts.auth import TokenAuthentication
 from accounts.capabilities import capabilities_of
 from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, lockout_seconds
 from accounts.models import Role

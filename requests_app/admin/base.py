@@ -21,6 +21,19 @@ from requests_app.models import AccessRequest
 QUEUE_PAGE = 100
 
 
+def asked(request: HttpRequest, predicate) -> bool:
+    """``predicate(request.user)``, asked once per request.
+
+    One admin page asks the same capability for every model in the sidebar and
+    every check on the way; the answer cannot change while the page is built,
+    and each ask is a query.
+    """
+    answers = request.__dict__.setdefault("_capability_answers", {})
+    if predicate not in answers:
+        answers[predicate] = predicate(request.user)
+    return answers[predicate]
+
+
 class ReadOnlyAdminMixin(NamedRefusalMixin):
     """History is not editable: no add, change or delete for anyone.
 
@@ -41,12 +54,12 @@ class ReadOnlyAdminMixin(NamedRefusalMixin):
         return False
 
     def has_view_permission(self, request, obj=None) -> bool:
-        return self.may_view(request.user)
+        return asked(request, self.may_view)
 
 
 class ReadOnlyModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def has_module_permission(self, request) -> bool:
-        return self.may_view(request.user)
+        return asked(request, self.may_view)
 
     def get_actions(self, request):
         actions = super().get_actions(request)

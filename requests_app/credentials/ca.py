@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -47,8 +48,19 @@ def _ca_create(*, at: datetime, name: str | None = None) -> SSHCertificateAuthor
 
 
 def _ca_signing_at(at: datetime) -> SSHCertificateAuthority | None:
-    """The CA that signs at ``at``: the newest one not retired by then, if any."""
-    return SSHCertificateAuthority.objects.filter(_signing_q(at)).order_by("-created_at", "-id").first()
+    """The CA that signs at ``at``: the newest one not retired by then, if any.
+
+    Its private key is read as stored (encrypted, ``private_key_token``), not
+    decrypted: ``certificate_sign`` decrypts it once per process and stored
+    value, so a rotated or re-encrypted key is never served from before.
+    """
+    return (
+        SSHCertificateAuthority.objects.filter(_signing_q(at))
+        .defer("private_key")
+        .annotate(private_key_token=Cast("private_key", TextField()))
+        .order_by("-created_at", "-id")
+        .first()
+    )
 
 
 def ssh_ca_signing(*, at: datetime | None = None) -> SSHCertificateAuthority:

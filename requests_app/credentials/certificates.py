@@ -7,8 +7,10 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from accounts.models import Role
 from audit.services import audit_record
 from jitportal.errors import PermissionRefused, StateConflict
 from requests_app.credentials.ca import ssh_ca_signing
@@ -45,7 +47,8 @@ def _epoch(moment: datetime, *, up: bool = False) -> int:
 def _refuse_unless_usable(grant: Grant, *, user, at: datetime) -> None:
     if grant.user_id != user.pk:
         raise PermissionRefused("only the grant's owner can get a certificate for it")
-    refusal = grant_refusal(grant, at=at)
+    # Whether the owner may still request the role was read with the grant (``owner_eligible``).
+    refusal = grant_refusal(grant, at=at, eligible_role_ids={grant.role_id} if grant.owner_eligible else set())
     if refusal is None:
         return
     # A grant outside its window is a state to wait out or renew; one the owner lost is a refusal.
@@ -65,7 +68,13 @@ def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | Non
     at = at or timezone.now()
     subject = public_key_parse(public_key)
     with transaction.atomic():
-        locked = Grant.objects.select_for_update().get(pk=grant.pk)
+        # The role, owner, resource and the owner's eligibility in the same read; only the grant row is locked.
+        locked = (
+            Grant.objects.select_for_update(of=("self",))
+            .select_related("role", "user", "resource")
+            .annotate(owner_eligible=Exists(Role.objects.requestable_by(user).filter(pk=OuterRef("role_id"))))
+            .get(pk=grant.pk)
+        )
         _refuse_unless_usable(locked, user=user, at=at)
         role = locked.role
         principals = grant_ssh_principals(locked)

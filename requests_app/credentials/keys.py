@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import ssh
 
+from jitportal.crypto import decrypt
 from jitportal.errors import DomainError
 from requests_app.models import SSHCertificateAuthority
 
@@ -121,6 +122,26 @@ def ca_keys_generate(name: str) -> _CAKeys:
     return _CAKeys(pem, f"{_openssh_line(public)} jitportal-{name}", _fingerprint(public))
 
 
+# Decrypted CA keys by (CA id, fingerprint, stored ciphertext): decrypting and parsing cost more than the
+# signature itself. A rotation is a new row and re-encryption a new ciphertext, so either misses.
+_ca_private_keys: dict[tuple[int, str, str], ssh.SSHPrivateKeyTypes] = {}
+_CA_PRIVATE_KEYS_KEPT = 8
+
+
+def _ca_private_key(ca: SSHCertificateAuthority) -> ssh.SSHPrivateKeyTypes:
+    token = getattr(ca, "private_key_token", None)
+    if token is None:  # a CA read whole (or just made): its key is already in hand
+        return serialization.load_ssh_private_key(ca.private_key.encode(), password=None)
+    cache_key = (ca.pk, ca.fingerprint, token)
+    private = _ca_private_keys.get(cache_key)
+    if private is None:
+        private = serialization.load_ssh_private_key(decrypt(token).encode(), password=None)
+        if len(_ca_private_keys) >= _CA_PRIVATE_KEYS_KEPT:
+            _ca_private_keys.clear()
+        _ca_private_keys[cache_key] = private
+    return private
+
+
 def certificate_sign(
     *,
     ca: SSHCertificateAuthority,
@@ -132,7 +153,7 @@ def certificate_sign(
     valid_before: int,
     extensions: list[str],
 ) -> str:
-    private = serialization.load_ssh_private_key(ca.private_key.encode(), password=None)
+    private = _ca_private_key(ca)
     builder = (
         ssh.SSHCertificateBuilder()
         .public_key(subject.key)

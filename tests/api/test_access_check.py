@@ -296,3 +296,30 @@ def test_refusals_carry_a_code_beside_the_detail(api, checker, requester, alice_
     assert (missing_user.status_code, missing_user.json()["code"]) == (404, "not_found")
     assert (no_capability.status_code, no_capability.json()["code"]) == (403, "capability_required")
     assert (anonymous.status_code, anonymous.json()["code"]) == (401, "not_authenticated")
+
+
+@pytest.mark.django_db
+def test_over_http_with_a_token_the_check_costs_four_queries_however_many_grants_are_held(
+    requester, alice_grant, web1, django_assert_num_queries
+):
+    """The token, the resource, the roles of the covering grants, the grant: not one more for 200 grants."""
+    _, secret = ApiToken.objects.create(user=requester)
+    client = token_client(secret)
+    for held in (1, 200):
+        extra = held - Grant.objects.filter(user=requester).count()
+        Grant.objects.bulk_create(
+            Grant(
+                request=alice_grant.request,
+                user=requester,
+                role=alice_grant.role,
+                resource=web1,
+                starts_at=alice_grant.starts_at,
+                expires_at=alice_grant.expires_at - timedelta(seconds=i + 1),
+            )
+            for i in range(extra)
+        )
+        with django_assert_num_queries(4):
+            body = check(client, resource="node/web-1", login="ubuntu")
+        assert body["allowed"] is True and body["grant"] == alice_grant.pk
+        with django_assert_num_queries(3):
+            assert check(client, resource="node/web-1", login="root")["code"] == "login_not_allowed"

@@ -9,6 +9,8 @@ from datetime import timedelta
 import pytest
 from django.contrib.admin import helpers
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -515,3 +517,32 @@ def test_the_list_shows_a_request_past_its_ttl_as_expired_and_filters_by_that(cl
     assert "This request is expired; only pending requests can be reviewed." in text(
         client.get(change_url(queue["first"]))
     )
+
+
+def test_queue_counts_plain_rows_and_summarises_only_the_page(client, staff_reviewer, requester, prod_ssh):
+    """The COUNTs and the date drill-down read no review counts; the rows shown still carry them."""
+    client.force_login(staff_reviewer)
+    hosts = many_resources(3, prefix="h")
+    pending_requests(4, requester=requester, role=prod_ssh, resources=hosts)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(QUEUE, {"queue": "all"})
+
+    aggregates = [
+        q["sql"]
+        for q in captured.captured_queries
+        if re.match(r"SELECT (COUNT|MIN|DISTINCT DATE|DISTINCT django)", q["sql"])
+    ]
+    assert len(aggregates) >= 3, aggregates  # the paginator's count, the full count, the date drill-down
+    assert not [sql for sql in aggregates if "requests_app_review" in sql or "GROUP BY" in sql]
+    assert response.context["cl"].result_count == 4
+    rows = response.context["cl"].result_list
+    assert {(r.approval_count, r.resource_count, len(r.first_resources)) for r in rows} == {(0, 3, 3)}
+    assert "0 of 2" in text(response) or "0 of 1" in text(response)
+    # The sidebar and every check ask whether one may review once per page, not once per model.
+    capability_asks = [
+        q
+        for q in captured.captured_queries
+        if q["sql"].startswith('SELECT DISTINCT 1 AS "a" FROM "accounts_role"') and "accessrequest" not in q["sql"]
+    ]
+    assert len(capability_asks) <= 4, len(capability_asks)

@@ -13,18 +13,24 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import ssh
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_verify
+from jitportal.crypto import encrypted_fields_rotate
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
+from requests_app.credentials import keys as keys_module
 from requests_app.credentials.ca import ssh_ca_init, ssh_ca_rotate, ssh_ca_signing, ssh_cas_trusted
 from requests_app.credentials.certificates import certificate_issue
 from requests_app.credentials.hosts import MAX_PRINCIPALS, resource_ssh_principals, ssh_revoked_public_keys
@@ -618,3 +624,58 @@ def test_a_role_narrowed_to_match_nothing_ends_its_resource_grants_on_the_host(r
     assert grant_refusal(Grant.objects.get(pk=grant.pk), at=timezone.now()) == (
         "role web-ssh no longer grants access to node/web-1"
     )
+
+
+# --- the signing key, decrypted once per process ------------------------------------------------
+
+
+def _signer(certificate: IssuedCertificate) -> str:
+    return openssh_public_line(parse_certificate(certificate.certificate).signature_key())
+
+
+def test_the_ca_key_is_decrypted_once_and_a_re_encrypted_key_is_read_again(requester, reviewer, web_ssh, web1):
+    grant = granted(requester, reviewer, role=web_ssh, resources=[web1])
+    issue(grant)  # makes the CA
+    issue(grant)  # reads it back and caches its key
+    ca = SSHCertificateAuthority.objects.get()
+    real = ca.public_key.rsplit(" ", 1)[0]
+    # Swap the cached key for another: a certificate signed by it proves the cache is what signs.
+    [cache_key] = [k for k in keys_module._ca_private_keys if k[:2] == (ca.pk, ca.fingerprint)]
+    impostor = ed25519_key()
+    keys_module._ca_private_keys[cache_key] = impostor
+    assert _signer(issue(grant)) == openssh_public_line(impostor.public_key())
+
+    new_key = Fernet.generate_key().decode()
+    with override_settings(JITPORTAL_ENCRYPTION_KEYS=[new_key, *settings.JITPORTAL_ENCRYPTION_KEYS]):
+        with transaction.atomic():
+            encrypted_fields_rotate()
+        # The stored ciphertext changed, so the entry cached for the old one is not used.
+        assert _signer(issue(grant)) == real
+
+
+def test_a_rotated_ca_signs_the_next_certificate_although_the_old_key_is_cached(requester, reviewer, web_ssh, web1):
+    grant = granted(requester, reviewer, role=web_ssh, resources=[web1])
+    old = _signer(issue(grant))
+    assert _signer(issue(grant)) == old
+
+    new = ssh_ca_rotate(trust_old_for=timedelta(0)).new
+
+    assert _signer(issue(grant)) == new.public_key.rsplit(" ", 1)[0] != old
+
+
+def test_issuing_a_certificate_costs_the_same_few_queries_however_many_grants_are_held(
+    requester, reviewer, web_ssh, web1
+):
+    grant = granted(requester, reviewer, role=web_ssh, resources=[web1])
+    issue(grant)
+
+    def statements() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            issue(grant)
+        return sum(1 for q in queries.captured_queries if not re.match(r"\s*(SAVEPOINT|RELEASE)", q["sql"]))
+
+    before = statements()
+    for _ in range(20):
+        granted(requester, reviewer, role=web_ssh, resources=[web1])
+    # The grant with its role, owner, resource and eligibility; the CA; the certificate; the audit event (3).
+    assert before == statements() == 6

@@ -326,11 +326,14 @@ def test_notifications_name_the_delivery_task_the_worker_registers():
 
 def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
     schedule = settings.CELERY_BEAT_SCHEDULE
+    # What a starting worker does: import every app's tasks.py.
+    celery_app.loader.import_default_modules()
     assert {entry["task"] for entry in schedule.values()} == {
         "requests_app.tasks.expire_grants",
         "requests_app.tasks.expire_pending_requests",
         "requests_app.tasks.remind_expiring_grants",
         "requests_app.tasks.retry_notifications",
+        "accounts.tasks.delete_expired_tokens",
     }
     for entry in schedule.values():
         assert entry["task"] in celery_app.tasks
