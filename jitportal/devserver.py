@@ -57,6 +57,8 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
             python,
             "-m",
             "gunicorn",
+            "-c",
+            "python:jitportal.gunicorn_config",
             "jitportal.wsgi:application",
             "--bind",
             f"{host}:{port}",
