@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -53,9 +54,12 @@ def call(method: str, path: str, *, token: str | None = None, body: dict | None 
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(os.environ["PORTAL"] + path, data=data, headers=headers, method=method)
+    url = os.environ["PORTAL"] + path
+    if not url.startswith("http://127.0.0.1:"):
+        raise Failed(f"{url}: the job only talks to the portal it started on this machine")
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - checked above
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - checked above
             return answer.status, dict(answer.headers.items()), answer.read()
     except urllib.error.HTTPError as answer:
         return answer.code, dict(answer.headers.items()), answer.read()
@@ -110,6 +114,16 @@ def signed(entry: dict) -> bool:
 
 
 def drive() -> None:
+    # A page with the stylesheet: served only once collectstatic has run (the manifest storage).
+    status, _, content = call("GET", "/accounts/login/")
+    expect("the sign-in page", status, 200, content)
+    stylesheet = next(iter(re.findall(rb'href="(/static/[^"]+\.css)"', content)), None)
+    if stylesheet is None:
+        raise Failed("the sign-in page links no stylesheet")
+    status, _, content = call("GET", stylesheet.decode())
+    expect(f"the stylesheet {stylesheet.decode()}", status, 200, content)
+    print(f"  the sign-in page and {stylesheet.decode()} are served")
+
     alice, bob, carol, erin = (token_for(name) for name in ("alice", "bob", "carol", "erin"))
 
     created = api(
