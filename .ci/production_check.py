@@ -131,7 +131,7 @@ def drive() -> None:
         "POST",
         "/requests/",
         token=alice,
-        body={"resources": ["node/web-1"], "reason": "CI-1 production check", "duration": "8s"},
+        body={"resources": ["node/web-1"], "reason": "CI-1 production check", "duration": "6s"},
         want=201,
     )
     request_id = created["id"]

@@ -3,7 +3,6 @@
 ``RequestIdMiddleware`` comes first, so every response (a redirect to HTTPS
 included) names its id and every line logged while serving it carries it.
 
-
 PostgreSQL cannot store or compare a string holding a NUL character, so one
 in a path, a query parameter, a header or a posted form reaching a query is a
 server error. Refused here, before any view, as a 400 naming where it was:
