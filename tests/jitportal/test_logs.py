@@ -215,7 +215,9 @@ def say(text):
 """
 
 
-def test_a_task_enqueued_during_a_request_logs_that_request_id_in_the_worker(tmp_path):
+def test_a_task_enqueued_during_a_request_logs_that_request_id_in_the_worker(tmp_path, monkeypatch):
+    # Celery prefers this variable over the broker given below (the PostgreSQL run sets it).
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     (tmp_path / "logtest_tasks.py").write_text(TASK_MODULE)
     env = production_env(tmp_path)
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{tmp_path}"
@@ -233,7 +235,8 @@ def test_a_task_enqueued_during_a_request_logs_that_request_id_in_the_worker(tmp
     for folder in ("queue", "processed", "control"):
         (broker_dir / folder).mkdir(parents=True, exist_ok=True)
     # The same filesystem broker folders the worker's settings derive from JITPORTAL_DATA_DIR.
-    producer = Celery("producer", broker="filesystem://localhost//")
+    # No Django fixup: it would run Django's system checks against this process's database.
+    producer = Celery("producer", broker="filesystem://localhost//", fixups=[])
     producer.conf.broker_transport_options = {
         "data_folder_in": str(broker_dir / "queue"),
         "data_folder_out": str(broker_dir / "queue"),
