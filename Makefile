@@ -11,15 +11,27 @@ PORT ?= 8000
 # Development defaults; a local .env (not committed) may override them.
 LOAD_ENV := set -a; . ./.env.example; if [ -f .env ]; then . ./.env; fi; set +a
 
-.PHONY: run test venv migrate demo manage lint clean bench
+.PHONY: run test venv migrate demo manage lint clean bench lock
 
+# requirements-dev.txt is a superset of the runtime lock (see requirements-dev.in),
+# so one hashed install brings everything; the project itself has no pins of its own.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Resolves requirements.in (runtime) and requirements-dev.in (runtime + tools) into
+# the hashed locks, from PyPI alone so that the hashes are PyPI's own. Versions already
+# in a lock are kept; pass e.g. LOCK_ARGS="--upgrade-package celery" to move one.
+UV_COMPILE := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL $(VENV)/bin/uv pip compile --quiet \
+	--no-config --index-url https://pypi.org/simple --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+lock: $(STAMP)
+	$(UV_COMPILE) requirements.in -o requirements.txt
+	$(UV_COMPILE) requirements.in requirements-dev.in -o requirements-dev.txt
 
 migrate: $(STAMP)
 	@$(LOAD_ENV); $(PY) manage.py migrate --noinput

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 GRACE_SECONDS = 10
@@ -55,6 +57,8 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
             python,
             "-m",
             "gunicorn",
+            "-c",
+            "python:jitportal.gunicorn_config",
             "jitportal.wsgi:application",
             "--bind",
             f"{host}:{port}",
@@ -91,6 +95,36 @@ def describe_broker(url: str) -> str:
 # gunicorn stops at once on SIGINT (SIGTERM waits for open connections);
 # Celery's worker finishes its current task on SIGTERM, beat just exits.
 STOP_SIGNALS = {"web": signal.SIGINT, "worker": signal.SIGTERM, "beat": signal.SIGTERM}
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when this process dies.
+
+    A supervisor killed with SIGKILL runs no cleanup, so only the kernel can
+    stop its children then (a forgotten beat goes on scheduling sweeps beside a
+    restarted one). The setting survives ``exec``; the children's own forks
+    follow it too: Celery's pool processes set the same on themselves and
+    gunicorn's workers exit when their master is gone. ``None`` off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    # Loaded here, not in the forked child: between fork and exec only
+    # async-signal-safe work belongs.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    supervisor = os.getpid()
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        # The supervisor may have died between fork and prctl: then no signal
+        # will ever come, and the child has been handed to another parent.
+        if os.getppid() != supervisor:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -143,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
 
     children: dict[str, subprocess.Popen] = {}
     status = 0
+    preexec = die_with_parent()
     try:
         for name, command in commands(args.host, args.port).items():
-            children[name] = subprocess.Popen(command, process_group=0)  # noqa: S603 - our own fixed commands
+            # preexec_fn is safe here: this process starts no threads.
+            children[name] = subprocess.Popen(command, process_group=0, preexec_fn=preexec)  # noqa: S603 - our own fixed commands
         while not stopping:
             exited = {name: p.returncode for name, p in children.items() if p.poll() is not None}
             if exited:

@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 
 from jitportal.env import derive_dev_key, env_bool, env_int, env_list, env_required, env_str
+from jitportal.logs import log_format, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("JITPORTAL_DATA_DIR", str(BASE_DIR / "var")))
@@ -60,6 +61,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "jitportal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "jitportal.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -259,12 +261,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-}
+# Text by default; JITPORTAL_LOG_FORMAT=json makes each line one JSON object with
+# the request id (jitportal/logs.py; Celery and gunicorn follow the same variable).
+JITPORTAL_LOG_FORMAT = log_format(env_str("JITPORTAL_LOG_FORMAT"))
+LOGGING = logging_config(log_format=JITPORTAL_LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO") or "INFO")
 
 # --- Domain limits (DESIGN.md) ---------------------------------------------
 JITPORTAL_MAX_RESOURCES_PER_REQUEST = 300
