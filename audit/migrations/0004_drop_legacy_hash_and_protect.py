@@ -73,13 +73,15 @@ SQLITE_REVERSE = ["DROP TRIGGER IF EXISTS audit_event_append_only", "DROP TRIGGE
 def protect(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     for statement in {"postgresql": [POSTGRESQL], "sqlite": SQLITE}.get(vendor, []):
-        schema_editor.execute(statement)
+        # No parameters: the functions' RAISE messages use % placeholders of their own.
+        schema_editor.execute(statement, params=None)
 
 
 def unprotect(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     for statement in {"postgresql": [POSTGRESQL_REVERSE], "sqlite": SQLITE_REVERSE}.get(vendor, []):
-        schema_editor.execute(statement)
+        # No parameters: the functions' RAISE messages use % placeholders of their own.
+        schema_editor.execute(statement, params=None)
 
 
 class Migration(migrations.Migration):
