@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -176,3 +177,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # Lifecycles per second over HTTP: its own module, with its own server and defaults.
+    subprocess.run([sys.executable, str(Path(__file__).with_name("lifecycle.py"))], check=True)  # noqa: S603

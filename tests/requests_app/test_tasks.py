@@ -325,12 +325,16 @@ def test_notifications_name_the_delivery_task_the_worker_registers():
 
 
 def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
+    # What a worker does at start: import every app's tasks.py.
+    celery_app.loader.import_default_modules()
     schedule = settings.CELERY_BEAT_SCHEDULE
     assert {entry["task"] for entry in schedule.values()} == {
         "requests_app.tasks.expire_grants",
         "requests_app.tasks.expire_pending_requests",
         "requests_app.tasks.remind_expiring_grants",
         "requests_app.tasks.retry_notifications",
+        "audit.tasks.seal_audit",
+        "audit.tasks.checkpoint_audit",
     }
     for entry in schedule.values():
         assert entry["task"] in celery_app.tasks
