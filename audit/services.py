@@ -115,7 +115,9 @@ def _seal_batch(batch_size: int) -> int:
         # database's write lock on SQLite), so a second sealer waits here and
         # then reads the head this one leaves.
         if not AuditChainHead.objects.filter(id=1).update(last_seq=F("last_seq")):
+            # No head yet (an emptied database): create it, then lock it like any other run.
             AuditChainHead.objects.get_or_create(id=1)
+            AuditChainHead.objects.filter(id=1).update(last_seq=F("last_seq"))
         head = AuditChainHead.objects.get(id=1)
         batch = list(AuditEvent.objects.unsealed().order_by("id")[:batch_size])
         if not batch:
