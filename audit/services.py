@@ -17,7 +17,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -169,11 +169,6 @@ class AuditReport:
     oldest_unsealed_at: datetime | None = None
     checkpoints_checked: int = 0
     bad_line: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["oldest_unsealed_at"] = self.oldest_unsealed_at.isoformat() if self.oldest_unsealed_at else None
-        return data
 
 
 @dataclass

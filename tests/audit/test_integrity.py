@@ -430,3 +430,25 @@ def test_the_beat_schedule_seals_and_checkpoints(settings, tmp_path, requester):
     assert timedelta(seconds=settings.JITPORTAL_AUDIT_SEAL_SECONDS) < timedelta(
         seconds=settings.JITPORTAL_AUDIT_UNSEALED_MAX_SECONDS
     )
+
+
+# --- the admin ------------------------------------------------------------------------------
+
+
+def test_the_admin_list_shows_seq_seal_and_the_newest_checkpoints_status(client, auditor, tmp_path):
+    client.force_login(auditor)
+    url = "/admin/audit/auditevent/"
+    audit_record(action="test.pending", actor=auditor)
+    page = client.get(url).content.decode()
+    assert "Integrity: no checkpoint yet" in page
+    assert "(unsealed)" in page
+
+    checkpoint = audit_checkpoint(path=tmp_path / "checkpoints.jsonl")
+    page = client.get(url).content.decode()
+    assert f"Integrity: verified {checkpoint.checked} events and 1 checkpoints" in page
+    assert "(unsealed)" not in page
+
+    unguard()
+    raw(f"UPDATE {EVENTS} SET action = 'x'")
+    audit_checkpoint(path=tmp_path / "checkpoints.jsonl")
+    assert "Integrity: verification FAILED" in client.get(url).content.decode()
