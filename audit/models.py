@@ -1,30 +1,29 @@
-"""The hash-chained, append-only audit log."""
+"""The append-only audit log, sealed into a keyed MAC chain by one writer after commit."""
 
 from __future__ import annotations
-
-import hashlib
-import json
 
 from django.conf import settings
 from django.db import models
 
 
 class AuditChainHead(models.Model):
-    """A single row locked while an event is appended, so the chain stays a line.
+    """The newest sealed event's sequence number and MAC.
 
-    Its ``last_hash`` also makes deleting the newest event detectable.
+    Only the sealer writes it, and it takes this row's lock by writing it
+    first, so two sealers queue instead of forking the chain. A head that
+    disagrees with the newest sealed event shows that events were removed.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    last_hash = models.CharField(max_length=64, blank=True)
-    count = models.PositiveBigIntegerField(default=0)
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_mac = models.CharField(max_length=64, blank=True)
 
     class Meta:
         # The table this row was created in when the log lived in requests_app; kept so no row moves.
         db_table = "requests_app_auditchainhead"
 
     def __str__(self) -> str:
-        return f"audit chain head after {self.count} events"
+        return f"audit chain head at seq {self.last_seq}"
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -34,22 +33,49 @@ class AuditEventQuerySet(models.QuerySet):
     def delete(self):
         raise TypeError("audit events are append-only")
 
+    def _seal_update(self, **kwargs) -> int:
+        """The one write an event allows after its insert: giving it its place in the chain.
+
+        Only ``audit_seal`` calls it; the database trigger refuses any other
+        update of a row.
+        """
+        return super().update(**kwargs)
+
+    def sealed(self) -> AuditEventQuerySet:
+        return self.filter(seq__isnull=False)
+
+    def unsealed(self) -> AuditEventQuerySet:
+        return self.filter(seq__isnull=True)
+
 
 class AuditEvent(models.Model):
-    """One append-only entry of the audit log, chained to the previous by hash."""
+    """One append-only entry of the audit log.
+
+    It is inserted unsealed inside the transaction of the change it describes
+    and sealed shortly after commit by ``audit_seal``: it then gets the next
+    gapless ``seq``, the MAC of the event before it and its own MAC over every
+    column, keyed by ``JITPORTAL_AUDIT_KEY``, which never enters the database.
+    """
 
     created_at = models.DateTimeField()
+    # No constraint and no cascade: deleting a user must not write to the log.
+    # The id stays as recorded (and under the MAC); display uses actor_username.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
     )
-    # Kept as text so the record survives the user and enters the hash.
     actor_username = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=32, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     data = models.JSONField(default=dict, blank=True)
-    prev_hash = models.CharField(max_length=64, blank=True)
-    hash = models.CharField(max_length=64, unique=True)
+    seq = models.PositiveBigIntegerField(null=True, blank=True, unique=True)
+    prev_mac = models.CharField(max_length=64, blank=True)
+    mac = models.CharField(max_length=64, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -74,19 +100,37 @@ class AuditEvent(models.Model):
     def delete(self, *args, **kwargs):
         raise TypeError("audit events are append-only")
 
-    def compute_hash(self) -> str:
-        payload = json.dumps(
-            {
-                "prev": self.prev_hash,
-                "at": self.created_at.isoformat(),
-                "actor": self.actor_username,
-                "action": self.action,
-                "target_type": self.target_type,
-                "target_id": self.target_id,
-                "data": self.data,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            default=str,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
+    @property
+    def sealed(self) -> bool:
+        return self.seq is not None
+
+
+class AuditCheckpoint(models.Model):
+    """A signed checkpoint written to the file outside the database, and how verifying against it went.
+
+    The signature and the line live in the file; this row is the portal's
+    record of the newest result, shown by the API and the admin.
+    """
+
+    seq = models.PositiveBigIntegerField()
+    mac = models.CharField(max_length=64, blank=True)
+    count = models.PositiveBigIntegerField()
+    at = models.DateTimeField()
+    key = models.CharField(max_length=64)
+    signature = models.CharField(max_length=128)
+    written = models.BooleanField(default=True, help_text="false when nothing changed since the previous line")
+    verified_at = models.DateTimeField()
+    ok = models.BooleanField()
+    problem = models.TextField(blank=True)
+    first_bad_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    checked = models.PositiveBigIntegerField(default=0)
+    checkpoints_checked = models.PositiveIntegerField(default=0)
+    unsealed = models.PositiveBigIntegerField(default=0)
+    oldest_unsealed_at = models.DateTimeField(null=True, blank=True)
+    webhook_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at seq {self.seq} ({'ok' if self.ok else 'FAILED'})"

@@ -186,3 +186,5 @@ def main() -> None:
 if __name__ == "__main__":
     main()
     search_main([])
+    # Lifecycles per second over HTTP: its own module, with its own server and defaults.
+    subprocess.run([sys.executable, str(Path(__file__).with_name("lifecycle.py"))], check=True)  # noqa: S603

@@ -33,6 +33,17 @@ if DEBUG:
 else:
     JITPORTAL_ENCRYPTION_KEYS = env_list("JITPORTAL_ENCRYPTION_KEYS") or [env_required("JITPORTAL_ENCRYPTION_KEYS")]
 
+# The audit log's MAC key and checkpoint signing key (Ed25519, base64 of the
+# 32 raw bytes); neither ever enters the database (see audit/services.py).
+if DEBUG:
+    JITPORTAL_AUDIT_KEY = env_str("JITPORTAL_AUDIT_KEY", derive_dev_key(SECRET_KEY, "audit"))
+    JITPORTAL_AUDIT_SIGNING_KEY = env_str("JITPORTAL_AUDIT_SIGNING_KEY", derive_dev_key(SECRET_KEY, "audit-signing"))
+else:
+    JITPORTAL_AUDIT_KEY = env_required("JITPORTAL_AUDIT_KEY")
+    JITPORTAL_AUDIT_SIGNING_KEY = env_required("JITPORTAL_AUDIT_SIGNING_KEY")
+# The public half, for a verifier that holds no signing key; derived from the signing key when unset.
+JITPORTAL_AUDIT_VERIFY_KEY = env_str("JITPORTAL_AUDIT_VERIFY_KEY", "")
+
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -310,6 +321,15 @@ JITPORTAL_NOTIFICATION_LEASE_SECONDS = max(
     env_int("JITPORTAL_NOTIFICATION_LEASE_SECONDS", 120), 3 * JITPORTAL_NOTIFICATION_TIMEOUT_SECONDS
 )
 
+# Events are sealed into the MAC chain by beat after commit: the unsealed
+# window is this interval plus worker lag; verification fails past the bound.
+JITPORTAL_AUDIT_SEAL_SECONDS = env_int("JITPORTAL_AUDIT_SEAL_SECONDS", 5)
+JITPORTAL_AUDIT_UNSEALED_MAX_SECONDS = env_int("JITPORTAL_AUDIT_UNSEALED_MAX_SECONDS", 600)
+JITPORTAL_AUDIT_CHECKPOINT_SECONDS = env_int("JITPORTAL_AUDIT_CHECKPOINT_SECONDS", 300)
+JITPORTAL_AUDIT_CHECKPOINT_FILE = env_str("JITPORTAL_AUDIT_CHECKPOINT_FILE", str(DATA_DIR / "audit-checkpoints.jsonl"))
+JITPORTAL_AUDIT_CHECKPOINT_WEBHOOK = env_str("JITPORTAL_AUDIT_CHECKPOINT_WEBHOOK", "")
+JITPORTAL_AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT = env_int("JITPORTAL_AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT", 10)
+
 _sweep = JITPORTAL_SWEEP_INTERVAL_SECONDS
 # Each entry expires before the next run is sent, so runs missed while no
 # worker listened are dropped instead of piling up.
@@ -335,6 +355,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "accounts.tasks.delete_expired_tokens",
         "schedule": _sweep,
         "options": _sweep_options,
+    },
+    "seal-audit": {
+        "task": "audit.tasks.seal_audit",
+        "schedule": JITPORTAL_AUDIT_SEAL_SECONDS,
+        "options": {"expires": JITPORTAL_AUDIT_SEAL_SECONDS * 0.9},
+    },
+    "checkpoint-audit": {
+        "task": "audit.tasks.checkpoint_audit",
+        "schedule": JITPORTAL_AUDIT_CHECKPOINT_SECONDS,
+        "options": {"expires": JITPORTAL_AUDIT_CHECKPOINT_SECONDS * 0.9},
     },
 }
 

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role, User
 from accounts.scope import role_scope_sync
+from audit.services import audit_seal, audit_verify
 from inventory.models import Resource
 from inventory.services import resource_upsert
 
@@ -182,3 +183,31 @@ def _end_stray_postgres_sessions(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _allow_purging_the_audit_log(django_db_setup, django_db_blocker):
+    """Let test teardown empty the audit tables on PostgreSQL.
+
+    Their trigger refuses DELETE and TRUNCATE unless the session sets
+    ``jitportal.audit_purge``; the test database sets it for every session,
+    and the trigger tests turn it off in their own transaction.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"ALTER DATABASE {connection.ops.quote_name(connection.settings_dict['NAME'])} "
+                "SET jitportal.audit_purge = 'on'"
+            )
+        # Sessions read database settings when they start.
+        connection.close()
+
+
+def audit_sealed_verify(**options):
+    """Seal what the test recorded (beat does it after commit in production), then verify the chain."""
+    audit_seal()
+    return audit_verify(**options)

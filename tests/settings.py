@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
 # A fixed Fernet key for tests only.
 os.environ.setdefault("JITPORTAL_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OWE=")
+# Audit MAC and checkpoint signing keys for tests only (the signing key is 32 bytes of base64).
+os.environ.setdefault("JITPORTAL_AUDIT_KEY", "test-only-audit-mac-key")
+os.environ.setdefault("JITPORTAL_AUDIT_SIGNING_KEY", "dGVzdC1vbmx5LWF1ZGl0LXNpZ25pbmcta2V5LTMyYgo=")
 
 from jitportal.settings import *  # noqa: F403
 

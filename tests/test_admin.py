@@ -14,11 +14,10 @@ from knox.crypto import hash_token
 
 from accounts.models import ApiToken, Role, User
 from audit.models import AuditEvent
-from audit.services import audit_verify
 from inventory.models import Resource, ResourceLabel
 from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import grant_revoke, request_create, request_review
-from tests.conftest import make_resource, make_role, make_user
+from tests.conftest import audit_sealed_verify, make_resource, make_role, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -184,7 +183,7 @@ def test_history_changelists_offer_no_delete_action(admin_client, data, model):
 def test_audit_chain_intact_after_browsing_admin(admin_client, data):
     for model, obj in object_pages(data):
         admin_client.get(admin_url(model, "change", obj.pk))
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_auditor_reads_history_but_not_other_models(client, auditor, data):
@@ -256,7 +255,7 @@ def test_revoking_tokens_deletes_and_audits_them(admin_client, requester):
     events = AuditEvent.objects.filter(action="token.revoked")
     assert {e.target_id for e in events} == {first.token_key, second.token_key}
     assert all(e.target_type == "apitoken" and e.actor_username == "admin" for e in events)
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
     with pytest.raises(Exception, match="Invalid token"):
         TokenAuthentication().authenticate_credentials(secret.encode())
 

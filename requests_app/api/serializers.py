@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.api.serializers import DurationSecondsField
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 from inventory.api.serializers import ResourceRefSerializer
 from jitportal.api import InputSerializer
 from jitportal.fields import DateTimeField
@@ -165,7 +165,44 @@ class AccessCheckSerializer(serializers.Serializer):
 
 class AuditEventSerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor_username", read_only=True)
+    sealed = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = AuditEvent
-        fields = ["id", "created_at", "actor", "action", "target_type", "target_id", "data", "prev_hash", "hash"]
+        fields = [
+            "id",
+            "seq",
+            "sealed",
+            "created_at",
+            "actor",
+            "action",
+            "target_type",
+            "target_id",
+            "data",
+            "prev_mac",
+            "mac",
+        ]
+
+
+class AuditCheckpointSerializer(serializers.ModelSerializer):
+    checkpoint = serializers.IntegerField(source="id", read_only=True)
+
+    class Meta:
+        model = AuditCheckpoint
+        fields = [
+            "checkpoint",
+            "seq",
+            "mac",
+            "at",
+            "key",
+            "written",
+            "verified_at",
+            "ok",
+            "problem",
+            "first_bad_seq",
+            "checked",
+            "checkpoints_checked",
+            "unsealed",
+            "oldest_unsealed_at",
+            "webhook_error",
+        ]

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from accounts import capabilities
 from accounts.models import Role
 from accounts.selectors import resources_searchable_by
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 from inventory.selectors import resource_get, resources_resolve
 from jitportal import errors
 from jitportal.errors import DomainError, PermissionRefused
@@ -23,6 +23,7 @@ from requests_app.api.serializers import (
     AccessCheckSerializer,
     AccessRequestCreateSerializer,
     AccessRequestSerializer,
+    AuditCheckpointSerializer,
     AuditEventSerializer,
     GrantSerializer,
     ReasonSerializer,
@@ -221,3 +222,12 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Restri
     def restrict(self, queryset, user):
         # IsAuditor refuses the others with a 403 first; the rows say the same on their own.
         return queryset if capabilities.may_audit(user) else queryset.none()
+
+    @extend_schema(responses=AuditCheckpointSerializer)
+    @action(detail=False, methods=["get"])
+    def verify(self, request):
+        """The newest checkpoint's verification of the log (beat writes one every few minutes)."""
+        checkpoint = AuditCheckpoint.objects.order_by("-id").first()
+        if checkpoint is None:
+            return Response({"checkpoint": None, "ok": None, "problem": "no checkpoint yet"})
+        return Response(AuditCheckpointSerializer(checkpoint).data)

@@ -21,12 +21,11 @@ from accounts.management.commands.apply import Command
 from accounts.models import Role, User
 from accounts.policy import PolicyResult, policy_apply, policy_load
 from audit.models import AuditEvent
-from audit.services import audit_verify
 from inventory.models import Resource, ResourceLabel
 from jitportal.errors import DomainError
 from requests_app.models import AccessRequest
 from requests_app.services import request_create
-from tests.conftest import make_resource, make_role, make_user
+from tests.conftest import audit_sealed_verify, make_resource, make_role, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -568,7 +567,7 @@ def test_each_changing_apply_is_audited_once_and_a_no_change_apply_not_at_all(tm
     assert first.target_id == (path if len(path) <= 64 else "…" + path[-63:])
     assert "role prod-ssh" in first.data["created"] and first.data["updated"] == [] and first.data["deleted"] == []
     assert second.data == {"created": [], "updated": ["role prod-ssh (approvals)"], "deleted": []}
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_refused_apply_leaves_no_audit_event(tmp_path):

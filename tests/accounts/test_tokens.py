@@ -19,8 +19,7 @@ from accounts.models import ApiToken
 from accounts.services import token_create, token_revoke
 from accounts.tasks import delete_expired_tokens
 from audit.models import AuditEvent
-from audit.services import audit_verify
-from tests.conftest import make_user
+from tests.conftest import audit_sealed_verify, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +59,7 @@ def test_api_and_admin_make_and_revoke_tokens_with_one_audit_payload(admin_clien
     }
     assert events[0].data["name"] == "laptop" and events[2].data == events[0].data
     assert not ApiToken.objects.exists()
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_token_create_lives_as_long_as_asked_and_the_secret_authenticates(requester, admin_user):

@@ -7,6 +7,7 @@ from itertools import pairwise
 import pytest
 
 from audit.models import AuditEvent
+from audit.services import audit_checkpoint, audit_seal
 from requests_app import services
 from requests_app.models import AccessRequest
 from tests.conftest import give_capabilities, make_user
@@ -68,12 +69,50 @@ def test_create_review_and_approve_are_recorded_newest_first(api, auditor, appro
     assert created["data"]["reason"] == "INC-1"
 
 
-def test_events_are_chained_by_hash(api, auditor, approved):
+def test_events_show_their_seal_sequence_and_chain(api, auditor, approved):
+    unsealed = events(api(auditor).get(AUDIT))
+    assert all(e["sealed"] is False and e["seq"] is None and e["mac"] == "" for e in unsealed)
+
+    audit_seal()
     results = events(api(auditor).get(AUDIT))
 
+    assert [e["seq"] for e in results] == list(range(len(results), 0, -1))
+    assert all(e["sealed"] for e in results)
     for newer, older in pairwise(results):
-        assert newer["prev_hash"] == older["hash"]
-    assert results[-1]["prev_hash"] == ""
+        assert newer["prev_mac"] == older["mac"]
+    assert results[-1]["prev_mac"] == ""
+
+
+def test_verify_says_no_checkpoint_yet_before_the_first(api, auditor):
+    response = api(auditor).get(f"{AUDIT}verify/")
+
+    assert response.status_code == 200
+    assert response.json() == {"checkpoint": None, "ok": None, "problem": "no checkpoint yet"}
+
+
+def test_verify_returns_the_newest_checkpoints_result(api, auditor, approved, tmp_path):
+    audit_checkpoint(path=tmp_path / "checkpoints.jsonl")
+    newest = audit_checkpoint(path=tmp_path / "checkpoints.jsonl")
+
+    body = api(auditor).get(f"{AUDIT}verify/").json()
+
+    assert body["checkpoint"] == newest.pk
+    assert body["ok"] is True
+    assert body["seq"] == body["checked"] == AuditEvent.objects.count()
+    assert body["checkpoints_checked"] == 1
+    assert body["written"] is False
+    assert body["unsealed"] == 0
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "mallory", "stella"])
+def test_only_holders_of_audit_read_the_verification(api, outsider, staff, requester, reviewer, tmp_path, who):
+    audit_checkpoint(path=tmp_path / "checkpoints.jsonl")
+    user = type(outsider).objects.get(username=who)
+
+    response = api(user).get(f"{AUDIT}verify/")
+
+    assert response.status_code == 403
+    assert "seq" not in response.json()
 
 
 def test_filter_by_action_and_actor(api, auditor, approved):

@@ -27,6 +27,7 @@ CONTRACT = {
     "/api/v1/access-check/": {"get"},
     "/api/v1/audit/": {"get"},
     "/api/v1/audit/{id}/": {"get"},
+    "/api/v1/audit/verify/": {"get"},
     "/api/v1/grants/{id}/certificate/": {"post"},
     "/api/v1/ca/ssh/": {"get"},
     "/api/v1/resources/{ref}/ssh-principals/": {"get"},

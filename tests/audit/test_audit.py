@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from itertools import pairwise
 
 import pytest
-from django.core.management import call_command, execute_from_command_line
-from django.core.management.base import CommandError
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.models import AuditChainHead, AuditEvent
-from audit.services import audit_record, audit_verify
+from audit.models import AuditEvent
+from audit.services import audit_record
 from requests_app.services import (
     grant_revoke,
     request_cancel,
@@ -21,7 +17,7 @@ from requests_app.services import (
     request_expire_pending,
     request_review,
 )
-from tests.conftest import make_role
+from tests.conftest import audit_sealed_verify, make_role
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +107,7 @@ def test_refused_reviews_are_recorded_though_their_transaction_rolled_back(reque
         ("review.refused_self", "alice"),
         ("review.refused_ineligible", "mallory"),
     ]
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_an_event_rolls_back_with_the_change_it_describes(requester, ops):
@@ -121,7 +117,7 @@ def test_an_event_rolls_back_with_the_change_it_describes(requester, ops):
         request_create(requester=requester, roles=[ops])
         raise RuntimeError("boom")
     assert AuditEvent.objects.count() == before
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_an_event_survives_the_deletion_of_its_actor(ops):
@@ -129,92 +125,13 @@ def test_an_event_survives_the_deletion_of_its_actor(ops):
 
     gone = make_user("temp")
     audit_record(action="test.event", actor=gone, data={"n": 1})
+    gone_id = gone.pk
     gone.delete()
     event = AuditEvent.objects.get(action="test.event")
-    assert event.actor is None
+    # Deleting the user wrote nothing to the log: the id stays as recorded and under the MAC.
+    assert event.actor_id == gone_id
     assert event.actor_username == "temp"
-    assert audit_verify().ok
-
-
-# --- the chain ------------------------------------------------------------------------
-
-
-def test_empty_log_verifies():
-    report = audit_verify()
-    assert report.ok
-    assert report.checked == 0
-
-
-def test_each_event_links_to_the_one_before(chain):
-    events = list(AuditEvent.objects.order_by("id"))
-    assert events[0].prev_hash == ""
-    for before, after in pairwise(events):
-        assert after.prev_hash == before.hash
-    assert all(e.hash == e.compute_hash() for e in events)
-    head = AuditChainHead.objects.get()
-    assert (head.last_hash, head.count) == (events[-1].hash, len(events))
-
-
-def test_intact_chain_verifies(chain):
-    report = audit_verify()
-    assert report.ok
-    assert report.checked == len(chain)
-    assert audit_verify(batch_size=2).ok
-
-
-def test_changing_a_rows_data_is_detected_at_that_row(chain):
-    target = chain[2]
-    value = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
-    raw(f"UPDATE {TABLE} SET data = {value} WHERE id = %s", [json.dumps({"decision": "approve"}), target])
-    report = audit_verify()
-    assert not report.ok
-    assert report.first_bad_id == target
-    assert report.checked == 2
-    assert "altered" in report.problem
-
-
-def test_changing_a_rows_actor_is_detected_at_that_row(chain):
-    raw(f"UPDATE {TABLE} SET actor_username = %s WHERE id = %s", ["someone-else", chain[1]])
-    report = audit_verify(batch_size=2)
-    assert not report.ok
-    assert report.first_bad_id == chain[1]
-
-
-def test_deleting_a_middle_row_is_detected_at_the_next_row(chain):
-    raw(f"DELETE FROM {TABLE} WHERE id = %s", [chain[3]])
-    report = audit_verify()
-    assert not report.ok
-    assert report.first_bad_id == chain[4]
-    assert "removed" in report.problem
-
-
-def test_deleting_the_oldest_row_is_detected(chain):
-    raw(f"DELETE FROM {TABLE} WHERE id = %s", [chain[0]])
-    report = audit_verify()
-    assert not report.ok
-    assert report.first_bad_id == chain[1]
-
-
-def test_deleting_the_newest_row_is_detected_by_the_chain_head(chain):
-    raw(f"DELETE FROM {TABLE} WHERE id = %s", [chain[-1]])
-    report = audit_verify()
-    assert not report.ok
-    assert report.checked == len(chain) - 1
-    # No surviving row is bad; the head, which records the newest hash, disagrees.
-    assert report.first_bad_id is None
-    assert "newest events were removed" in report.problem
-
-
-def test_rewriting_a_row_and_its_hash_is_detected_at_the_next_row(chain):
-    event = AuditEvent.objects.get(pk=chain[2])
-    event.data = {"forged": True}
-    forged = event.compute_hash()
-    raw(f"UPDATE {TABLE} SET hash = %s WHERE id = %s", [forged, chain[2]])
-    value = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
-    raw(f"UPDATE {TABLE} SET data = {value} WHERE id = %s", [json.dumps({"forged": True}), chain[2]])
-    report = audit_verify()
-    assert not report.ok
-    assert report.first_bad_id == chain[3]
+    assert audit_sealed_verify().ok
 
 
 # --- append-only -------------------------------------------------------------------------
@@ -249,37 +166,4 @@ def test_queryset_update_and_delete_raise(chain):
     with pytest.raises(TypeError, match="append-only"), transaction.atomic():
         AuditEvent.objects.bulk_update(events, ["action"])
     assert AuditEvent.objects.count() == len(chain)
-    assert audit_verify().ok
-
-
-# --- manage.py verify_audit ---------------------------------------------------------------
-
-
-def test_verify_audit_command_reports_an_intact_chain(chain, capsys):
-    call_command("verify_audit")
-    assert capsys.readouterr().out.strip() == f"audit chain intact: {len(chain)} events"
-
-
-def test_verify_audit_command_names_the_first_break(chain):
-    raw(f"DELETE FROM {TABLE} WHERE id = %s", [chain[2]])
-    with pytest.raises(CommandError, match=f"event {chain[3]}"):
-        call_command("verify_audit")
-
-
-def test_verify_audit_command_reports_a_removed_newest_event(chain):
-    raw(f"DELETE FROM {TABLE} WHERE id = %s", [chain[-1]])
-    with pytest.raises(CommandError, match="newest events were removed"):
-        call_command("verify_audit")
-
-
-def test_verify_audit_command_exits_0_when_intact_and_1_when_broken(chain, capsys, monkeypatch):
-    # run_from_argv closes every connection when it ends, which would end the
-    # test's transaction on PostgreSQL.
-    monkeypatch.setattr(connections, "close_all", lambda: None)
-    execute_from_command_line(["manage.py", "verify_audit"])
-    assert "audit chain intact" in capsys.readouterr().out
-    raw(f"DELETE FROM {TABLE} WHERE id = %s", [chain[1]])
-    with pytest.raises(SystemExit) as exc:
-        execute_from_command_line(["manage.py", "verify_audit"])
-    assert exc.value.code == 1
-    assert f"event {chain[2]}" in capsys.readouterr().err
+    assert audit_sealed_verify().ok

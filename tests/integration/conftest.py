@@ -131,6 +131,8 @@ def base_env(database_url: str, data_dir: Path) -> dict[str, str]:
             "DJANGO_SETTINGS_MODULE": "jitportal.settings",
             "DJANGO_SECRET_KEY": "integration-test-secret-key-0123456789-not-for-production",
             "JITPORTAL_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OWE=",
+            "JITPORTAL_AUDIT_KEY": "integration-test-audit-key",
+            "JITPORTAL_AUDIT_SIGNING_KEY": "dGVzdC1vbmx5LWF1ZGl0LXNpZ25pbmcta2V5LTMyYgo=",
             "DJANGO_ALLOWED_HOSTS": "localhost",
             "DATABASE_URL": database_url,
             "JITPORTAL_DATA_DIR": str(data_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ def production_env(tmp_path) -> dict[str, str]:
         "JITPORTAL_DATA_DIR": str(tmp_path / "var"),
         "DJANGO_SECRET_KEY": "k3Yf9-pXw2Lq8Zr!vT6mN0bH4sJ7cD1eG5uA9yR3oI8wE2qP6zX",
         "JITPORTAL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "JITPORTAL_AUDIT_KEY": Fernet.generate_key().decode(),
+        "JITPORTAL_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
         "DJANGO_ALLOWED_HOSTS": "jit.example.com",
     }
 

@@ -20,7 +20,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_verify
 from jitportal.errors import StateConflict
 from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import (
@@ -29,7 +28,7 @@ from requests_app.services import (
     request_expire_pending,
     request_review,
 )
-from tests.conftest import make_resource, make_role, make_user
+from tests.conftest import audit_sealed_verify, make_resource, make_role, make_user
 
 pytestmark = [
     pytest.mark.postgres,
@@ -114,7 +113,7 @@ def test_approve_deny_and_cancel_at_once_resolve_the_request_exactly_once(reques
     assert sum(resolution_events(req).values()) == 1
     assert Grant.objects.filter(request=req).count() == (1 if req.state == State.APPROVED else 0)
     assert Review.objects.filter(request=req).count() == (0 if req.state == State.CANCELLED else 1)
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_many_reviewers_approving_a_two_approval_request_grant_once(requester, reviewers):
@@ -132,7 +131,7 @@ def test_many_reviewers_approving_a_two_approval_request_grant_once(requester, r
     assert Review.objects.filter(request=req).count() == 2
     assert Grant.objects.filter(request=req).count() == len(resources)
     assert resolution_events(req) == Counter({"request.approved": 1})
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_approvals_and_denials_racing_on_a_two_approval_request_end_in_one_state(requester, reviewers):
@@ -161,7 +160,7 @@ def test_approvals_and_denials_racing_on_a_two_approval_request_end_in_one_state
         assert reviews["deny"] == 2 and reviews["approve"] <= 1
     # The reviews that got in, plus the cancel if it won.
     assert len(succeeded) == sum(reviews.values()) + (req.state == State.CANCELLED)
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_sweep_and_late_reviews_expire_a_due_request_once(requester, reviewers):
@@ -182,7 +181,7 @@ def test_sweep_and_late_reviews_expire_a_due_request_once(requester, reviewers):
     assert resolution_events(req) == Counter({"request.expired": 1})
     assert not Review.objects.filter(request=req).exists()
     assert not Grant.objects.filter(request=req).exists()
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_people_reviewing_each_others_requests_at_once_do_not_deadlock(db):
@@ -200,7 +199,7 @@ def test_people_reviewing_each_others_requests_at_once_do_not_deadlock(db):
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert set(AccessRequest.objects.values_list("state", flat=True)) == {State.APPROVED}
     assert Grant.objects.count() == len(people)
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_a_review_waiting_for_the_lock_is_stamped_after_it_is_released(requester, reviewers):

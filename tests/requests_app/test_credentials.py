@@ -27,7 +27,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_verify
 from jitportal.crypto import encrypted_fields_rotate
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.credentials import keys as keys_module
@@ -37,7 +36,7 @@ from requests_app.credentials.hosts import MAX_PRINCIPALS, resource_ssh_principa
 from requests_app.credentials.keys import public_key_parse
 from requests_app.models import Grant, IssuedCertificate, SSHCertificateAuthority, grant_refusal
 from requests_app.services import access_check, grant_revoke, request_create, request_review
-from tests.conftest import make_resource, make_role, make_user
+from tests.conftest import audit_sealed_verify, make_resource, make_role, make_user
 from tests.ssh.keys import (
     dsa_public_line,
     ecdsa_key,
@@ -350,7 +349,7 @@ def test_every_issuance_is_audited_with_serial_principals_and_fingerprint(reques
     assert event.data["fingerprint"] == public_key_parse(openssh_public(key)).fingerprint
     assert event.data["fingerprint"].startswith("SHA256:")
     assert event.data["ca"] == SSHCertificateAuthority.objects.get().fingerprint
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 # --- the CA -------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from accounts.scope import role_scope_sync
 from audit.models import AuditEvent
-from audit.services import audit_verify
 from inventory.models import Resource
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.models import AccessRequest, Grant, Review
@@ -29,7 +28,7 @@ from requests_app.services import (
     request_review,
     reviewer_is_eligible,
 )
-from tests.conftest import make_resource, make_role, make_user
+from tests.conftest import audit_sealed_verify, make_resource, make_role, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -348,7 +347,7 @@ def test_requester_cannot_review_own_request_even_as_an_eligible_reviewer(reques
     assert refused[0].actor == requester
     assert refused[0].target_id == str(req.pk)
     assert not events("review.created").exists()
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_reviewer_must_be_in_a_reviewer_group_of_every_role(requester, reviewer, web1):
@@ -362,7 +361,7 @@ def test_reviewer_must_be_in_a_reviewer_group_of_every_role(requester, reviewer,
     event = events("review.refused_ineligible").get()
     assert event.actor == reviewer
     assert event.data["decision"] == "approve"
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
     both = make_user("erin", groups=("sre-leads", "dba"))
     request_review(request=req, reviewer=both, decision="approve")
@@ -636,7 +635,7 @@ def test_auto_approve_role_is_approved_at_once_with_grants_and_audited(requester
     assert event.data["auto"] is True
     assert event.actor == requester
     assert not Review.objects.exists()
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_auto_approve_mixed_with_a_reviewed_role_stays_pending(requester):
@@ -835,7 +834,7 @@ def test_requester_removed_from_the_requesting_group_gets_no_grants_on_approval(
     # Put back in the group later, nothing was granted meanwhile: access needs a fresh approval.
     requester.groups.add(Group.objects.get(name="engineers"))
     assert not access_check(user=requester, resource=make_resource("web-9", labels={"env": "prod"})).allowed
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_deactivated_requester_gets_no_grants_on_approval(requester, reviewer, ops):
@@ -917,7 +916,7 @@ def test_cancel_after_the_ttl_is_a_conflict_that_records_the_expiry(requester, o
     assert req.resolution_reason == "pending time to live passed"
     assert events("request.expired").count() == 1
     assert not events("request.cancelled").exists()
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_someone_elses_late_cancel_records_nothing(requester, outsider, ops):

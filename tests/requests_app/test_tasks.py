@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_record, audit_record_many, audit_verify
+from audit.services import audit_record, audit_record_many
 from jitportal import celery_app
 from requests_app import tasks
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
@@ -28,7 +28,7 @@ from requests_app.services import (
     request_expire_pending,
     request_review,
 )
-from tests.conftest import make_role
+from tests.conftest import audit_sealed_verify, make_role
 from tests.requests_app.test_concurrency import run_at_once
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("handed_off")]
@@ -111,7 +111,7 @@ def test_expire_grants_task_marks_ended_audits_and_notifies(requester, reviewer,
     row = Notification.objects.get()
     assert (row.event, row.subject_key) == ("grant.ended", f"grant:{grant.pk}")
     assert row.payload["text"] == "Ended: alice's access to node/web-1 (web-ssh)"
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_two_sweeps_in_a_row_end_each_grant_once(requester, reviewer, ops, channel):
@@ -159,7 +159,7 @@ def test_a_large_backlog_is_ended_in_batches_on_one_unbroken_audit_chain(request
     by_expiry = [str(g.pk) for g in sorted(grants, key=lambda g: g.expires_at)]
     assert ended_events() == by_expiry
     assert Notification.objects.count() == 30
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 @pytest.mark.parametrize("n", [10, 200])
@@ -190,7 +190,7 @@ def test_sweeps_running_at_once_end_each_grant_once(requester, reviewer, ops, ch
     assert sum(results) == 200, results
     assert Counter(ended_events()) == Counter({str(g.pk): 1 for g in grants})
     assert Notification.objects.filter(event="grant.ended").count() == 200
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 @pytest.mark.postgres
@@ -208,7 +208,7 @@ def test_pending_sweeps_running_at_once_expire_each_request_once(requester, ops,
     expired = Counter(AuditEvent.objects.filter(action="request.expired").values_list("target_id", flat=True))
     assert len(expired) == 60 and set(expired.values()) == {1}
     assert Notification.objects.filter(event="request.expired").count() == 60
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 # --- pending requests ---------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_expire_pending_respects_its_limit_across_batches(requester, ops, settin
     assert request_expire_pending() == 2
     assert AccessRequest.objects.filter(state="expired").count() == 5
     assert AuditEvent.objects.filter(action="request.expired").count() == 5
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 @pytest.mark.parametrize("n", [10, 200])
@@ -312,7 +312,7 @@ def test_audit_record_many_chains_events_in_order(requester):
     audit_record(action="last")
     actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
     assert actions == ["first", "bulk.0", "bulk.1", "bulk.2", "last"]
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
     assert audit_record_many([]) == 0
 
 
@@ -325,6 +325,8 @@ def test_notifications_name_the_delivery_task_the_worker_registers():
 
 
 def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
+    # What a worker does at start: import every app's tasks.py.
+    celery_app.loader.import_default_modules()
     schedule = settings.CELERY_BEAT_SCHEDULE
     # What a starting worker does: import every app's tasks.py.
     celery_app.loader.import_default_modules()
@@ -334,6 +336,8 @@ def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
         "requests_app.tasks.remind_expiring_grants",
         "requests_app.tasks.retry_notifications",
         "accounts.tasks.delete_expired_tokens",
+        "audit.tasks.seal_audit",
+        "audit.tasks.checkpoint_audit",
     }
     for entry in schedule.values():
         assert entry["task"] in celery_app.tasks
