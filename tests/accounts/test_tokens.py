@@ -137,7 +137,7 @@ def test_the_sweep_deletes_only_expired_tokens_and_audits_each(requester, admin_
     assert sorted(e.target_id for e in events) == sorted(t.token_key for t in expired)
     assert all(e.actor_username == "" and set(e.data) == PAYLOAD for e in events)
     assert ProjectTokenAuthentication().authenticate_credentials(live_secret.encode()) == (requester, live)
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 def test_the_token_sweep_runs_from_beat():
