@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db.models import F, Q
+from django.db.models import F, Min, Q
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from requests_app.models import Notification
@@ -157,14 +158,35 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
     return Notification.Status.DELIVERED
 
 
-def notifications_due(*, now: datetime | None = None, limit: int | None = None) -> list[int]:
-    """Pending rows whose attempt is due and whose lease (if any) ran out, oldest first.
+def _hand_off_lost(now: datetime) -> Q:
+    # A hand-off younger than the lease may still be waiting in the queue behind
+    # others; sending it again would only add a task the claim then throws away.
+    grace = now - timedelta(seconds=settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS)
+    return Q(handed_off_at__isnull=True) | Q(handed_off_at__lte=grace)
 
-    These include rows whose hand-off to a worker was lost and rows whose
-    worker died mid-delivery.
+
+def notifications_due(*, now: datetime | None = None, limit: int | None = None) -> list[int]:
+    """Pending rows whose attempt is due, whose lease (if any) ran out and whose hand-off was lost, oldest first.
+
+    These are rows never handed to a worker (the broker was down), rows whose
+    task was lost or expired in the queue, rows whose worker died mid-delivery
+    and failed attempts whose backoff has passed; not rows handed off within
+    the lease, which are still on their way.
     """
     now = now or timezone.now()
     limit = limit or settings.JITPORTAL_SWEEP_BATCH_SIZE
     return list(
-        Notification.objects.filter(_claimable(now)).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+        Notification.objects.filter(_claimable(now), _hand_off_lost(now))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
     )
+
+
+def notifications_oldest_due(*, now: datetime) -> datetime | None:
+    """When the longest-waiting row of ``notifications_due`` became the retry sweep's to send."""
+    lease = timedelta(seconds=settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS)
+    rows = Notification.objects.filter(_claimable(now), _hand_off_lost(now))
+    # Due from the later of its attempt time and the end of its hand-off's grace.
+    return rows.aggregate(
+        oldest=Min(Greatest("next_attempt_at", Coalesce(F("handed_off_at") + lease, "next_attempt_at")))
+    )["oldest"]
