@@ -13,6 +13,7 @@ import random
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -26,6 +27,15 @@ from requests_app.notifications.formats import SIGNATURE_HEADER, mask_url, sign,
 from requests_app.notifications.messages import Kind
 
 logger = logging.getLogger(__name__)
+
+# The idempotency key of a delivery: the outbox row's id, the same on every attempt (README, Notifications).
+DELIVERY_HEADER = "X-Jitportal-Delivery"
+
+
+def message_id(notification: Notification) -> str:
+    """The Message-ID of an email delivery: the same on every attempt, in the sender's domain."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+    return f"<jitportal-notification-{notification.pk}@{domain}>"
 
 
 class DeliveryError(Exception):
@@ -80,24 +90,24 @@ def _send(notification: Notification) -> None:
     if channel.kind == Kind.EMAIL:
         if not payload.get("to"):
             raise DeliveryError("no recipients", permanent=True)
+        # The same Message-ID on every attempt lets mail systems and readers drop a repeat.
+        headers = {"Message-ID": message_id(notification)}
         try:
-            EmailMessage(payload["subject"], payload["body"], to=payload["to"]).send()
+            EmailMessage(payload["subject"], payload["body"], to=payload["to"], headers=headers).send()
         except OSError as exc:  # smtplib's errors are OSErrors too
             raise DeliveryError(f"cannot send mail: {exc}") from exc
         return
     if not channel.url:
         raise DeliveryError("the channel has no URL", permanent=True)
     body = webhook_body(payload)
-    headers = {}
+    # Every attempt at one message carries the same key, so a receiver (or a
+    # proxy in front of Slack or Mattermost) can drop a repeat after an
+    # ambiguous failure: delivery is at least once.
+    headers = {DELIVERY_HEADER: str(notification.pk)}
     if channel.kind == Kind.WEBHOOK:
         if not channel.secret:
             raise DeliveryError("the webhook channel has no signing secret", permanent=True)
-        headers = {
-            SIGNATURE_HEADER: sign(body, channel.secret),
-            "X-Jitportal-Event": notification.event,
-            # Lets a receiver drop a repeat after an ambiguous failure (at-least-once delivery).
-            "X-Jitportal-Delivery": str(notification.pk),
-        }
+        headers |= {SIGNATURE_HEADER: sign(body, channel.secret), "X-Jitportal-Event": notification.event}
     _post(channel.url, body, headers)
 
 
