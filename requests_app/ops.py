@@ -85,7 +85,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "sweeps": _sweeps() if database is None else "not checked: no database",
     }
     failing = sorted(name for name, problem in checks.items() if problem is not None)
-    body = {
+    body: dict[str, object] = {
         "status": "unavailable" if failing else "ok",
         "checks": {name: problem or "ok" for name, problem in checks.items()},
     }
@@ -107,7 +107,9 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "jitportal_live_grants", "Grants active now.", value=Grant.objects.active(at=now).count()
         )
-        outbox = GaugeMetricFamily("jitportal_outbox_messages", "Notifications in the outbox, by status.", labels=["status"])
+        outbox = GaugeMetricFamily(
+            "jitportal_outbox_messages", "Notifications in the outbox, by status.", labels=["status"]
+        )
         counts = dict(
             Notification.objects.filter(status__in=[Notification.Status.PENDING, Notification.Status.FAILED])
             .order_by()
@@ -127,7 +129,9 @@ class _StateCollector(Collector):
             lag.add_metric([name], seconds)
         yield lag
         last = GaugeMetricFamily(
-            "jitportal_sweep_last_run_lag_seconds", "How late the oldest row was in each sweep's last run.", labels=["sweep"]
+            "jitportal_sweep_last_run_lag_seconds",
+            "How late the oldest row was in each sweep's last run.",
+            labels=["sweep"],
         )
         finished = GaugeMetricFamily(
             "jitportal_sweep_last_finished_timestamp_seconds", "When each sweep last finished a run.", labels=["sweep"]
@@ -139,7 +143,9 @@ class _StateCollector(Collector):
         yield last
         yield finished
         yield GaugeMetricFamily(
-            "jitportal_sweep_interval_seconds", "How often beat runs each sweep.", value=settings.JITPORTAL_SWEEP_INTERVAL_SECONDS
+            "jitportal_sweep_interval_seconds",
+            "How often beat runs each sweep.",
+            value=settings.JITPORTAL_SWEEP_INTERVAL_SECONDS,
         )
 
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, prefetch_related_objects
+from django.db.models import Count, Exists, OuterRef, Q, prefetch_related_objects
 from django.utils import timezone
 
 from accounts import capabilities
@@ -569,7 +569,9 @@ def grants_end_expired(*, now: datetime | None = None) -> int:
             )
             if _reminder_missed(g, before):
                 due_at = (g.expires_at - before).isoformat()
-                events.append({"action": "grant.reminder_missed", "target": g, "data": {"user": user, "due_at": due_at}})
+                events.append(
+                    {"action": "grant.reminder_missed", "target": g, "data": {"user": user, "due_at": due_at}}
+                )
         # One call keeps the batch to one lock of the audit chain.
         audit_record_many(events)
         notify_many(event=Event.GRANT_ENDED, subjects=[(g.request, g) for g in batch], now=now)

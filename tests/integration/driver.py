@@ -23,9 +23,9 @@ from django.contrib.auth.models import Group  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from accounts.models import Role, User  # noqa: E402
+from accounts.services import token_create  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
 from audit.services import audit_verify  # noqa: E402
-from accounts.services import token_create  # noqa: E402
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel, SweepRun  # noqa: E402
 from requests_app.services import request_create, request_review  # noqa: E402
 

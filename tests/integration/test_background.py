@@ -71,7 +71,12 @@ def free_port() -> int:
 def test_sweeps_end_grants_on_time_behind_a_backlog_for_a_receiver_that_hangs(portal, silent):
     # Every ended grant is announced to a webhook that never answers: each delivery holds a worker for its timeout.
     portal.driver.call(
-        "channel", name="hangs", kind="webhook", events=["grant.ended"], url=f"http://127.0.0.1:{silent.port}/", secret="k"
+        "channel",
+        name="hangs",
+        kind="webhook",
+        events=["grant.ended"],
+        url=f"http://127.0.0.1:{silent.port}/",
+        secret="k",
     )
     assert portal.driver.call("expired_grants", n=60) == 60
     portal.worker("deliveries", queues=("deliveries",))
@@ -112,7 +117,7 @@ def _create_at_once(base_url: str, token: str, n: int) -> list[tuple[float, int]
             headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
         )
         started = time.monotonic()
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - our own local server
+        with urllib.request.urlopen(request, timeout=30) as response:
             status = response.status
         return time.monotonic() - started, status
 

@@ -27,7 +27,11 @@ def broker_at(settings):
 
     def point(url: str) -> None:
         celery_app.conf.broker_url = url
-        celery_app.conf.broker_transport_options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "max_retries": 0}
+        celery_app.conf.broker_transport_options = {
+            "socket_timeout": 0.5,
+            "socket_connect_timeout": 0.5,
+            "max_retries": 0,
+        }
 
     yield point
     celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
@@ -151,7 +155,9 @@ def test_metrics_serve_an_auditor_token_the_figures_read_from_the_database(audit
     role.requestable_by.add(*requester.groups.all())
     role.reviewers.add(*reviewer.groups.all())
     expired_grants(2, requester=requester, reviewer=reviewer, role=role)
-    SweepRun.objects.create(name="expire-grants", started_at=timezone.now(), finished_at=timezone.now(), lag_seconds=4.5)
+    SweepRun.objects.create(
+        name="expire-grants", started_at=timezone.now(), finished_at=timezone.now(), lag_seconds=4.5
+    )
     _, token = token_create(user=auditor, by=auditor)
 
     response = remote(token).get("/metrics")
@@ -160,7 +166,9 @@ def test_metrics_serve_an_auditor_token_the_figures_read_from_the_database(audit
     text = response.content.decode()
     assert "\njitportal_live_grants 0.0\n" in text
     assert 'jitportal_sweep_last_run_lag_seconds{sweep="expire-grants"} 4.5' in text
-    lag_line = next(line for line in text.splitlines() if line.startswith('jitportal_sweep_lag_seconds{sweep="expire-grants"}'))
+    lag_line = next(
+        line for line in text.splitlines() if line.startswith('jitportal_sweep_lag_seconds{sweep="expire-grants"}')
+    )
     assert float(lag_line.split()[-1]) > 3000  # the grants ended an hour ago and no sweep has recorded it
 
 

@@ -18,7 +18,6 @@ from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many, audit_verify
 from jitportal import celery_app
 from requests_app import tasks
-from jitportal import settings as settings_module
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel, SweepRun
 from requests_app.notifications.delivery import notifications_due
 from requests_app.notifications.outbox import DELIVER_TASK
@@ -361,7 +360,7 @@ def test_a_failed_hand_off_leaves_the_row_for_the_retry_sweep(
 # --- sweep runs and lag ---------------------------------------------------------------------------
 
 
-def test_each_sweep_task_records_its_run_and_the_lag_of_its_oldest_row(requester, reviewer, ops, channel):
+def test_each_sweep_task_records_its_run_and_the_lag_of_its_oldest_row(requester, reviewer, ops, channel, settings):
     grants = expired_grants(3, requester=requester, reviewer=reviewer, role=ops)
     oldest = min(g.expires_at for g in grants)
     before = timezone.now()
@@ -379,7 +378,7 @@ def test_each_sweep_task_records_its_run_and_the_lag_of_its_oldest_row(requester
     tasks.remind_expiring_grants()
     tasks.retry_notifications()
     assert set(SweepRun.objects.values_list("name", flat=True)) == set(SWEEPS)
-    assert set(SWEEPS) == set(settings_module.CELERY_BEAT_SCHEDULE)
+    assert set(SWEEPS) == set(settings.CELERY_BEAT_SCHEDULE)
 
 
 def test_sweep_lags_read_the_backlog_live_without_a_run(requester, reviewer, ops):
