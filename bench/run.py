@@ -175,7 +175,7 @@ def main() -> None:
         print(f"| {n:>7} | {label:<36} | {median:>9.2f} | {p95:>7.2f} | {queries:>7} |")
     # Sweep lag behind a delivery backlog needs real workers on Redis and PostgreSQL (bench/sweeps.py).
     if connection.vendor == "postgresql" and os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
-        subprocess.run([sys.executable, str(Path(__file__).with_name("sweeps.py"))], check=True)  # noqa: S603
+        subprocess.run([sys.executable, str(Path(__file__).with_name("sweeps.py"))], check=True)
     else:
         print("\nbench/sweeps.py skipped: it needs DATABASE_URL=postgres://... and CELERY_BROKER_URL=redis://...")
 
