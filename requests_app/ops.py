@@ -24,8 +24,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.views import APIView
 
 from accounts.capabilities import Capability, may_audit, refusal
 from jitportal import celery_app
@@ -157,12 +158,28 @@ def _is_local(request: HttpRequest) -> bool:
         return False
 
 
-@api_view(["GET"])
-@permission_classes([])
-def metrics(request) -> HttpResponse:
-    if not _is_local(request):
-        if not request.user.is_authenticated:
-            raise NotAuthenticated
-        if not may_audit(request.user):
-            raise PermissionDenied(refusal(Capability.AUDIT))
-    return metrics_exposition([_StateCollector()])
+class _Whatever(BaseContentNegotiation):
+    # Scrapers ask for text/plain or OpenMetrics; the answer is Prometheus text whatever they ask.
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class MetricsView(APIView):
+    """Prometheus text for auditors' tokens and for clients on this machine."""
+
+    permission_classes: list = []
+    content_negotiation_class = _Whatever
+
+    def get(self, request) -> HttpResponse:
+        if not _is_local(request):
+            if not request.user.is_authenticated:
+                raise NotAuthenticated
+            if not may_audit(request.user):
+                raise PermissionDenied(refusal(Capability.AUDIT))
+        return metrics_exposition([_StateCollector()])
+
+
+metrics = MetricsView.as_view()

@@ -139,6 +139,14 @@ def test_metrics_from_localhost_need_no_token(client):
         assert f"\n{name} " in text, name
 
 
+@pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0", "application/json"])
+def test_metrics_answer_prometheus_text_whatever_the_scraper_accepts(client, accept):
+    response = client.get("/metrics", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"\njitportal_live_grants " in response.content
+
+
 def test_metrics_from_elsewhere_need_a_token(client):
     assert remote().get("/metrics").status_code == 401
 
