@@ -35,9 +35,7 @@ LATENCY = Histogram(
 def _view_name(request: HttpRequest) -> str:
     # The route's name, never the raw path: paths carry ids and would make a series per object.
     match = getattr(request, "resolver_match", None)
-    if match is None:
-        return "unmatched"
-    return match.view_name or match._func_path
+    return match.view_name if match is not None else "unmatched"
 
 
 class RequestMetricsMiddleware:

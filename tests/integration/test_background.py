@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -156,3 +157,30 @@ def test_a_hung_or_absent_broker_delays_notifications_never_answers(portal, sile
     assert sorted(json.loads(r.body)["request"]["id"] for r in receiver.on("/hook")) == sorted(created)
     assert {n["status"] for n in portal.driver.call("notifications")} == {"delivered"}
     assert REDIS_URL not in dead
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_probes_of_a_real_deployment_and_of_one_whose_database_is_down(portal):
+    port = free_port()
+    portal.web(port)
+    status, body = _get(f"http://127.0.0.1:{port}/readyz")
+    assert (status, body["checks"]) == (200, {"database": "ok", "broker": "ok", "sweeps": "ok"})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert b"\njitportal_pending_requests 0.0\n" in response.read()
+
+    down = free_port()
+    portal.web(down, DATABASE_URL=f"postgres://jit:hunter2@127.0.0.1:{free_port()}/gone")
+    assert _get(f"http://127.0.0.1:{down}/healthz") == (200, {"status": "ok"})
+    status, body = _get(f"http://127.0.0.1:{down}/readyz")
+    assert status == 503
+    assert body["failing"] == ["database"]
+    assert body["checks"]["database"].startswith("unreachable (")
+    assert body["checks"]["sweeps"] == "not checked: no database"
+    assert "hunter2" not in json.dumps(body)
