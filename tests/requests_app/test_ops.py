@@ -13,8 +13,9 @@ from rest_framework.test import APIClient
 
 from accounts.services import token_create
 from jitportal import celery_app
-from requests_app.models import Grant, SweepRun
+from requests_app.models import SweepRun
 from requests_app.services import grants_end_expired
+from tests.conftest import make_role
 from tests.requests_app.test_tasks import expired_grants
 
 pytestmark = pytest.mark.django_db
@@ -94,9 +95,7 @@ def test_readyz_names_the_broker_when_it_refuses_or_never_answers(client, broker
 
 def test_readyz_names_a_sweep_more_than_two_intervals_behind(client, requester, reviewer, settings):
     settings.JITPORTAL_SWEEP_INTERVAL_SECONDS = 30
-    role = Grant._meta.get_field("role").related_model.objects.create(name="ops", max_duration=timedelta(hours=8))
-    role.requestable_by.add(*requester.groups.all())
-    role.reviewers.add(*reviewer.groups.all())
+    role = make_role("prod-ops", approvals=1, max_duration=timedelta(hours=8))
     expired_grants(1, requester=requester, reviewer=reviewer, role=role)
 
     response = client.get("/readyz")
@@ -159,9 +158,7 @@ def test_metrics_refuse_a_token_without_audit(requester):
 
 
 def test_metrics_serve_an_auditor_token_the_figures_read_from_the_database(auditor, requester, reviewer):
-    role = Grant._meta.get_field("role").related_model.objects.create(name="ops", max_duration=timedelta(hours=8))
-    role.requestable_by.add(*requester.groups.all())
-    role.reviewers.add(*reviewer.groups.all())
+    role = make_role("prod-ops", approvals=1, max_duration=timedelta(hours=8))
     expired_grants(2, requester=requester, reviewer=reviewer, role=role)
     SweepRun.objects.create(
         name="expire-grants", started_at=timezone.now(), finished_at=timezone.now(), lag_seconds=4.5
@@ -181,9 +178,7 @@ def test_metrics_serve_an_auditor_token_the_figures_read_from_the_database(audit
 
 
 def test_metrics_queries_do_not_grow_with_rows(client, requester, reviewer, django_assert_max_num_queries):
-    role = Grant._meta.get_field("role").related_model.objects.create(name="ops", max_duration=timedelta(hours=8))
-    role.requestable_by.add(*requester.groups.all())
-    role.reviewers.add(*reviewer.groups.all())
+    role = make_role("prod-ops", approvals=1, max_duration=timedelta(hours=8))
     expired_grants(50, requester=requester, reviewer=reviewer, role=role)
     with django_assert_max_num_queries(12):
         assert client.get("/metrics").status_code == 200
