@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
@@ -170,6 +171,8 @@ class MetricsView(APIView):
     permission_classes: list = []
     content_negotiation_class = _Whatever
 
+    # Not part of the API contract: a scrape target, documented in the README.
+    @extend_schema(exclude=True)
     def get(self, request) -> HttpResponse:
         if not _is_local(request):
             if not request.user.is_authenticated:

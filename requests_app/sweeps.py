@@ -66,19 +66,26 @@ def _lag(now: datetime, due: datetime | None) -> float:
 
 
 def sweep_run(*, name: str, run: Callable[[datetime], int]) -> int:
-    """Run sweep ``name`` (``run(now)`` returns rows handled) and record the run; returns the rows."""
+    """Run sweep ``name`` (``run(now)`` returns rows handled) and record the run; returns the rows.
+
+    One write per run (sweeps run every few seconds beside the deliveries'
+    writes): a run that dies records nothing, and its lag still shows live
+    in ``sweep_lags``.
+    """
     started = timezone.now()
     lag = _lag(started, SWEEPS[name].oldest_due(started))
-    SweepRun.objects.get_or_create(name=name, defaults={"started_at": started})
-    SweepRun.objects.filter(name=name).update(started_at=started)
     rows = run(started)
-    SweepRun.objects.filter(name=name).update(
-        finished_at=timezone.now(),
-        rows=rows,
-        lag_seconds=lag,
-        max_lag_seconds=Greatest(F("max_lag_seconds"), Value(lag)),
-        runs=F("runs") + 1,
+    record = {"started_at": started, "finished_at": timezone.now(), "rows": rows, "lag_seconds": lag}
+    updated = SweepRun.objects.filter(name=name).update(
+        **record, max_lag_seconds=Greatest(F("max_lag_seconds"), Value(lag)), runs=F("runs") + 1
     )
+    if not updated:
+        # The first run of this sweep; a concurrent first run may have made the row meanwhile.
+        _, created = SweepRun.objects.get_or_create(name=name, defaults={**record, "max_lag_seconds": lag, "runs": 1})
+        if not created:
+            SweepRun.objects.filter(name=name).update(
+                **record, max_lag_seconds=Greatest(F("max_lag_seconds"), Value(lag)), runs=F("runs") + 1
+            )
     return rows
 
 

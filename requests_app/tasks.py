@@ -40,8 +40,9 @@ def deliver_notification(notification_id: int) -> str | None:
 
 
 def _retry_lost(now) -> int:
-    # A hand-off not picked up before the next sweep is replaced by a later sweep's.
-    return enqueue_deliveries(notifications_due(now=now), expires=settings.JITPORTAL_SWEEP_INTERVAL_SECONDS)
+    # The sweep hands a row out again only once its hand-off is a lease old, so a
+    # task may wait in the queue that long; after that a later sweep's replaces it.
+    return enqueue_deliveries(notifications_due(now=now), expires=settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS)
 
 
 @shared_task

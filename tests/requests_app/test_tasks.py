@@ -304,7 +304,7 @@ def test_retry_sweep_hands_out_due_rows_only(requester, reviewer, ops, channel, 
 
     assert tasks.retry_notifications() == 1
 
-    assert handed_off == [{"args": (due.pk,), "expires": settings.JITPORTAL_SWEEP_INTERVAL_SECONDS, "retry": False}]
+    assert handed_off == [{"args": (due.pk,), "expires": settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS, "retry": False}]
 
 
 def test_retry_sweep_leaves_rows_still_waiting_in_the_queue(
