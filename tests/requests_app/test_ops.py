@@ -22,11 +22,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def broker_at(settings):
+def broker_at(monkeypatch):
     """Points the Celery app at ``url`` with the timeouts production uses for Redis, for one test."""
     saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
 
     def point(url: str) -> None:
+        # Celery reads CELERY_BROKER_URL from the environment before its own settings.
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
         celery_app.conf.broker_url = url
         celery_app.conf.broker_transport_options = {
             "socket_timeout": 0.5,
