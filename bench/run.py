@@ -176,6 +176,11 @@ def main() -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for n, label, median, p95, queries in rows:
         print(f"| {n:>7} | {label:<36} | {median:>9.2f} | {p95:>7.2f} | {queries:>7} |")
+    # Sweep lag behind a delivery backlog needs real workers on Redis and PostgreSQL (bench/sweeps.py).
+    if connection.vendor == "postgresql" and os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
+        subprocess.run([sys.executable, str(Path(__file__).with_name("sweeps.py"))], check=True)
+    else:
+        print("\nbench/sweeps.py skipped: it needs DATABASE_URL=postgres://... and CELERY_BROKER_URL=redis://...")
 
     # Paths measured by their own modules, each on its own database and with its own floor.
     sys.stdout.flush()

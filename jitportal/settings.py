@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from jitportal.env import derive_dev_key, env_bool, env_int, env_list, env_required, env_str
 from jitportal.logs import log_format, logging_config
@@ -73,6 +74,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "jitportal.middleware.RequestIdMiddleware",
+    # Next to first, so the latency it records is the whole answer's.
+    "jitportal.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "jitportal.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -187,6 +190,8 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    # Probes and scrapers often speak plain HTTP to the process itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     # Preloading is a promise to browsers that is slow to take back (months to
@@ -296,8 +301,42 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
     }
-# Several deployments (or test runs) may share one Redis by using distinct queues.
-CELERY_TASK_DEFAULT_QUEUE = env_str("JITPORTAL_CELERY_QUEUE", "celery")
+# Sweeps and deliveries have queues of their own so a backlog of deliveries
+# (a hung receiver, a burst of events) never delays a sweep: production runs
+# one worker per queue (`-Q sweeps`, `-Q deliveries`); a worker started
+# without -Q consumes every queue below. Several deployments (or test runs)
+# may share one Redis by setting JITPORTAL_CELERY_QUEUE, which prefixes the names.
+_queue_prefix = env_str("JITPORTAL_CELERY_QUEUE", "")
+JITPORTAL_SWEEP_QUEUE = f"{_queue_prefix}-sweeps" if _queue_prefix else "sweeps"
+JITPORTAL_DELIVERY_QUEUE = f"{_queue_prefix}-deliveries" if _queue_prefix else "deliveries"
+CELERY_TASK_DEFAULT_QUEUE = _queue_prefix or "celery"
+CELERY_TASK_QUEUES = [
+    Queue(name, routing_key=name)
+    for name in (JITPORTAL_SWEEP_QUEUE, JITPORTAL_DELIVERY_QUEUE, CELERY_TASK_DEFAULT_QUEUE)
+]
+CELERY_TASK_ROUTES = {
+    "requests_app.tasks.deliver_notification": {"queue": JITPORTAL_DELIVERY_QUEUE},
+    "requests_app.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},
+    "audit.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},
+}
+# A web request publishes after commit; the outbox row already guarantees the
+# message, so a broker that refuses or never answers must cost it a bounded
+# wait (not kombu's retries: 6 s refused, forever hung) and the retry sweep
+# hands the row out later.
+_BROKER_TIMEOUT_SECONDS = 0.5
+CELERY_BROKER_CONNECTION_TIMEOUT = _BROKER_TIMEOUT_SECONDS
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_timeout": _BROKER_TIMEOUT_SECONDS,
+        "socket_connect_timeout": _BROKER_TIMEOUT_SECONDS,
+        "max_retries": 0,
+    }
+elif CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "read_timeout": _BROKER_TIMEOUT_SECONDS,
+        "write_timeout": _BROKER_TIMEOUT_SECONDS,
+        "max_retries": 0,
+    }
 # Tasks report through the database (grants, outbox rows), never through results.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, prefetch_related_objects
+from django.db.models import Count, Exists, OuterRef, Q, prefetch_related_objects
 from django.utils import timezone
 
 from accounts import capabilities
@@ -25,7 +25,7 @@ from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
+from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, GrantQuerySet, Review, grant_refusal
 from requests_app.notifications.messages import Event
 from requests_app.notifications.outbox import notify, notify_many
 from requests_app.preview import request_preview
@@ -508,7 +508,7 @@ def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) ->
     return expired
 
 
-def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[Grant]], object]) -> int:
+def _sweep_grants(*, due: GrantQuerySet, claim: dict, handle: Callable[[list[Grant]], object]) -> int:
     """Claim due grants in batches, ``handle`` each inside its transaction; returns how many.
 
     A batch locks rows no other sweep holds (SKIP LOCKED; SQLite serialises
@@ -519,11 +519,11 @@ def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[Grant]], object
     done = 0
     while True:
         with transaction.atomic():
-            locked = Grant.objects.filter(due).select_for_update(skip_locked=True).order_by("expires_at")
+            locked = due.select_for_update(skip_locked=True).order_by("expires_at")
             ids = list(locked.values_list("pk", flat=True)[: settings.JITPORTAL_SWEEP_BATCH_SIZE])
             if not ids:
                 return done
-            Grant.objects.filter(due, pk__in=ids).update(**claim)
+            due.filter(pk__in=ids).update(**claim)
             batch = list(
                 Grant.objects.filter(pk__in=ids, **claim)
                 .select_related("request__requester", "role", "resource", "revoked_by")
@@ -533,56 +533,78 @@ def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[Grant]], object
         done += len(batch)
 
 
+def _reminder_missed(grant: Grant, before: timedelta) -> bool:
+    # Ending unreminded is fine for a grant too short to be reminded, or revoked; otherwise the window was missed.
+    return grant.reminded_at is None and grant.revoked_at is None and grant.expires_at - grant.starts_at > before
+
+
 def grants_end_expired(*, now: datetime | None = None) -> int:
     """Record the end of grants whose window closed or that were revoked; returns how many.
 
     Access never waited for this (the check reads the timestamps): the sweep
-    sets ``ended_at``, audits ``grant.ended`` and tells the requester.
+    sets ``ended_at``, audits ``grant.ended`` and tells the requester. A grant
+    whose reminder window passed unseen (the sweeps were stopped) is recorded
+    as ``grant.reminder_missed`` rather than lost without a trace.
     """
     now = now or timezone.now()
+    before = settings.JITPORTAL_REMINDER_BEFORE
 
     def handle(batch: list[Grant]) -> None:
-        audit_record_many(
-            {
-                "action": "grant.ended",
-                "target": g,
-                "data": {
-                    "request": str(g.request_id),
-                    "user": g.request.requester.username,
-                    "role": g.role.name,
-                    "resource": g.resource.ref if g.resource is not None else None,
-                    "expires_at": g.expires_at.isoformat(),
-                    "why": "revoked" if g.revoked_at is not None else "expired",
-                },
-            }
-            for g in batch
-        )
+        events = []
+        for g in batch:
+            user = g.request.requester.username
+            events.append(
+                {
+                    "action": "grant.ended",
+                    "target": g,
+                    "data": {
+                        "request": str(g.request_id),
+                        "user": user,
+                        "role": g.role.name,
+                        "resource": g.resource.ref if g.resource is not None else None,
+                        "expires_at": g.expires_at.isoformat(),
+                        "why": "revoked" if g.revoked_at is not None else "expired",
+                    },
+                }
+            )
+            if _reminder_missed(g, before):
+                due_at = (g.expires_at - before).isoformat()
+                events.append(
+                    {"action": "grant.reminder_missed", "target": g, "data": {"user": user, "due_at": due_at}}
+                )
+        # One call keeps the batch to one lock of the audit chain.
+        audit_record_many(events)
         notify_many(event=Event.GRANT_ENDED, subjects=[(g.request, g) for g in batch], now=now)
 
-    due = Q(ended_at__isnull=True) & (Q(expires_at__lte=now) | Q(revoked_at__isnull=False))
-    return _sweep_grants(due=due, claim={"ended_at": now}, handle=handle)
+    return _sweep_grants(due=Grant.objects.due_to_end(at=now), claim={"ended_at": now}, handle=handle)
 
 
 def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | None = None) -> int:
     """Tell each requester once, ``before`` the end (default 10 minutes), that a grant ends soon.
 
     Grants no longer than ``before`` are not reminded: the approval already
-    said how long they last.
+    said how long they last. A reminder sent more than one sweep interval
+    after it was due (the sweeps were stopped) still goes out while the grant
+    lasts, and is audited as ``grant.reminded_late``.
     """
     now = now or timezone.now()
     before = before or settings.JITPORTAL_REMINDER_BEFORE
-    due = Q(
-        reminded_at__isnull=True,
-        ended_at__isnull=True,
-        revoked_at__isnull=True,
-        starts_at__lte=now,
-        expires_at__gt=now,
-        expires_at__lte=now + before,
-    ) & Q(expires_at__gt=F("starts_at") + before)
+    slack = timedelta(seconds=settings.JITPORTAL_SWEEP_INTERVAL_SECONDS)
+
+    def handle(batch: list[Grant]) -> None:
+        audit_record_many(
+            {
+                "action": "grant.reminded_late",
+                "target": g,
+                "data": {"user": g.request.requester.username, "due_at": (g.expires_at - before).isoformat()},
+            }
+            for g in batch
+            if now - (g.expires_at - before) > slack
+        )
+        notify_many(event=Event.GRANT_EXPIRING, subjects=[(g.request, g) for g in batch], now=now)
+
     return _sweep_grants(
-        due=due,
-        claim={"reminded_at": now},
-        handle=lambda batch: notify_many(event=Event.GRANT_EXPIRING, subjects=[(g.request, g) for g in batch], now=now),
+        due=Grant.objects.due_for_reminder(at=now, before=before), claim={"reminded_at": now}, handle=handle
     )
 
 

@@ -1,8 +1,10 @@
 """Celery tasks: a few lines around a service each.
 
-The sweeps run from beat (``CELERY_BEAT_SCHEDULE`` in settings) and are safe
-to run twice at once: the services claim rows with conditional updates. None
-of them retries itself; the next run of the sweep is the retry.
+The sweeps run from beat (``CELERY_BEAT_SCHEDULE`` in settings) on a queue of
+their own (``CELERY_TASK_ROUTES``), so deliveries never delay them, and are
+safe to run twice at once: the services claim rows with conditional updates.
+Each run is recorded with its lag (``requests_app.sweeps``). None of them
+retries itself; the next run of the sweep is the retry.
 """
 
 from __future__ import annotations
@@ -13,21 +15,22 @@ from django.conf import settings
 from requests_app.notifications.delivery import notification_deliver, notifications_due
 from requests_app.notifications.outbox import enqueue_deliveries
 from requests_app.services import grants_end_expired, grants_remind_expiring, request_expire_pending
+from requests_app.sweeps import sweep_run
 
 
 @shared_task
 def expire_grants() -> int:
-    return grants_end_expired()
+    return sweep_run(name="expire-grants", run=lambda now: grants_end_expired(now=now))
 
 
 @shared_task
 def expire_pending_requests() -> int:
-    return request_expire_pending()
+    return sweep_run(name="expire-pending-requests", run=lambda now: request_expire_pending(now=now))
 
 
 @shared_task
 def remind_expiring_grants() -> int:
-    return grants_remind_expiring()
+    return sweep_run(name="remind-expiring-grants", run=lambda now: grants_remind_expiring(now=now))
 
 
 @shared_task
@@ -36,8 +39,13 @@ def deliver_notification(notification_id: int) -> str | None:
     return notification_deliver(notification_id=notification_id)
 
 
+def _retry_lost(now) -> int:
+    # The sweep hands a row out again only once its hand-off is a lease old, so a
+    # task may wait in the queue that long; after that a later sweep's replaces it.
+    return enqueue_deliveries(notifications_due(now=now), expires=settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS)
+
+
 @shared_task
 def retry_notifications() -> int:
-    """Hand out due rows again: retries, and rows whose hand-off or worker was lost."""
-    # A hand-off not picked up before the next sweep is replaced by that sweep's.
-    return enqueue_deliveries(notifications_due(), expires=settings.JITPORTAL_SWEEP_INTERVAL_SECONDS)
+    """Hand out lost rows again: retries whose backoff passed, and rows whose hand-off or worker was lost."""
+    return sweep_run(name="retry-notifications", run=_retry_lost)

@@ -11,6 +11,7 @@ from requests_app.models.requests import (
     Review,
     grant_refusal,
 )
+from requests_app.models.sweeps import SweepRun
 
 __all__ = [
     "MAX_REASON_LENGTH",
@@ -23,5 +24,6 @@ __all__ = [
     "NotificationChannel",
     "Review",
     "SSHCertificateAuthority",
+    "SweepRun",
     "grant_refusal",
 ]

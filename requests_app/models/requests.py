@@ -205,6 +205,21 @@ class GrantQuerySet(models.QuerySet):
     def active(self, *, at: datetime) -> GrantQuerySet:
         return self.in_state(Grant.State.ACTIVE, at=at)
 
+    def due_to_end(self, *, at: datetime) -> GrantQuerySet:
+        """Grants whose end (window closed or revoked) the expiry sweep has yet to record."""
+        return self.filter(Q(ended_at__isnull=True) & (Q(expires_at__lte=at) | Q(revoked_at__isnull=False)))
+
+    def due_for_reminder(self, *, at: datetime, before: timedelta) -> GrantQuerySet:
+        """Active grants ending within ``before`` and not yet reminded; grants no longer than ``before`` never are."""
+        return self.filter(
+            reminded_at__isnull=True,
+            ended_at__isnull=True,
+            revoked_at__isnull=True,
+            starts_at__lte=at,
+            expires_at__gt=at,
+            expires_at__lte=at + before,
+        ).filter(expires_at__gt=F("starts_at") + before)
+
     def live(self, *, at: datetime) -> GrantQuerySet:
         """Active or scheduled at ``at``: not revoked and not yet ended."""
         return self.filter(revoked_at__isnull=True, expires_at__gt=at)

@@ -13,11 +13,13 @@ import random
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db.models import F, Q
+from django.db.models import F, Min, Q
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from requests_app.models import Notification
@@ -25,6 +27,15 @@ from requests_app.notifications.formats import SIGNATURE_HEADER, mask_url, sign,
 from requests_app.notifications.messages import Kind
 
 logger = logging.getLogger(__name__)
+
+# The idempotency key of a delivery: the outbox row's id, the same on every attempt (README, Notifications).
+DELIVERY_HEADER = "X-Jitportal-Delivery"
+
+
+def message_id(notification: Notification) -> str:
+    """The Message-ID of an email delivery: the same on every attempt, in the sender's domain."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+    return f"<jitportal-notification-{notification.pk}@{domain}>"
 
 
 class DeliveryError(Exception):
@@ -79,24 +90,24 @@ def _send(notification: Notification) -> None:
     if channel.kind == Kind.EMAIL:
         if not payload.get("to"):
             raise DeliveryError("no recipients", permanent=True)
+        # The same Message-ID on every attempt lets mail systems and readers drop a repeat.
+        headers = {"Message-ID": message_id(notification)}
         try:
-            EmailMessage(payload["subject"], payload["body"], to=payload["to"]).send()
+            EmailMessage(payload["subject"], payload["body"], to=payload["to"], headers=headers).send()
         except OSError as exc:  # smtplib's errors are OSErrors too
             raise DeliveryError(f"cannot send mail: {exc}") from exc
         return
     if not channel.url:
         raise DeliveryError("the channel has no URL", permanent=True)
     body = webhook_body(payload)
-    headers = {}
+    # Every attempt at one message carries the same key, so a receiver (or a
+    # proxy in front of Slack or Mattermost) can drop a repeat after an
+    # ambiguous failure: delivery is at least once.
+    headers = {DELIVERY_HEADER: str(notification.pk)}
     if channel.kind == Kind.WEBHOOK:
         if not channel.secret:
             raise DeliveryError("the webhook channel has no signing secret", permanent=True)
-        headers = {
-            SIGNATURE_HEADER: sign(body, channel.secret),
-            "X-Jitportal-Event": notification.event,
-            # Lets a receiver drop a repeat after an ambiguous failure (at-least-once delivery).
-            "X-Jitportal-Delivery": str(notification.pk),
-        }
+        headers |= {SIGNATURE_HEADER: sign(body, channel.secret), "X-Jitportal-Event": notification.event}
     _post(channel.url, body, headers)
 
 
@@ -157,14 +168,35 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
     return Notification.Status.DELIVERED
 
 
-def notifications_due(*, now: datetime | None = None, limit: int | None = None) -> list[int]:
-    """Pending rows whose attempt is due and whose lease (if any) ran out, oldest first.
+def _hand_off_lost(now: datetime) -> Q:
+    # A hand-off younger than the lease may still be waiting in the queue behind
+    # others; sending it again would only add a task the claim then throws away.
+    grace = now - timedelta(seconds=settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS)
+    return Q(handed_off_at__isnull=True) | Q(handed_off_at__lte=grace)
 
-    These include rows whose hand-off to a worker was lost and rows whose
-    worker died mid-delivery.
+
+def notifications_due(*, now: datetime | None = None, limit: int | None = None) -> list[int]:
+    """Pending rows whose attempt is due, whose lease (if any) ran out and whose hand-off was lost, oldest first.
+
+    These are rows never handed to a worker (the broker was down), rows whose
+    task was lost or expired in the queue, rows whose worker died mid-delivery
+    and failed attempts whose backoff has passed; not rows handed off within
+    the lease, which are still on their way.
     """
     now = now or timezone.now()
     limit = limit or settings.JITPORTAL_SWEEP_BATCH_SIZE
     return list(
-        Notification.objects.filter(_claimable(now)).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+        Notification.objects.filter(_claimable(now), _hand_off_lost(now))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
     )
+
+
+def notifications_oldest_due(*, now: datetime) -> datetime | None:
+    """When the longest-waiting row of ``notifications_due`` became the retry sweep's to send."""
+    lease = timedelta(seconds=settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS)
+    rows = Notification.objects.filter(_claimable(now), _hand_off_lost(now))
+    # Due from the later of its attempt time and the end of its hand-off's grace.
+    return rows.aggregate(
+        oldest=Min(Greatest("next_attempt_at", Coalesce(F("handed_off_at") + lease, "next_attempt_at")))
+    )["oldest"]

@@ -154,10 +154,15 @@ def notify_many(
 
 
 def enqueue_deliveries(pks: list[int], *, expires: float | None = None) -> int:
-    """Hand rows to workers; a lost hand-off only delays a row until the retry sweep finds it."""
+    """Hand rows to workers; a lost hand-off only delays a row until the retry sweep finds it.
+
+    Runs after commit, often in a web request: the broker settings bound each
+    publish to well under a second, and the first failure stops the loop, so
+    a broker that is down or hung delays notifications, never the answer.
+    """
     # By name: the task module sits above this one (it calls the services that notify).
     deliver = current_app.signature(DELIVER_TASK)
-    sent = 0
+    sent: list[int] = []
     for pk in pks:
         try:
             deliver.apply_async((pk,), expires=expires, retry=False)
@@ -165,12 +170,15 @@ def enqueue_deliveries(pks: list[int], *, expires: float | None = None) -> int:
             logger.warning(
                 "could not queue delivery of notification %s (and %d more); the retry sweep will send them",
                 pk,
-                len(pks) - sent - 1,
+                len(pks) - len(sent) - 1,
                 exc_info=True,
             )
             break
-        sent += 1
-    return sent
+        sent.append(pk)
+    if sent:
+        # Stamped after publishing: a row stamped but never published would wait a lease for nothing.
+        Notification.objects.filter(pk__in=sent).update(handed_off_at=timezone.now())
+    return len(sent)
 
 
 def notifications_retry(*, ids: Iterable[int], by, now: datetime | None = None) -> int:

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -252,7 +253,8 @@ class Portal:
         self.processes: list[Process] = []
         self.driver = Driver(env, root / "driver.log")
 
-    def worker(self, name: str = "worker", **extra_env: str) -> Process:
+    def worker(self, name: str = "worker", *, queues: tuple[str, ...] = (), **extra_env: str) -> Process:
+        """A worker on ``queues`` (``"sweeps"``, ``"deliveries"``; this run's prefix added), or on every queue."""
         command = [
             sys.executable,
             "-m",
@@ -266,10 +268,37 @@ class Portal:
             "--without-gossip",
             f"--hostname={name}-{RUN_ID}@%h",
         ]
+        if queues:
+            command.append("--queues=" + ",".join(f"{QUEUE}-{q}" for q in queues))
         process = Process(name, command, {**self.env, **extra_env}, self.root / f"{name}.log")
         self.processes.append(process)
         process.wait_for_line(" ready.")
         return process
+
+    def web(self, port: int, **extra_env: str) -> Process:
+        """gunicorn serving the portal on ``port``, threads enough for a burst of concurrent requests."""
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "jitportal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "16",
+        ]
+        env = {**self.env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0", **extra_env}
+        process = Process("web", command, env, self.root / "web.log")
+        self.processes.append(process)
+        process.wait_for_line("Booting worker")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+            time.sleep(0.1)
+        raise AssertionError(f"the web server did not listen on {port}\n{process.tail()}")
 
     def beat(self) -> Process:
         command = [sys.executable, "-m", "celery", "-A", "jitportal", "beat", "--loglevel=INFO"]

@@ -23,9 +23,10 @@ from django.contrib.auth.models import Group  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from accounts.models import Role, User  # noqa: E402
+from accounts.services import token_create  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
 from audit.services import audit_verify  # noqa: E402
-from requests_app.models import Grant, Notification, NotificationChannel  # noqa: E402
+from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel, SweepRun  # noqa: E402
 from requests_app.services import request_create, request_review  # noqa: E402
 
 
@@ -54,6 +55,20 @@ def op_channel(*, name: str, kind: str, events: list[str], url: str = "", secret
 def op_create_request(*, reason: str = "INC-4211 disk full", duration: str = "30m") -> str:
     alice, _, role = _people_and_role()
     return str(request_create(requester=alice, roles=[role], reason=reason, duration=duration).pk)
+
+
+def op_token() -> str:
+    """An API token for alice, the requester."""
+    alice, _, _ = _people_and_role()
+    return token_create(user=alice, by=alice)[1]
+
+
+def op_requests() -> list[str]:
+    return [str(pk) for pk in AccessRequest.objects.order_by("created_at").values_list("pk", flat=True)]
+
+
+def op_sweep_runs() -> dict:
+    return {r.name: {"runs": r.runs, "max_lag": r.max_lag_seconds} for r in SweepRun.objects.all()}
 
 
 def op_approved_grant(*, seconds: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ class Received:
 
 
 class Receiver:
-    """Records every POST; answers 200 unless ``status[path]`` says otherwise.
+    """Records every POST; answers 200 unless ``status[path]`` says otherwise, after ``delay[path]`` seconds.
 
     ``Receiver(port=...)`` listens on a given port, so a test can bring a
     receiver back where an earlier one went down.
@@ -26,6 +27,8 @@ class Receiver:
         self.received: list[Received] = []
         self.status: dict[str, int] = {}
         self.headers: dict[str, dict[str, str]] = {}
+        # Seconds to wait, after recording, before answering: a receiver slower than the sender's timeout.
+        self.delay: dict[str, float] = {}
         self._lock = threading.Lock()
         receiver = self
 
@@ -35,13 +38,16 @@ class Receiver:
                 body = self.rfile.read(length)
                 with receiver._lock:
                     receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                time.sleep(receiver.delay.get(self.path, 0))
                 code = receiver.status.get(self.path, 200)
-                self.send_response(code)
-                for name, value in receiver.headers.get(self.path, {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok" if code < 400 else b"no_service")
+                # A sender that timed out has hung up; that is the point of a delay, not an error.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(code)
+                    for name, value in receiver.headers.get(self.path, {}).items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "text/plain")
+                    self.end_headers()
+                    self.wfile.write(b"ok" if code < 400 else b"no_service")
 
             def log_message(self, format, *args):  # quiet test output
                 pass

@@ -269,6 +269,53 @@ def test_webhook_body_is_signed_with_the_channel_secret(requester, ops, receiver
     assert got.headers["X-Jitportal-Signature"] != f"sha256={wrong}"
 
 
+@pytest.mark.parametrize("kind", [Kind.SLACK, Kind.MATTERMOST, Kind.WEBHOOK])
+def test_every_http_delivery_carries_its_idempotency_key(requester, ops, receiver, kind):
+    make_channel("c", kind, [Event.REQUEST_CREATED], url=receiver.url("/c"), secret=SECRET)
+    create(requester, ops)
+    row = Notification.objects.get()
+    assert notification_deliver(notification_id=row.pk) == Status.DELIVERED
+    (got,) = receiver.on("/c")
+    assert got.headers["X-Jitportal-Delivery"] == str(row.pk)
+
+
+@override_settings(JITPORTAL_NOTIFICATION_TIMEOUT_SECONDS=1, DEFAULT_FROM_EMAIL="jitportal <portal@corp.example>")
+def test_every_attempt_at_one_email_has_the_same_message_id(requester, reviewer, ops, monkeypatch):
+    make_channel("mail", Kind.EMAIL, [Event.REQUEST_APPROVED])
+    req = create(requester, ops)
+    request_review(request=req, reviewer=reviewer, decision="approve")
+    row = Notification.objects.get()
+    assert notification_deliver(notification_id=row.pk) == Status.DELIVERED
+    # A resend (say the first attempt's answer was lost) carries the same id.
+    Notification.objects.filter(pk=row.pk).update(status=Status.PENDING, next_attempt_at=timezone.now())
+    assert notification_deliver(notification_id=row.pk) == Status.DELIVERED
+    first, second = mail.outbox
+    assert first.extra_headers["Message-ID"] == second.extra_headers["Message-ID"]
+    assert first.extra_headers["Message-ID"] == f"<jitportal-notification-{row.pk}@corp.example>"
+    assert first.message()["Message-ID"] == first.extra_headers["Message-ID"]
+
+
+@override_settings(JITPORTAL_NOTIFICATION_TIMEOUT_SECONDS=1, JITPORTAL_NOTIFICATION_MAX_ATTEMPTS=10)
+def test_a_receiver_slower_than_the_timeout_gets_duplicates_with_one_key(requester, ops, receiver):
+    make_channel("slow", Kind.WEBHOOK, [Event.REQUEST_CREATED], url=receiver.url("/slow"), secret=SECRET)
+    receiver.delay["/slow"] = 1.5
+    row = queued(requester, ops)
+
+    # Each attempt reaches the receiver, which answers after the sender gave up.
+    for _ in range(2):
+        row.refresh_from_db()
+        assert notification_deliver(notification_id=row.pk, now=row.next_attempt_at) == Status.PENDING
+    receiver.delay["/slow"] = 0
+    row.refresh_from_db()
+    assert notification_deliver(notification_id=row.pk, now=row.next_attempt_at) == Status.DELIVERED
+
+    copies = receiver.on("/slow")
+    # The measured cost of a slow receiver: one copy per attempt, two of them duplicates, one key.
+    assert len(copies) == 3
+    assert {c.headers["X-Jitportal-Delivery"] for c in copies} == {str(row.pk)}
+    assert len({c.body for c in copies}) == 1
+
+
 def test_email_to_the_requester_for_their_events(requester, reviewer, ops):
     make_channel("mail", Kind.EMAIL, [Event.REQUEST_APPROVED])
     req = create(requester, ops)

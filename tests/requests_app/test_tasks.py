@@ -18,7 +18,8 @@ from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from jitportal import celery_app
 from requests_app import tasks
-from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
+from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel, SweepRun
+from requests_app.notifications.delivery import notifications_due
 from requests_app.notifications.outbox import DELIVER_TASK
 from requests_app.services import (
     grant_revoke,
@@ -28,6 +29,7 @@ from requests_app.services import (
     request_expire_pending,
     request_review,
 )
+from requests_app.sweeps import SWEEPS, sweep_lags
 from tests.conftest import audit_sealed_verify, make_role
 from tests.requests_app.test_concurrency import run_at_once
 
@@ -282,8 +284,10 @@ def test_short_revoked_and_ended_grants_get_no_reminder(requester, reviewer, rev
 def test_reminders_do_not_query_per_grant(requester, reviewer, ops, channel, django_assert_max_num_queries):
     grants = expired_grants(50, requester=requester, reviewer=reviewer, role=ops)
     at = min(g.expires_at for g in grants) - timedelta(minutes=5)
-    with django_assert_max_num_queries(15):
+    # Five minutes after they were due, so each is also audited as late: in the same two queries for all 50.
+    with django_assert_max_num_queries(17):
         assert grants_remind_expiring(now=at) == 50
+    assert AuditEvent.objects.filter(action="grant.reminded_late").count() == 50
 
 
 # --- notifications retry sweep ------------------------------------------------------------------------
@@ -300,7 +304,130 @@ def test_retry_sweep_hands_out_due_rows_only(requester, reviewer, ops, channel, 
 
     assert tasks.retry_notifications() == 1
 
-    assert handed_off == [{"args": (due.pk,), "expires": settings.JITPORTAL_SWEEP_INTERVAL_SECONDS, "retry": False}]
+    assert handed_off == [{"args": (due.pk,), "expires": settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS, "retry": False}]
+
+
+def test_retry_sweep_leaves_rows_still_waiting_in_the_queue(
+    requester, reviewer, ops, channel, handed_off, settings, django_capture_on_commit_callbacks
+):
+    expired_grants(3, requester=requester, reviewer=reviewer, role=ops)
+    with django_capture_on_commit_callbacks(execute=True):
+        grants_end_expired()
+    # The sweep's own commit handed all three to the (recording) broker just now.
+    fresh, stale, never = Notification.objects.order_by("pk")
+    assert all(row.handed_off_at is not None for row in (fresh, stale, never))
+    now = timezone.now()
+    lease = timedelta(seconds=settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS)
+    Notification.objects.filter(pk=stale.pk).update(handed_off_at=now - lease - timedelta(seconds=1))
+    Notification.objects.filter(pk=never.pk).update(handed_off_at=None)
+    handed_off.clear()
+
+    assert tasks.retry_notifications() == 2
+
+    assert sorted(call["args"][0] for call in handed_off) == sorted([stale.pk, never.pk])
+    # Handed out again: a second run at once finds nothing lost.
+    handed_off.clear()
+    assert tasks.retry_notifications() == 0
+    assert handed_off == []
+
+
+def test_a_thousand_rows_waiting_in_the_queue_get_no_redundant_tasks(
+    requester, reviewer, ops, channel, handed_off, django_capture_on_commit_callbacks
+):
+    expired_grants(1000, requester=requester, reviewer=reviewer, role=ops)
+    with django_capture_on_commit_callbacks(execute=True):
+        grants_end_expired()
+    assert len(handed_off) == 1000
+    handed_off.clear()
+    assert tasks.retry_notifications() == 0
+    assert handed_off == []
+
+
+def test_a_failed_hand_off_leaves_the_row_for_the_retry_sweep(
+    requester, reviewer, ops, channel, monkeypatch, django_capture_on_commit_callbacks
+):
+    def broker_down(*args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(tasks.deliver_notification, "apply_async", broker_down)
+    expired_grants(2, requester=requester, reviewer=reviewer, role=ops)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert grants_end_expired() == 2
+    assert list(Notification.objects.values_list("handed_off_at", flat=True)) == [None, None]
+    assert len(notifications_due()) == 2
+
+
+# --- sweep runs and lag ---------------------------------------------------------------------------
+
+
+def test_each_sweep_task_records_its_run_and_the_lag_of_its_oldest_row(requester, reviewer, ops, channel, settings):
+    grants = expired_grants(3, requester=requester, reviewer=reviewer, role=ops)
+    oldest = min(g.expires_at for g in grants)
+    before = timezone.now()
+
+    assert tasks.expire_grants() == 3
+    assert tasks.expire_grants() == 0
+
+    run = SweepRun.objects.get(name="expire-grants")
+    after = timezone.now()
+    assert run.runs == 2 and run.rows == 0 and run.lag_seconds == 0
+    assert before <= run.started_at <= run.finished_at <= after
+    # The first run found the oldest grant an hour late; the worst is kept.
+    assert (before - oldest).total_seconds() <= run.max_lag_seconds <= (after - oldest).total_seconds()
+    tasks.expire_pending_requests()
+    tasks.remind_expiring_grants()
+    tasks.retry_notifications()
+    assert set(SweepRun.objects.values_list("name", flat=True)) == set(SWEEPS)
+    assert set(SWEEPS) == set(settings.CELERY_BEAT_SCHEDULE)
+
+
+def test_sweep_lags_read_the_backlog_live_without_a_run(requester, reviewer, ops):
+    grants = expired_grants(2, requester=requester, reviewer=reviewer, role=ops)
+    now = timezone.now()
+    lags = sweep_lags(now=now)
+    assert lags["expire-grants"] == (now - min(g.expires_at for g in grants)).total_seconds()
+    assert lags["expire-pending-requests"] == lags["remind-expiring-grants"] == 0
+    grants_end_expired(now=now)
+    assert sweep_lags(now=now)["expire-grants"] == 0
+
+
+# --- reminders late or missed ---------------------------------------------------------------------
+
+
+def test_a_reminder_due_during_a_stall_is_sent_late_and_audited_so(requester, reviewer, ops, channel, settings):
+    settings.JITPORTAL_SWEEP_INTERVAL_SECONDS = 30
+    grant = approved(requester, reviewer, ops, at=timezone.now(), duration="1h").grants.get()
+    on_time = grant.expires_at - settings.JITPORTAL_REMINDER_BEFORE + timedelta(seconds=10)
+    assert grants_remind_expiring(now=on_time) == 1
+    assert not AuditEvent.objects.filter(action="grant.reminded_late").exists()
+
+    other = approved(requester, reviewer, ops, at=timezone.now(), duration="2h").grants.get()
+    late = other.expires_at - timedelta(minutes=2)
+    assert grants_remind_expiring(now=late) == 1
+    event = AuditEvent.objects.get(action="grant.reminded_late")
+    assert event.target_id == str(other.pk)
+    assert event.data["due_at"] == (other.expires_at - settings.JITPORTAL_REMINDER_BEFORE).isoformat()
+    assert Notification.objects.filter(event="grant.expiring", subject_key=f"grant:{other.pk}").exists()
+
+
+def test_a_reminder_window_missed_entirely_is_recorded_when_the_grant_ends(requester, reviewer, revoker, ops, channel):
+    now = timezone.now()
+    missed = approved(requester, reviewer, ops, at=now - timedelta(hours=2), duration="1h").grants.get()
+    short = approved(requester, reviewer, ops, at=now - timedelta(hours=2), duration="5m").grants.get()
+    reminded = approved(requester, reviewer, ops, at=now - timedelta(hours=2), duration="90m").grants.get()
+    grants_remind_expiring(now=reminded.expires_at - timedelta(minutes=9))
+    revoked = approved(requester, reviewer, ops, at=now, duration="1h").grants.get()
+    grant_revoke(grant=revoked, by=revoker, reason="done")
+
+    # The sweep never saw the reminder window of `missed`: it never sends it, but says so.
+    assert grants_remind_expiring(now=now) == 0
+    assert grants_end_expired(now=now) == 4
+
+    (event,) = AuditEvent.objects.filter(action="grant.reminder_missed")
+    assert event.target_id == str(missed.pk)
+    assert not Notification.objects.filter(event="grant.expiring", subject_key=f"grant:{missed.pk}").exists()
+    assert {short.pk, reminded.pk, revoked.pk}.isdisjoint({int(event.target_id)})
+    assert audit_verify().ok
 
 
 # --- audit_record_many ------------------------------------------------------------------------------
@@ -342,6 +469,27 @@ def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
     for entry in schedule.values():
         assert entry["task"] in celery_app.tasks
         assert 0 < entry["options"]["expires"] < entry["schedule"]
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [
+        ("requests_app.tasks.expire_grants", "sweeps"),
+        ("requests_app.tasks.expire_pending_requests", "sweeps"),
+        ("requests_app.tasks.remind_expiring_grants", "sweeps"),
+        ("requests_app.tasks.retry_notifications", "sweeps"),
+        ("audit.tasks.seal_audit", "sweeps"),
+        ("audit.tasks.checkpoint_audit", "sweeps"),
+        ("requests_app.tasks.deliver_notification", "deliveries"),
+    ],
+)
+def test_sweeps_and_deliveries_are_routed_to_queues_of_their_own(task, queue, settings):
+    # Production starts one worker per queue by these names (README, Production).
+    prefix = settings.CELERY_TASK_DEFAULT_QUEUE
+    expected = queue if prefix == "celery" else f"{prefix}-{queue}"
+    assert celery_app.amqp.router.route({}, task)["queue"].name == expected
+    # A worker started without -Q consumes both, as `make run`'s single worker does.
+    assert expected in {q.name for q in celery_app.amqp.queues.values()}
 
 
 def test_celery_reads_django_settings_and_keeps_no_results(settings):
