@@ -156,7 +156,7 @@ def start_gunicorn(port: int, workers: int, database_url: str, data_dir: str) ->
     }
     env.pop("DJANGO_DEBUG", None)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    process = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
+    process = subprocess.Popen(
         [gunicorn, "jitportal.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
         cwd=ROOT,
         env=env,

@@ -95,7 +95,7 @@ def gunicorn(database_url: str, *, workers: int = 2) -> Iterator[int]:
         # TLS ends at the proxy in front; the benchmark talks to gunicorn directly.
         "DJANGO_SECURE_SSL_REDIRECT": "0",
     }
-    server = subprocess.Popen(  # noqa: S603
+    server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
             "jitportal.wsgi:application",

@@ -427,7 +427,7 @@ def test_a_reminder_window_missed_entirely_is_recorded_when_the_grant_ends(reque
     assert event.target_id == str(missed.pk)
     assert not Notification.objects.filter(event="grant.expiring", subject_key=f"grant:{missed.pk}").exists()
     assert {short.pk, reminded.pk, revoked.pk}.isdisjoint({int(event.target_id)})
-    assert audit_verify().ok
+    assert audit_sealed_verify().ok
 
 
 # --- audit_record_many ------------------------------------------------------------------------------
