@@ -124,7 +124,7 @@ def test_apply_creates_everything_the_file_names(tmp_path):
     assert any_db.resource_labels == {"env": ["*"], "team": ["web"]}
     assert any_db.max_duration == timedelta(minutes=90) and any_db.pending_ttl == timedelta(hours=1)
     assert [g.name for g in any_db.requestable_by.all()] == ["engineers"] and not any_db.reviewers.exists()
-    # The label index rows were written through resource_upsert, so selectors find the resources.
+    # The label index rows were written with the resources, so selectors find the resources.
     assert list(Resource.objects.matching_selector(role.resource_kinds, role.resource_labels)) == [
         Resource.objects.get(name="web-1")
     ]
@@ -521,7 +521,7 @@ def test_a_failure_while_writing_rolls_back_what_was_already_written(tmp_path, m
         raise IntegrityError("UNIQUE constraint failed: inventory_resource.kind, inventory_resource.name")
 
     # As if another writer created the resource between the checks and the write.
-    monkeypatch.setattr("accounts.policy.writer.resource_upsert", collide)
+    monkeypatch.setattr("accounts.policy.writer.resources_upsert_many", collide)
     before = snapshot()
 
     with pytest.raises(CommandError, match=r"^the database changed while applying \(UNIQUE constraint failed"):
