@@ -27,7 +27,7 @@ from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, Review, grant_refusal
 from requests_app.notifications.messages import Event
-from requests_app.notifications.outbox import notify, notify_many
+from requests_app.notifications.outbox import notify, notify_many, notify_wanted
 from requests_app.preview import request_preview
 
 CLOCK_SKEW = timedelta(seconds=60)
@@ -508,13 +508,13 @@ def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) ->
     return expired
 
 
-def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[Grant]], object]) -> int:
-    """Claim due grants in batches, ``handle`` each inside its transaction; returns how many.
+def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[int]], object]) -> int:
+    """Claim due grants in batches, ``handle`` the claimed ids inside its transaction; returns how many.
 
     A batch locks rows no other sweep holds (SKIP LOCKED; SQLite serialises
-    writers instead), claims them with one conditional update and hands them
-    to ``handle`` to audit and announce, so each batch commits or rolls back
-    whole and no grant is claimed twice.
+    writers instead), claims them with one conditional update and hands their
+    ids to ``handle`` to audit and announce, so each batch commits or rolls
+    back whole and no grant is claimed twice.
     """
     done = 0
     while True:
@@ -523,41 +523,62 @@ def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[Grant]], object
             ids = list(locked.values_list("pk", flat=True)[: settings.JITPORTAL_SWEEP_BATCH_SIZE])
             if not ids:
                 return done
-            Grant.objects.filter(due, pk__in=ids).update(**claim)
-            batch = list(
-                Grant.objects.filter(pk__in=ids, **claim)
-                .select_related("request__requester", "role", "resource", "revoked_by")
-                .order_by("expires_at", "pk")
-            )
-            handle(batch)
-        done += len(batch)
+            claimed = Grant.objects.filter(due, pk__in=ids).update(**claim)
+            if claimed != len(ids):  # not with the rows locked; kept so only what this sweep claimed is handled
+                ids = list(Grant.objects.filter(pk__in=ids, **claim).values_list("pk", flat=True))
+            if ids:
+                handle(ids)
+        done += len(ids)
+
+
+def _notify_grants(*, event: str, ids: list[int], now: datetime) -> None:
+    # Grants are loaded as objects only when some channel will get a message built from them.
+    if notify_wanted(event):
+        grants = Grant.objects.filter(pk__in=ids).select_related("request__requester", "role", "resource", "revoked_by")
+        notify_many(event=event, subjects=[(g.request, g) for g in grants.order_by("expires_at", "pk")], now=now)
 
 
 def grants_end_expired(*, now: datetime | None = None) -> int:
     """Record the end of grants whose window closed or that were revoked; returns how many.
 
     Access never waited for this (the check reads the timestamps): the sweep
-    sets ``ended_at``, audits ``grant.ended`` and tells the requester.
+    sets ``ended_at``, audits ``grant.ended`` and tells the requester. The
+    audit entries are built from one query of plain values per batch.
     """
     now = now or timezone.now()
 
-    def handle(batch: list[Grant]) -> None:
+    def handle(ids: list[int]) -> None:
+        rows = (
+            Grant.objects.filter(pk__in=ids)
+            .order_by("expires_at", "pk")
+            .values_list(
+                "pk",
+                "request_id",
+                "request__requester__username",
+                "role__name",
+                "resource__kind",
+                "resource__name",
+                "expires_at",
+                "revoked_at",
+            )
+        )
         audit_record_many(
             {
                 "action": "grant.ended",
-                "target": g,
+                "target_type": "grant",
+                "target_id": str(pk),
                 "data": {
-                    "request": str(g.request_id),
-                    "user": g.request.requester.username,
-                    "role": g.role.name,
-                    "resource": g.resource.ref if g.resource is not None else None,
-                    "expires_at": g.expires_at.isoformat(),
-                    "why": "revoked" if g.revoked_at is not None else "expired",
+                    "request": str(request_id),
+                    "user": username,
+                    "role": role,
+                    "resource": f"{kind}/{name}" if kind is not None else None,
+                    "expires_at": expires_at.isoformat(),
+                    "why": "revoked" if revoked_at is not None else "expired",
                 },
             }
-            for g in batch
+            for pk, request_id, username, role, kind, name, expires_at, revoked_at in rows
         )
-        notify_many(event=Event.GRANT_ENDED, subjects=[(g.request, g) for g in batch], now=now)
+        _notify_grants(event=Event.GRANT_ENDED, ids=ids, now=now)
 
     due = Q(ended_at__isnull=True) & (Q(expires_at__lte=now) | Q(revoked_at__isnull=False))
     return _sweep_grants(due=due, claim={"ended_at": now}, handle=handle)
@@ -582,7 +603,7 @@ def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | N
     return _sweep_grants(
         due=due,
         claim={"reminded_at": now},
-        handle=lambda batch: notify_many(event=Event.GRANT_EXPIRING, subjects=[(g.request, g) for g in batch], now=now),
+        handle=lambda ids: _notify_grants(event=Event.GRANT_EXPIRING, ids=ids, now=now),
     )
 
 
