@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-import django
+import django  # noqa: E402
 
 django.setup()
 
@@ -65,7 +65,7 @@ def write_policy(path: Path, n: int, *, changed: int | None = None) -> None:
     with path.open("w", encoding="utf-8") as out:
         out.write("groups: [engineers]\nresources:\n")
         for kind, name, address, labels, description in resource_rows(n, changed=changed):
-            out.write(f"  - kind: {kind}\n    name: {name}\n    address: \"{address}\"\n")
+            out.write(f'  - kind: {kind}\n    name: {name}\n    address: "{address}"\n')
             out.write(f"    description: {description}\n    labels:\n")
             out.writelines(f"      {k}: {v}\n" for k, v in labels.items())
 
@@ -78,7 +78,7 @@ def _child(step: str, db_name: str, file: str) -> dict:
     started = time.perf_counter()
     if step == "parse":
         with open(file, encoding="utf-8") as handle:
-            yaml.load(handle, Loader=yaml.CSafeLoader)  # noqa: S506 - the C build of SafeLoader
+            yaml.load(handle, Loader=yaml.CSafeLoader)
     elif step == "raw":
         _raw_insert(file)
     else:
@@ -99,7 +99,8 @@ def _raw_insert(file: str) -> None:
                     copy.write_row(row)
             each = "jsonb_each_text(r.labels) j"
         else:
-            cursor.executemany(f"INSERT INTO inventory_resource ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows)
+            insert = f"INSERT INTO inventory_resource ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s)"  # noqa: S608
+            cursor.executemany(insert, rows)
             each = "json_each(r.labels) j"
         cursor.execute(
             "INSERT INTO inventory_resourcelabel (resource_id, key, value) "  # noqa: S608 - constant SQL
