@@ -12,6 +12,7 @@ in-process and prints a table. Query counts must not grow with N.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
 import sys
@@ -172,6 +173,10 @@ def main() -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for n, label, median, p95, queries in rows:
         print(f"| {n:>7} | {label:<36} | {median:>9.2f} | {p95:>7.2f} | {queries:>7} |")
+
+    # The write paths have their own tables (bench/apply.py, bench/sweep.py).
+    for path in ("apply", "sweep"):
+        importlib.import_module(path).main(args.sizes)
 
 
 if __name__ == "__main__":

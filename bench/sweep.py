@@ -177,7 +177,8 @@ def main(sizes: list[int] | None = None) -> None:
         services.audit_record_many = _timed_audit  # type: ignore[assignment]
         print(json.dumps(_child(*args.child)))
         return
-    setup_test_environment()
+    if sizes is None:  # run.py, calling with sizes, has set up the test environment already
+        setup_test_environment()
     rows = []
     for n in sizes or args.sizes:
         if connection.vendor == "sqlite":
