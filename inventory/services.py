@@ -188,7 +188,7 @@ def _upsert_chunk(rows: Sequence[ResourceRow]) -> list[list[str] | None]:
         else:
             resource.pk, resource.updated_at = current[0], now
             updated.append(resource)
-            if "labels" in changed:
+            if changed and "labels" in changed:
                 relabel.append(resource)
     fields = sorted({field for answer in answers if answer for field in answer})
     _write(created=created, updated=updated, relabel=relabel, fields=fields)
@@ -215,15 +215,15 @@ def _insert(model: type[models.Model], names: tuple[str, ...], objs: Sequence[mo
     """One prepared INSERT run for every object: bulk_create builds its SQL value by value, ten times slower."""
     if not objs:
         return
-    fields = [model._meta.get_field(name) for name in names]
+    fields = [f for f in model._meta.concrete_fields if f.name in names]
     table = connection.ops.quote_name(model._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
     for field in fields:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             for obj in objs:
-                field.pre_save(obj, add=True)  # type: ignore[union-attr]
-    params = [[f.get_db_prep_save(f.value_from_object(obj), connection) for f in fields] for obj in objs]  # type: ignore[union-attr]
+                field.pre_save(obj, add=True)
+    params = [[f.get_db_prep_save(f.value_from_object(obj), connection) for f in fields] for obj in objs]
     with connection.cursor() as cursor:
         # Table and column names come from the model, values are parameters.
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", params)  # noqa: S608
