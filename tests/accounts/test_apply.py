@@ -788,3 +788,34 @@ def test_demo_policy_gives_erin_audit_and_revoke_and_reviewers_no_staff_flag():
     assert set(User.objects.filter(is_staff=True).values_list("username", flat=True)) == {"admin"}
     reviewers = set(User.objects.filter(groups__reviewable_roles__isnull=False).values_list("username", flat=True))
     assert reviewers == {"bob", "carol", "dave", "erin", "frank"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Aliases reach across entries and sections; tags and anchors on a section keep their meaning.
+        ("x: &r [1]\ny: *r\n", {"x": [1], "y": [1]}),
+        ("resources:\n  - &web {kind: node, name: a}\n  - *web\n", {"resources": [{"kind": "node", "name": "a"}] * 2}),
+        ("resources: !!seq\n  - {kind: node}\n", {"resources": [{"kind": "node"}]}),
+        ("!!map {groups: [a]}\n", {"groups": ["a"]}),
+        ("groups:\n  - {<<: {name: a}, name: b}\n", {"groups": [{"name": "b"}]}),
+    ],
+)
+def test_the_loader_reads_entry_by_entry_with_yaml_meaning_intact(text, expected):
+    assert policy_load(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("groups: [a]\nresources: []\ngroups: [b]\n", "(line 3, column 1): found duplicate key 'groups'"),
+        ("resources:\n  - kind: node\n    kind: db\n", "(line 3, column 5): found duplicate key 'kind'"),
+        ("groups: [a]\n---\ngroups: [b]\n", "(line 2, column 1): but found another document"),
+        ("? [a]\n: 1\n", "(line 1, column 3): found unhashable key"),
+    ],
+)
+def test_the_loader_refuses_what_yaml_would_drop_naming_the_line(text, expected):
+    with pytest.raises(DomainError) as exc:
+        policy_load(text)
+
+    assert exc.value.message.endswith(expected)
