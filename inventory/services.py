@@ -111,8 +111,8 @@ class ResourceRow:
     description: str
 
 
-# Rows per round trip: well under SQLite's bound-parameter limit, large enough to amortise the queries.
-UPSERT_CHUNK = 1000
+# Rows per round trip: a chunk's names and ids fit under the 999 bound parameters of older SQLite builds.
+UPSERT_CHUNK = 900
 
 
 def resources_upsert_many(*, rows: Sequence[ResourceRow], chunk_size: int = UPSERT_CHUNK) -> list[list[str] | None]:

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts.policy.parse import parse_document
 from accounts.services import role_clean_selector
 from inventory.models import Resource, ResourceLabel
-from inventory.services import ResourceRow, resource_upsert, resources_upsert_many, validate_labels
+from inventory.services import UPSERT_CHUNK, ResourceRow, resource_upsert, resources_upsert_many, validate_labels
 from jitportal.errors import DomainError
 
 pytestmark = pytest.mark.django_db
@@ -96,10 +96,10 @@ def test_a_second_write_of_the_same_rows_only_reads(django_assert_num_queries):
         assert resources_upsert_many(rows=rows(6), chunk_size=2) == [[]] * 6
 
 
-def test_one_chunk_costs_the_same_queries_for_ten_rows_as_for_a_thousand():
+def test_one_chunk_costs_the_same_queries_for_ten_rows_as_for_a_full_chunk():
     def queries(batch: list[ResourceRow]) -> int:
         with CaptureQueriesContext(connection) as ctx:
-            resources_upsert_many(rows=batch, chunk_size=1000)
+            resources_upsert_many(rows=batch, chunk_size=UPSERT_CHUNK)
         return len(ctx.captured_queries)
 
     def renamed(batch: list[ResourceRow], prefix: str) -> list[ResourceRow]:
@@ -109,11 +109,13 @@ def test_one_chunk_costs_the_same_queries_for_ten_rows_as_for_a_thousand():
         # bulk_update splits by the database's limit on parameters; nothing else may grow with the rows.
         return math.ceil(n / connection.ops.bulk_batch_size(fields, [None] * n))
 
-    assert queries(renamed(rows(1000), "b-")) == queries(renamed(rows(10), "a-"))
+    assert queries(renamed(rows(UPSERT_CHUNK), "b-")) == queries(renamed(rows(10), "a-"))
     pk, labels, updated_at = (Resource._meta.get_field(name) for name in ("id", "labels", "updated_at"))
-    updates = statements([pk, pk, labels, updated_at], 1000) - 1
-    assert queries(renamed(rows(1000, env="dev"), "b-")) == queries(renamed(rows(10, env="dev"), "a-")) + updates
-    assert Resource.objects.with_label("env", "dev").count() == 1010
+    updates = statements([pk, pk, labels, updated_at], UPSERT_CHUNK) - 1
+    assert (
+        queries(renamed(rows(UPSERT_CHUNK, env="dev"), "b-")) == queries(renamed(rows(10, env="dev"), "a-")) + updates
+    )
+    assert Resource.objects.with_label("env", "dev").count() == UPSERT_CHUNK + 10
 
 
 def test_many_resources_refuse_an_unclean_row_naming_the_field():
