@@ -524,7 +524,7 @@ def _sweep_grants(*, due: Q, claim: dict, handle: Callable[[list[int]], object])
             if not ids:
                 return done
             claimed = Grant.objects.filter(due, pk__in=ids).update(**claim)
-            if claimed != len(ids):  # not with the rows locked; kept so only what this sweep claimed is handled
+            if claimed != len(ids):  # the rows are locked, so never expected; if so, handle only what was claimed
                 ids = list(Grant.objects.filter(pk__in=ids, **claim).values_list("pk", flat=True))
             if ids:
                 handle(ids)
