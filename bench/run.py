@@ -12,6 +12,7 @@ in-process and prints a table. Query counts must not grow with N.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
 import subprocess
@@ -186,6 +187,10 @@ def main() -> None:
     sys.stdout.flush()
     for module in ("access.py", "certs.py", "admin_queue.py"):
         subprocess.run([sys.executable, str(Path(__file__).with_name(module))], check=True)
+
+    # The write paths have their own tables (bench/apply.py, bench/sweep.py).
+    for path in ("apply", "sweep"):
+        importlib.import_module(path).main(args.sizes)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, GrantQuerySet, Review, grant_refusal
 from requests_app.notifications.messages import Event
-from requests_app.notifications.outbox import notify, notify_many
+from requests_app.notifications.outbox import notify, notify_many, notify_wanted
 from requests_app.preview import request_preview
 
 CLOCK_SKEW = timedelta(seconds=60)
@@ -508,13 +508,13 @@ def request_expire_pending(*, now: datetime | None = None, limit: int = 1000) ->
     return expired
 
 
-def _sweep_grants(*, due: GrantQuerySet, claim: dict, handle: Callable[[list[Grant]], object]) -> int:
-    """Claim due grants in batches, ``handle`` each inside its transaction; returns how many.
+def _sweep_grants(*, due: GrantQuerySet, claim: dict, handle: Callable[[list[int]], object]) -> int:
+    """Claim due grants in batches, ``handle`` the claimed ids inside its transaction; returns how many.
 
     A batch locks rows no other sweep holds (SKIP LOCKED; SQLite serialises
-    writers instead), claims them with one conditional update and hands them
-    to ``handle`` to audit and announce, so each batch commits or rolls back
-    whole and no grant is claimed twice.
+    writers instead), claims them with one conditional update and hands their
+    ids to ``handle`` to audit and announce, so each batch commits or rolls
+    back whole and no grant is claimed twice.
     """
     done = 0
     while True:
@@ -523,19 +523,19 @@ def _sweep_grants(*, due: GrantQuerySet, claim: dict, handle: Callable[[list[Gra
             ids = list(locked.values_list("pk", flat=True)[: settings.JITPORTAL_SWEEP_BATCH_SIZE])
             if not ids:
                 return done
-            due.filter(pk__in=ids).update(**claim)
-            batch = list(
-                Grant.objects.filter(pk__in=ids, **claim)
-                .select_related("request__requester", "role", "resource", "revoked_by")
-                .order_by("expires_at", "pk")
-            )
-            handle(batch)
-        done += len(batch)
+            claimed = due.filter(pk__in=ids).update(**claim)
+            if claimed != len(ids):  # the rows are locked, so never expected; if so, handle only what was claimed
+                ids = list(Grant.objects.filter(pk__in=ids, **claim).values_list("pk", flat=True))
+            if ids:
+                handle(ids)
+        done += len(ids)
 
 
-def _reminder_missed(grant: Grant, before: timedelta) -> bool:
-    # Ending unreminded is fine for a grant too short to be reminded, or revoked; otherwise the window was missed.
-    return grant.reminded_at is None and grant.revoked_at is None and grant.expires_at - grant.starts_at > before
+def _notify_grants(*, event: str, ids: list[int], now: datetime) -> None:
+    # Grants are loaded as objects only when some channel will get a message built from them.
+    if notify_wanted(event):
+        grants = Grant.objects.filter(pk__in=ids).select_related("request__requester", "role", "resource", "revoked_by")
+        notify_many(event=event, subjects=[(g.request, g) for g in grants.order_by("expires_at", "pk")], now=now)
 
 
 def grants_end_expired(*, now: datetime | None = None) -> int:
@@ -544,37 +544,54 @@ def grants_end_expired(*, now: datetime | None = None) -> int:
     Access never waited for this (the check reads the timestamps): the sweep
     sets ``ended_at``, audits ``grant.ended`` and tells the requester. A grant
     whose reminder window passed unseen (the sweeps were stopped) is recorded
-    as ``grant.reminder_missed`` rather than lost without a trace.
+    as ``grant.reminder_missed`` rather than lost without a trace. The audit
+    entries are built from one query of plain values per batch.
     """
     now = now or timezone.now()
     before = settings.JITPORTAL_REMINDER_BEFORE
 
-    def handle(batch: list[Grant]) -> None:
+    def handle(ids: list[int]) -> None:
+        rows = (
+            Grant.objects.filter(pk__in=ids)
+            .order_by("expires_at", "pk")
+            .values_list(
+                "pk",
+                "request_id",
+                "request__requester__username",
+                "role__name",
+                "resource__kind",
+                "resource__name",
+                "starts_at",
+                "expires_at",
+                "revoked_at",
+                "reminded_at",
+            )
+        )
         events = []
-        for g in batch:
-            user = g.request.requester.username
+        for pk, request_id, username, role, kind, name, starts_at, expires_at, revoked_at, reminded_at in rows:
+            target = {"target_type": "grant", "target_id": str(pk)}
             events.append(
                 {
                     "action": "grant.ended",
-                    "target": g,
+                    **target,
                     "data": {
-                        "request": str(g.request_id),
-                        "user": user,
-                        "role": g.role.name,
-                        "resource": g.resource.ref if g.resource is not None else None,
-                        "expires_at": g.expires_at.isoformat(),
-                        "why": "revoked" if g.revoked_at is not None else "expired",
+                        "request": str(request_id),
+                        "user": username,
+                        "role": role,
+                        "resource": f"{kind}/{name}" if kind is not None else None,
+                        "expires_at": expires_at.isoformat(),
+                        "why": "revoked" if revoked_at is not None else "expired",
                     },
                 }
             )
-            if _reminder_missed(g, before):
-                due_at = (g.expires_at - before).isoformat()
+            # Unreminded is fine for a grant too short to be reminded, or revoked; otherwise the window was missed.
+            if reminded_at is None and revoked_at is None and expires_at - starts_at > before:
+                due_at = (expires_at - before).isoformat()
                 events.append(
-                    {"action": "grant.reminder_missed", "target": g, "data": {"user": user, "due_at": due_at}}
+                    {"action": "grant.reminder_missed", **target, "data": {"user": username, "due_at": due_at}}
                 )
-        # One call keeps the batch to one lock of the audit chain.
         audit_record_many(events)
-        notify_many(event=Event.GRANT_ENDED, subjects=[(g.request, g) for g in batch], now=now)
+        _notify_grants(event=Event.GRANT_ENDED, ids=ids, now=now)
 
     return _sweep_grants(due=Grant.objects.due_to_end(at=now), claim={"ended_at": now}, handle=handle)
 
@@ -591,17 +608,23 @@ def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | N
     before = before or settings.JITPORTAL_REMINDER_BEFORE
     slack = timedelta(seconds=settings.JITPORTAL_SWEEP_INTERVAL_SECONDS)
 
-    def handle(batch: list[Grant]) -> None:
+    def handle(ids: list[int]) -> None:
+        # Late: the reminder was due (expires_at - before) more than one interval ago.
+        late = (
+            Grant.objects.filter(pk__in=ids, expires_at__lt=now - slack + before)
+            .order_by("expires_at", "pk")
+            .values_list("pk", "request__requester__username", "expires_at")
+        )
         audit_record_many(
             {
                 "action": "grant.reminded_late",
-                "target": g,
-                "data": {"user": g.request.requester.username, "due_at": (g.expires_at - before).isoformat()},
+                "target_type": "grant",
+                "target_id": str(pk),
+                "data": {"user": username, "due_at": (expires_at - before).isoformat()},
             }
-            for g in batch
-            if now - (g.expires_at - before) > slack
+            for pk, username, expires_at in late
         )
-        notify_many(event=Event.GRANT_EXPIRING, subjects=[(g.request, g) for g in batch], now=now)
+        _notify_grants(event=Event.GRANT_EXPIRING, ids=ids, now=now)
 
     return _sweep_grants(
         due=Grant.objects.due_for_reminder(at=now, before=before), claim={"reminded_at": now}, handle=handle

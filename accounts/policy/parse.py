@@ -11,6 +11,11 @@ import yaml
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from yaml._yaml import CParser
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent
+from yaml.resolver import Resolver
 
 from accounts.capabilities import Capability
 from accounts.models import MAX_ROLE_DURATION, Role, User
@@ -62,12 +67,21 @@ MAX_THRESHOLD = 32767
 # --- loading ------------------------------------------------------------------
 
 
-class _PolicyLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` that refuses a key given twice in one mapping.
+class _PolicyLoader(Composer, CParser, SafeConstructor, Resolver):
+    """libyaml's parser, read one section entry at a time, refusing a key given twice in one mapping.
 
     Plain YAML keeps the last value silently, so a repeated ``approvals:`` or a
-    second ``roles:`` section would quietly drop what came first.
+    second ``roles:`` section would quietly drop what came first. The events
+    come from libyaml (C); the node tree is built per entry of a top-level
+    list and dropped once the entry is constructed, so a large inventory never
+    holds the whole document's nodes (with their marks) at once.
     """
+
+    def __init__(self, stream: str) -> None:
+        CParser.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -80,17 +94,74 @@ class _PolicyLoader(yaml.SafeLoader):
             except TypeError:  # unhashable key: the base class reports it
                 continue
             if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
-                )
+                _duplicate_key(node.start_mark, key, key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_one(self) -> Any:
+        return self.construct_document(self.compose_node(None, None))
+
+    def load_document(self) -> Any:
+        """The single document of the stream, top-level lists read entry by entry."""
+        self.get_event()  # stream start
+        if self.check_event(StreamEndEvent):
+            return None
+        document = self.get_event()
+        data = self._top_mapping() if self._plain(MappingStartEvent) else self.construct_one()
+        self.get_event()  # document end
+        if not self.check_event(StreamEndEvent):
+            raise ComposerError(
+                "expected a single document in the stream",
+                document.start_mark,
+                "but found another document",
+                self.get_event().start_mark,
+            )
+        return data
+
+    def _plain(self, kind: type) -> bool:
+        # A tagged or anchored collection goes through the composer whole, so tags and aliases mean what they say.
+        event = self.peek_event()
+        return isinstance(event, kind) and event.tag is None and event.anchor is None
+
+    def _top_mapping(self) -> dict:
+        start = self.get_event()
+        data: dict = {}
+        while not self.check_event(MappingEndEvent):
+            key_mark = self.peek_event().start_mark
+            key = self.construct_one()
+            try:
+                duplicate = key in data
+            except TypeError:
+                raise ConstructorError(
+                    "while constructing a mapping", start.start_mark, "found unhashable key", key_mark
+                ) from None
+            if duplicate:
+                _duplicate_key(start.start_mark, key, key_mark)
+            if self._plain(SequenceStartEvent):
+                self.get_event()
+                items = []
+                while not self.check_event(SequenceEndEvent):
+                    items.append(self.construct_one())
+                self.get_event()
+                data[key] = items
+            else:
+                data[key] = self.construct_one()
+        self.get_event()
+        return data
+
+
+def _duplicate_key(mapping_mark, key: object, key_mark) -> NoReturn:
+    raise ConstructorError("while constructing a mapping", mapping_mark, f"found duplicate key {key!r}", key_mark)
 
 
 def policy_load(text: str) -> dict:
     """Parse a policy document; YAML mistakes become one readable DomainError."""
     try:
-        data = yaml.load(text, Loader=_PolicyLoader)  # noqa: S506 - a SafeLoader subclass: as safe as safe_load
+        loader = _PolicyLoader(text)
+        try:
+            data = loader.load_document()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -16,7 +16,7 @@ from accounts.policy.parse import USER_FIELDS, Plan, check_group_refs, parse_doc
 from accounts.policy.result import Change, PolicyResult
 from accounts.scope import role_scope_sync
 from inventory.models import Resource, ResourceLabel
-from inventory.services import resource_upsert
+from inventory.services import ResourceRow, resources_upsert_many
 from jitportal.errors import DomainError
 
 
@@ -226,22 +226,12 @@ class _Writer:
         role_scope_sync(roles=rescoped)
 
     def write_resources(self) -> None:
-        names = {s.name for s in self.plan.resources}
-        existing = {(r.kind, r.name): r for r in Resource.objects.filter(name__in=names)}
-        for spec in self.plan.resources:
-            current = existing.get((spec.kind, spec.name))
-            wanted = {"address": spec.address, "labels": spec.labels, "description": spec.description}
-            if current is not None:
-                changed = [key for key, value in wanted.items() if getattr(current, key) != value]
-                if not changed:
-                    continue
-            try:
-                resource_upsert(kind=spec.kind, name=spec.name, **wanted)
-            except DomainError as exc:
-                spec.entry.fail(exc.field or "name", exc.message)
-            if current is None:
+        specs = self.plan.resources
+        rows = [ResourceRow(s.kind, s.name, s.address, s.labels, s.description) for s in specs]
+        for spec, changed in zip(specs, resources_upsert_many(rows=rows), strict=True):
+            if changed is None:
                 self.record("created", "resource", spec.ref)
-            else:
+            elif changed:
                 self.record("updated", "resource", spec.ref, changed)
 
     def write_prune(self, prune: _Prune) -> None:

@@ -52,6 +52,11 @@ def _channels_for(event: str) -> list[NotificationChannel]:
     return channels
 
 
+def notify_wanted(event: str) -> bool:
+    """Whether any enabled channel takes ``event``: a sweep builds no message objects when none does."""
+    return bool(_channels_for(event))
+
+
 def _reviewer_emails(access_request: AccessRequest) -> list[str]:
     """Active users eligible to review every role of the request, the requester excluded."""
     users = reviewers_of(list(access_request.roles.all())).exclude(pk=access_request.requester_id).exclude(email="")

@@ -123,7 +123,7 @@ def test_apply_creates_everything_the_file_names(tmp_path):
     assert any_db.resource_labels == {"env": ["*"], "team": ["web"]}
     assert any_db.max_duration == timedelta(minutes=90) and any_db.pending_ttl == timedelta(hours=1)
     assert [g.name for g in any_db.requestable_by.all()] == ["engineers"] and not any_db.reviewers.exists()
-    # The label index rows were written through resource_upsert, so selectors find the resources.
+    # The label index rows were written with the resources, so selectors find the resources.
     assert list(Resource.objects.matching_selector(role.resource_kinds, role.resource_labels)) == [
         Resource.objects.get(name="web-1")
     ]
@@ -520,7 +520,7 @@ def test_a_failure_while_writing_rolls_back_what_was_already_written(tmp_path, m
         raise IntegrityError("UNIQUE constraint failed: inventory_resource.kind, inventory_resource.name")
 
     # As if another writer created the resource between the checks and the write.
-    monkeypatch.setattr("accounts.policy.writer.resource_upsert", collide)
+    monkeypatch.setattr("accounts.policy.writer.resources_upsert_many", collide)
     before = snapshot()
 
     with pytest.raises(CommandError, match=r"^the database changed while applying \(UNIQUE constraint failed"):
@@ -787,3 +787,34 @@ def test_demo_policy_gives_erin_audit_and_revoke_and_reviewers_no_staff_flag():
     assert set(User.objects.filter(is_staff=True).values_list("username", flat=True)) == {"admin"}
     reviewers = set(User.objects.filter(groups__reviewable_roles__isnull=False).values_list("username", flat=True))
     assert reviewers == {"bob", "carol", "dave", "erin", "frank"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Aliases reach across entries and sections; tags and anchors on a section keep their meaning.
+        ("x: &r [1]\ny: *r\n", {"x": [1], "y": [1]}),
+        ("resources:\n  - &web {kind: node, name: a}\n  - *web\n", {"resources": [{"kind": "node", "name": "a"}] * 2}),
+        ("resources: !!seq\n  - {kind: node}\n", {"resources": [{"kind": "node"}]}),
+        ("!!map {groups: [a]}\n", {"groups": ["a"]}),
+        ("groups:\n  - {<<: {name: a}, name: b}\n", {"groups": [{"name": "b"}]}),
+    ],
+)
+def test_the_loader_reads_entry_by_entry_with_yaml_meaning_intact(text, expected):
+    assert policy_load(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("groups: [a]\nresources: []\ngroups: [b]\n", "(line 3, column 1): found duplicate key 'groups'"),
+        ("resources:\n  - kind: node\n    kind: db\n", "(line 3, column 5): found duplicate key 'kind'"),
+        ("groups: [a]\n---\ngroups: [b]\n", "(line 2, column 1): but found another document"),
+        ("? [a]\n: 1\n", "(line 1, column 3): found unhashable key"),
+    ],
+)
+def test_the_loader_refuses_what_yaml_would_drop_naming_the_line(text, expected):
+    with pytest.raises(DomainError) as exc:
+        policy_load(text)
+
+    assert exc.value.message.endswith(expected)

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -172,6 +173,34 @@ def test_ending_grants_does_not_query_per_grant(requester, reviewer, ops, channe
     with django_assert_max_num_queries(25):
         assert grants_end_expired() == n
     assert Notification.objects.count() == n
+
+
+def test_with_no_channel_the_sweep_ends_grants_from_plain_values(requester, reviewer, ops, settings, monkeypatch):
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 50
+    grants = expired_grants(120, requester=requester, reviewer=reviewer, role=ops)
+    loaded = []
+    monkeypatch.setattr(Grant, "from_db", classmethod(lambda cls, *args: loaded.append(args) or None))
+
+    with CaptureQueriesContext(connection) as ctx:
+        assert grants_end_expired() == 120
+
+    # No grant became an object, and each batch of 50 costs the same few queries.
+    assert loaded == []
+    assert len(ctx.captured_queries) <= 3 * 14
+    assert sorted(ended_events()) == sorted(str(g.pk) for g in grants)
+    event = AuditEvent.objects.filter(action="grant.ended").order_by("id").first()
+    assert event.target_type == "grant"
+    assert event.data == {
+        "request": str(grants[0].request_id),
+        "user": "alice",
+        "role": ops.name,
+        "resource": None,
+        "expires_at": min(g.expires_at for g in grants).isoformat(),
+        "why": "expired",
+    }
+    assert not Notification.objects.exists()
+    assert not Grant.objects.filter(ended_at__isnull=True).exists()
+    assert audit_sealed_verify().ok
 
 
 postgres_only = pytest.mark.skipif(

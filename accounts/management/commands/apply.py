@@ -33,9 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="check and report the changes, write nothing")
 
     def handle(self, *args, file: str, prune: bool, dry_run: bool, **options) -> None:
-        text = self._read(file)
         try:
-            data = policy_load(text)
+            # The text is not kept: for a large inventory it would sit in memory through the whole apply.
+            data = policy_load(self._read(file))
             # One transaction for the changes and their audit event: both or neither.
             with transaction.atomic():
                 result = policy_apply(data=data, prune=prune, dry_run=dry_run)
