@@ -131,6 +131,8 @@ def production_env(tmp_path: Path) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="jitportal.settings",
         DJANGO_SECRET_KEY="log-test-secret-key-0123456789-not-for-production",
         JITPORTAL_ENCRYPTION_KEYS="dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OWE=",
+        JITPORTAL_AUDIT_KEY="log-test-audit-key-not-for-production",
+        JITPORTAL_AUDIT_SIGNING_KEY="dGVzdC1vbmx5LWF1ZGl0LXNpZ25pbmcta2V5LTMyYgo=",
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         DJANGO_SECURE_SSL_REDIRECT="0",
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
