@@ -409,7 +409,11 @@ def test_each_sweep_task_records_its_run_and_the_lag_of_its_oldest_row(requester
     assert set(SweepRun.objects.values_list("name", flat=True)) == set(SWEEPS)
     # Every lifecycle sweep is scheduled; beat's other entries keep their own records (the token table,
     # the audit log's seal and checkpoints), since their apps sit below this one.
-    assert set(settings.CELERY_BEAT_SCHEDULE) - set(SWEEPS) == {"delete-expired-tokens", "seal-audit", "checkpoint-audit"}
+    assert set(settings.CELERY_BEAT_SCHEDULE) - set(SWEEPS) == {
+        "delete-expired-tokens",
+        "seal-audit",
+        "checkpoint-audit",
+    }
 
 
 def test_sweep_lags_read_the_backlog_live_without_a_run(requester, reviewer, ops):
