@@ -179,9 +179,17 @@ class _Checkpoint:
 
 
 class _Broken(Exception):
-    def __init__(self, problem: str, *, seq: int | None = None, id: int | None = None, line: int | None = None):
+    def __init__(
+        self,
+        problem: str,
+        *,
+        seq: int | None = None,
+        id: int | None = None,
+        line: int | None = None,
+        checked: int | None = None,
+    ):
         super().__init__(problem)
-        self.problem, self.seq, self.id, self.line = problem, seq, id, line
+        self.problem, self.seq, self.id, self.line, self.checked = problem, seq, id, line, checked
 
 
 def _walk_chain(batch_size: int) -> tuple[int, str]:
@@ -199,6 +207,7 @@ def _walk_chain(batch_size: int) -> tuple[int, str]:
                     "an event was deleted or renumbered",
                     seq=expected,
                     id=event.pk,
+                    checked=last_seq,
                 )
             if event.mac != _mac(event, seq=event.seq, prev_mac=event.prev_mac):
                 raise _Broken(
@@ -206,6 +215,7 @@ def _walk_chain(batch_size: int) -> tuple[int, str]:
                     "or the event was forged",
                     seq=event.seq,
                     id=event.pk,
+                    checked=last_seq,
                 )
             if event.prev_mac != prev_mac:
                 raise _Broken(
@@ -213,6 +223,7 @@ def _walk_chain(batch_size: int) -> tuple[int, str]:
                     "the chain was reordered or rewritten",
                     seq=event.seq,
                     id=event.pk,
+                    checked=last_seq,
                 )
             last_seq, prev_mac = event.seq, event.mac
     head = AuditChainHead.objects.filter(id=1).first()
@@ -222,6 +233,7 @@ def _walk_chain(batch_size: int) -> tuple[int, str]:
             f"the chain ends at seq {last_seq} but its head records seq {head_seq}"
             + (": the newest events were deleted" if head_seq > last_seq else ": the head was altered"),
             seq=last_seq + 1 if head_seq > last_seq else head_seq,
+            checked=last_seq,
         )
     return last_seq, prev_mac
 
@@ -310,6 +322,8 @@ def audit_verify(*, checkpoints: str | Path | None = None, batch_size: int = 200
             report.checkpoints_checked = _check_checkpoints(Path(checkpoints), last_seq=last_seq, batch_size=batch_size)
     except _Broken as broken:
         report.ok, report.problem = False, broken.problem
+        if broken.checked is not None:
+            report.checked = broken.checked
         report.first_bad_seq, report.first_bad_id, report.bad_line = broken.seq, broken.id, broken.line
         return report
     except OSError as exc:
