@@ -318,6 +318,7 @@ CELERY_TASK_ROUTES = {
     "requests_app.tasks.deliver_notification": {"queue": JITPORTAL_DELIVERY_QUEUE},
     "requests_app.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},
     "audit.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},
+    "accounts.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},
 }
 # A web request publishes after commit; the outbox row already guarantees the
 # message, so a broker that refuses or never answers must cost it a bounded

@@ -515,6 +515,7 @@ def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
         ("requests_app.tasks.retry_notifications", "sweeps"),
         ("audit.tasks.seal_audit", "sweeps"),
         ("audit.tasks.checkpoint_audit", "sweeps"),
+        ("accounts.tasks.delete_expired_tokens", "sweeps"),
         ("requests_app.tasks.deliver_notification", "deliveries"),
     ],
 )
@@ -525,6 +526,17 @@ def test_sweeps_and_deliveries_are_routed_to_queues_of_their_own(task, queue, se
     assert celery_app.amqp.router.route({}, task)["queue"].name == expected
     # A worker started without -Q consumes both, as `make run`'s single worker does.
     assert expected in {q.name for q in celery_app.amqp.queues.values()}
+
+
+def test_every_scheduled_task_goes_to_the_sweeps_queue(settings):
+    # Production runs workers for `sweeps` and `deliveries` only: a beat entry
+    # routed anywhere else would be sent and never run.
+    sweeps = settings.JITPORTAL_SWEEP_QUEUE
+    routed = {
+        name: celery_app.amqp.router.route({}, e["task"])["queue"].name
+        for name, e in settings.CELERY_BEAT_SCHEDULE.items()
+    }
+    assert routed == dict.fromkeys(settings.CELERY_BEAT_SCHEDULE, sweeps)
 
 
 def test_celery_reads_django_settings_and_keeps_no_results(settings):
