@@ -30,6 +30,8 @@ from pathlib import Path
 import dj_database_url
 import pytest
 
+from tests.integration.receiver import Receiver
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("JITPORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -338,3 +340,16 @@ def portal(databases, redis_client, tmp_path) -> Iterator[Portal]:
     p = Portal(env, tmp_path)
     yield p
     p.close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

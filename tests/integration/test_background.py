@@ -19,8 +19,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.integration.conftest import REDIS_URL
-from tests.integration.receiver import Receiver
+from tests.integration.conftest import REDIS_URL, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -54,19 +53,6 @@ def silent():
     server = SilentServer()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sweeps_end_grants_on_time_behind_a_backlog_for_a_receiver_that_hangs(portal, silent):

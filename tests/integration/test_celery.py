@@ -10,30 +10,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import time
 from datetime import datetime
 
 import pytest
 
+from tests.integration.conftest import free_port
 from tests.integration.receiver import Receiver
 
 pytestmark = pytest.mark.redis
 
 SECRET = "integration-signing-secret"
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_beat_ends_an_approved_three_second_grant_on_its_own(portal):
