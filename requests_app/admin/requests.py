@@ -121,9 +121,9 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         user = request.user
         match self.value():
             case self.AWAITING:
-                return queryset.filter(pk__in=requests_awaiting_review(user=user, at=timezone.now()).values("pk"))
+                return requests_awaiting_review(user=user, at=timezone.now(), queryset=queryset)
             case self.REVIEWABLE:
-                return queryset.filter(pk__in=AccessRequest.objects.reviewable_by(user).values("pk"))
+                return queryset.reviewable_by(user)
             case self.MINE:
                 return queryset.filter(requester=user)
         return queryset
@@ -160,9 +160,10 @@ class SummarisedChangeList(ChangeList):
 
     def get_results(self, request):
         super().get_results(request)
-        ids = [obj.pk for obj in self.result_list]
-        summarised = {obj.pk: obj for obj in requests_summarised(AccessRequest.objects.filter(pk__in=ids))}
-        self.result_list = [summarised[pk] for pk in ids if pk in summarised]
+        # The page (still a lazy slice) becomes a subquery of the summary's one read, in the list's order.
+        page = self.result_list.values("pk")
+        ordering = self.result_list.query.order_by
+        self.result_list = list(requests_summarised(AccessRequest.objects.filter(pk__in=page)).order_by(*ordering))
 
 
 @admin.register(AccessRequest)
@@ -186,6 +187,8 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     search_fields = ("requester__username", "reason", "resources__name")
     date_hierarchy = "created_at"
     list_per_page = QUEUE_PAGE
+    # "N results" counts the filtered rows only; a second COUNT of every visible request is not worth it.
+    show_full_result_count = False
     actions = ["approve_selected", "deny_selected"]
     fields = (
         "id",
