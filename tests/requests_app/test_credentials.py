@@ -288,6 +288,19 @@ def test_accepted_public_keys(requester, reviewer, web_ssh, web1, make):
     assert issued.public_key_fingerprint == public_key_parse(line).fingerprint
 
 
+def test_a_key_sent_again_is_parsed_once_and_a_refused_one_is_refused_every_time():
+    line = openssh_public(ed25519_key())
+
+    first = public_key_parse(f"{line} alice@laptop")
+
+    assert public_key_parse(f"  {line} alice@laptop\n") is first
+    assert first.line == line
+    short = openssh_public(rsa_key(2048))
+    for _ in range(2):
+        with pytest.raises(DomainError, match="at least 3072 bits"):
+            public_key_parse(short)
+
+
 BAD_KEYS = {
     "rsa 2048": (lambda: openssh_public(rsa_key(2048)), "rsa keys must have at least 3072 bits; this one has 2048"),
     "dsa": (dsa_public_line, "ssh-dss keys are not accepted"),
