@@ -102,7 +102,15 @@ def may_review_queue(user) -> bool:
     (``AccessRequest.objects.reviewable_by``), checked again by the service.
     Superusers too need a reviewer group: they could not review without one.
     """
-    return _signed_in(user) and Role.objects.reviewable_by(user).exists()
+    if not _signed_in(user):
+        return False
+    # Kept on the user object for its lifetime (one request), as Django keeps its permissions: a page
+    # asks this for the sidebar, the filters and the templates, and each ask would be a query.
+    answer = getattr(user, "_may_review_queue", None)
+    if answer is None:
+        answer = Role.objects.reviewable_by(user).exists()
+        user._may_review_queue = answer
+    return answer
 
 
 def may_read_requests(user) -> bool:

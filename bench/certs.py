@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """SSH certificate issuance: in-process and over HTTP, beside the raw signing floor and the access check.
 
-The floor is what no implementation can beat: cryptography's certificate
-builder and an Ed25519 signature with the CA key already in memory. In-process
+The floors are what no implementation can beat: cryptography's certificate
+builder and an Ed25519 signature with the CA key already in memory, and one
+small row inserted and committed (an issuance commits its record and audit
+event once, so the database's commit latency bounds it too). In-process
 is ``certificate_issue`` (the grant locked, eligibility, the CA, the row, the
 audit event); over HTTP it is ``POST /api/v1/grants/{id}/certificate/`` on
 gunicorn (production settings, 2 sync workers, 8 keep-alive clients), shown
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives import serialization  # isort: skip - servin
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import ssh
 from django.contrib.auth.models import Group
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -61,6 +63,17 @@ def raw_sign_rate(calls: int) -> float:
             .sign(ca)
             .public_bytes()
         )
+    return calls / (time.perf_counter() - started)
+
+
+def commit_rate(calls: int) -> float:
+    """One small INSERT committed on its own, the durability floor every issuance pays once."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE bench_commit (id integer PRIMARY KEY, note varchar(64))")
+    started = time.perf_counter()
+    for n in range(calls):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("INSERT INTO bench_commit (id, note) VALUES (%s, %s)", [n, "certificate.issued"])
     return calls / (time.perf_counter() - started)
 
 
@@ -118,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         analyze()
         floor = raw_sign_rate(args.calls * 5)
         rate, p50, p95, queries = in_process(grant, user, args.calls)
+        committed = commit_rate(args.calls)
         rows = [
             ["raw builder + Ed25519 sign (floor)", f"{floor:.0f}", "1.00x floor", "", "", "0"],
+            ["one INSERT + COMMIT (floor)", f"{committed:.0f}", f"{committed / floor:.3f}x floor", "", "", "1"],
             [
                 "certificate_issue in-process",
                 f"{rate:.0f}",

@@ -2,7 +2,7 @@
 
 The database is the test database of whatever DATABASE_URL names (a SQLite
 file by default). gunicorn runs the production settings (``bench.settings``:
-DEBUG off, two sync workers) on a free port in 8500-8599; the load client
+DEBUG off, two sync workers) on a free port in 8500-8599 (or ``BENCH_PORTS``); the load client
 keeps ``concurrency`` keep-alive connections busy for ``seconds``, like
 ``wrk -c8``, and reports requests per second and latency.
 """
@@ -70,14 +70,16 @@ def analyze() -> None:
 
 
 def _free_port() -> int:
-    for port in range(8500, 8600):
+    # BENCH_PORTS=8900-8999 keeps runs on a shared machine out of one another's way.
+    first, last = (int(n) for n in os.environ.get("BENCH_PORTS", "8500-8599").split("-"))
+    for port in range(first, last + 1):
         with socket.socket() as probe:
             try:
                 probe.bind((HOST, port))
             except OSError:
                 continue
             return port
-    raise SystemExit("no free port in 8500-8599")
+    raise SystemExit(f"no free port in {first}-{last}")
 
 
 @contextmanager

@@ -39,10 +39,9 @@ class AccessRequestFilterSet(django_filters.FilterSet):
         if value == "mine":
             return queryset.filter(requester=user)
         if value == "review":
-            awaiting = AccessRequest.objects.awaiting_review_by(user, at=timezone.now())
-            return queryset.filter(pk__in=awaiting.values("pk"))
+            return queryset.awaiting_review_by(user, at=timezone.now())
         if value == "reviewable":
-            return queryset.filter(pk__in=AccessRequest.objects.reviewable_by(user).values("pk"))
+            return queryset.reviewable_by(user)
         return queryset
 
 

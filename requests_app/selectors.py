@@ -52,9 +52,14 @@ def requests_summarised(queryset: AccessRequestQuerySet) -> AccessRequestQuerySe
     )
 
 
-def requests_awaiting_review(*, user, at: datetime) -> AccessRequestQuerySet:
-    """The admin queue, its count on the index and the dashboard banner (``awaiting_review_by``)."""
-    return AccessRequest.objects.awaiting_review_by(user, at=at)
+def requests_awaiting_review(
+    *, user, at: datetime, queryset: AccessRequestQuerySet | None = None
+) -> AccessRequestQuerySet:
+    """The admin queue, its count on the index and the dashboard banner (``awaiting_review_by``).
+
+    ``queryset`` narrows rows already chosen (the admin's visible requests) in the same query.
+    """
+    return (AccessRequest.objects.all() if queryset is None else queryset).awaiting_review_by(user, at=at)
 
 
 # --- dashboard and lists --------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, TextField
+from django.db.models import Q, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -61,6 +61,33 @@ def _ca_signing_at(at: datetime) -> SSHCertificateAuthority | None:
         .order_by("-created_at", "-id")
         .first()
     )
+
+
+def ssh_ca_signing_columns(at: datetime) -> dict[str, Subquery]:
+    """Annotations naming the CA that signs at ``at``, so a caller reads it with its own row.
+
+    The same choice as ``ssh_ca_signing`` (newest not retired), read in the
+    caller's statement: a rotation committed before it is seen, with no round
+    trip of its own. ``ssh_ca_signing_read`` turns them back into the CA.
+    """
+    newest = SSHCertificateAuthority.objects.filter(_signing_q(at)).order_by("-created_at", "-id")
+    return {
+        "signing_ca_id": Subquery(newest.values("pk")[:1]),
+        "signing_ca_fingerprint": Subquery(newest.values("fingerprint")[:1]),
+        "signing_ca_key": Subquery(
+            newest.annotate(token=Cast("private_key", TextField())).values("token")[:1], output_field=TextField()
+        ),
+    }
+
+
+def ssh_ca_signing_read(row, *, at: datetime) -> SSHCertificateAuthority:
+    """The signing CA from a row annotated with ``ssh_ca_signing_columns``; made on first use, as ever."""
+    if row.signing_ca_id is None:
+        return ssh_ca_signing(at=at)
+    ca = SSHCertificateAuthority(pk=row.signing_ca_id, fingerprint=row.signing_ca_fingerprint)
+    # Only what signing needs: the stored (encrypted) key, which ``certificate_sign`` decrypts once per process.
+    ca.private_key_token = row.signing_ca_key
+    return ca
 
 
 def ssh_ca_signing(*, at: datetime | None = None) -> SSHCertificateAuthority:

@@ -13,9 +13,9 @@ from django.utils import timezone
 from accounts.models import Role
 from audit.services import audit_record
 from jitportal.errors import PermissionRefused, StateConflict
-from requests_app.credentials.ca import ssh_ca_signing
+from requests_app.credentials.ca import ssh_ca_signing_columns, ssh_ca_signing_read
 from requests_app.credentials.hosts import grant_ssh_principals
-from requests_app.credentials.keys import certificate_sign, public_key_parse
+from requests_app.credentials.keys import UserPublicKey, certificate_sign, public_key_parse
 from requests_app.models import Grant, IssuedCertificate, grant_refusal
 
 # Certificates start a minute in the past so a host whose clock is slightly behind accepts them.
@@ -57,6 +57,10 @@ def _refuse_unless_usable(grant: Grant, *, user, at: datetime) -> None:
     raise PermissionRefused(refusal, code="not_honoured")
 
 
+class _SerialTaken(Exception):
+    """The drawn serial was already used; the whole issue is tried again with a new one."""
+
+
 def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | None = None) -> IssuedCertificate:
     """Sign an OpenSSH user certificate for ``public_key``, scoped to ``grant`` and ending with it.
 
@@ -67,18 +71,33 @@ def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | Non
     """
     at = at or timezone.now()
     subject = public_key_parse(public_key)
+    # 63 random bits make a repeated serial all but impossible, so no savepoint guards each insert; the
+    # unique constraint is the backstop, and a collision rolls the whole issue back to be drawn again.
+    for _attempt in range(3):
+        try:
+            return _certificate_issue_once(grant=grant, user=user, subject=subject, at=at)
+        except _SerialTaken:
+            continue
+    raise RuntimeError("could not draw an unused certificate serial")
+
+
+def _certificate_issue_once(*, grant: Grant, user, subject: UserPublicKey, at: datetime) -> IssuedCertificate:
     with transaction.atomic():
-        # The role, owner, resource and the owner's eligibility in the same read; only the grant row is locked.
+        # The role, owner, resource, the owner's eligibility and the signing CA in one read; only the
+        # grant row is locked.
         locked = (
             Grant.objects.select_for_update(of=("self",))
             .select_related("role", "user", "resource")
-            .annotate(owner_eligible=Exists(Role.objects.requestable_by(user).filter(pk=OuterRef("role_id"))))
+            .annotate(
+                owner_eligible=Exists(Role.objects.requestable_by(user).filter(pk=OuterRef("role_id"))),
+                **ssh_ca_signing_columns(at),
+            )
             .get(pk=grant.pk)
         )
         _refuse_unless_usable(locked, user=user, at=at)
         role = locked.role
         principals = grant_ssh_principals(locked)
-        ca = ssh_ca_signing(at=at)
+        ca = ssh_ca_signing_read(locked, at=at)
         valid_after = _epoch(at - BACKDATE)
         # Rounded down: never a second past the grant.
         valid_before = _epoch(locked.expires_at)
@@ -86,39 +105,34 @@ def certificate_issue(*, grant: Grant, user, public_key: str, at: datetime | Non
             raise StateConflict("the grant ends within the second; request access again")
         extensions = sorted(ext for attr, ext in ROLE_EXTENSIONS.items() if getattr(role, attr))
         key_id = f"{user.username}@jitportal request={locked.request_id} grant={locked.pk}"
-        for _attempt in range(5):
-            serial = _serial_new()
-            certificate = certificate_sign(
+        serial = _serial_new()
+        certificate = certificate_sign(
+            ca=ca,
+            subject=subject,
+            principals=principals,
+            key_id=key_id,
+            serial=serial,
+            valid_after=valid_after,
+            valid_before=valid_before,
+            extensions=extensions,
+        )
+        try:
+            issued = IssuedCertificate.objects.create(
+                grant=locked,
                 ca=ca,
-                subject=subject,
-                principals=principals,
-                key_id=key_id,
                 serial=serial,
-                valid_after=valid_after,
-                valid_before=valid_before,
-                extensions=extensions,
+                key_id=key_id,
+                principals=principals,
+                public_key=subject.line,
+                public_key_fingerprint=subject.fingerprint,
+                certificate=certificate,
+                valid_after=datetime.fromtimestamp(valid_after, tz=UTC),
+                valid_before=datetime.fromtimestamp(valid_before, tz=UTC),
+                created_at=at,
             )
-            try:
-                with transaction.atomic():
-                    issued = IssuedCertificate.objects.create(
-                        grant=locked,
-                        ca=ca,
-                        serial=serial,
-                        key_id=key_id,
-                        principals=principals,
-                        public_key=subject.line,
-                        public_key_fingerprint=subject.fingerprint,
-                        certificate=certificate,
-                        valid_after=datetime.fromtimestamp(valid_after, tz=UTC),
-                        valid_before=datetime.fromtimestamp(valid_before, tz=UTC),
-                        created_at=at,
-                    )
-                break
-            except IntegrityError:
-                # A serial already used (one chance in 2**63 per certificate): draw again.
-                continue
-        else:
-            raise RuntimeError("could not draw an unused certificate serial")
+        except IntegrityError as error:
+            # The window is checked above and the references are locked or read, so only the serial can clash.
+            raise _SerialTaken from error
         audit_record(
             action="certificate.issued",
             actor=user,

@@ -7,6 +7,7 @@ reads one file to see what the portal parses and signs.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass
 
@@ -64,7 +65,16 @@ def public_key_parse(text: object) -> UserPublicKey:
 
     if not isinstance(text, str) or not text.strip():
         raise refuse("send an OpenSSH public key, e.g. the contents of ~/.ssh/id_ed25519.pub")
-    text = text.strip()
+    return _public_key_parse_line(text.strip())
+
+
+# A person asks for certificates for the same key again and again; parsing it, its checks and its
+# fingerprint cost about half what signing does. A refused key raises, and a raise is never kept.
+@functools.lru_cache(maxsize=256)
+def _public_key_parse_line(text: str) -> UserPublicKey:
+    def refuse(message: str) -> DomainError:
+        return DomainError(message, field="public_key")
+
     if len(text) > MAX_PUBLIC_KEY_LENGTH:
         raise refuse(f"is longer than {MAX_PUBLIC_KEY_LENGTH} characters; send one public key")
     if "PRIVATE KEY" in text:

@@ -17,6 +17,19 @@ from inventory.models import Resource
 MAX_REASON_LENGTH = 4096
 
 
+def _reviewable_q(user) -> Q:
+    """``user`` reviews every role of the request (and it has one): two correlated EXISTS.
+
+    Written as semi-joins on the request's own role rows rather than an IN over
+    every reviewable request, so the planner probes indexes per row (or stops
+    at the first page) on both backends, and no DISTINCT is needed.
+    """
+    through = AccessRequest.roles.through
+    reviews_role = Exists(Role.reviewers.through.objects.filter(role_id=OuterRef("role_id"), group__user=user))
+    own_roles = through.objects.filter(accessrequest_id=OuterRef("pk"))
+    return Q(Exists(own_roles)) & ~Q(Exists(own_roles.exclude(reviews_role)))
+
+
 class AccessRequestQuerySet(models.QuerySet):
     def visible_to(self, user) -> AccessRequestQuerySet:
         """Own requests, those the user may review, everything for holders of ``audit``."""
@@ -24,30 +37,21 @@ class AccessRequestQuerySet(models.QuerySet):
             return self.none()
         if may_audit(user):
             return self
-        return self.filter(Q(requester=user) | Q(pk__in=self.reviewable_by(user).values("pk")))
+        return self.filter(Q(requester=user) | _reviewable_q(user))
 
     def reviewable_by(self, user) -> AccessRequestQuerySet:
         """Requests where ``user`` is eligible for every role, never their own."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        reviewable = Role.objects.reviewable_by(user).values("pk")
-        return (
-            self.exclude(requester=user)
-            .filter(roles__isnull=False)
-            .exclude(roles__in=Role.objects.exclude(pk__in=reviewable))
-            .distinct()
-        )
+        return self.exclude(requester=user).filter(_reviewable_q(user))
 
     def awaiting_review_by(self, user, *, at: datetime) -> AccessRequestQuerySet:
         """What "awaiting my review" means everywhere: pending and still within its time to live,
         ``user`` may review it, and has not reviewed it yet."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        return (
-            self.in_state(AccessRequest.State.PENDING, at=at)
-            .filter(pk__in=AccessRequest.objects.reviewable_by(user).values("pk"))
-            .exclude(pk__in=Review.objects.filter(reviewer=user).values("request_id"))
-        )
+        reviewed = Review.objects.filter(request_id=OuterRef("pk"), reviewer=user)
+        return self.in_state(AccessRequest.State.PENDING, at=at).reviewable_by(user).exclude(Exists(reviewed))
 
     def with_counts(self) -> AccessRequestQuerySet:
         return self.annotate(

@@ -6,9 +6,12 @@ Every endpoint is also tried without permission.
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
 
@@ -87,6 +90,24 @@ def test_a_token_works_the_same_as_a_session(requester, grant):
     )
 
     assert response.status_code == 201, response.content
+
+
+def test_a_certificate_over_the_api_costs_five_statements(requester, grant):
+    """The token, the owner's grant, the locked read (eligibility and signing CA with it), two inserts."""
+    client = token_client(requester)
+    body = {"public_key": openssh_public(ed25519_key())}
+    assert client.post(certificate_url(grant), body, format="json").status_code == 201
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.post(certificate_url(grant), body, format="json")
+
+    assert response.status_code == 201, response.content
+    statements = [
+        q["sql"] for q in captured.captured_queries if not re.match(r"\s*(SAVEPOINT|RELEASE|BEGIN|COMMIT)", q["sql"])
+    ]
+    assert len(statements) == 5, statements
+    # The caller's capabilities are never loaded: an owner's grant is visible to the owner whatever they hold.
+    assert not [sql for sql in statements if "auth_permission" in sql]
 
 
 def test_another_users_grant_is_not_found(api, grant):

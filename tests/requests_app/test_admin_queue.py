@@ -533,7 +533,7 @@ def test_queue_counts_plain_rows_and_summarises_only_the_page(client, staff_revi
         for q in captured.captured_queries
         if re.match(r"SELECT (COUNT|MIN|DISTINCT DATE|DISTINCT django)", q["sql"])
     ]
-    assert len(aggregates) >= 3, aggregates  # the paginator's count, the full count, the date drill-down
+    assert len(aggregates) >= 3, aggregates  # the paginator's count, the date drill-down's range and its days
     assert not [sql for sql in aggregates if "requests_app_review" in sql or "GROUP BY" in sql]
     assert response.context["cl"].result_count == 4
     rows = response.context["cl"].result_list
@@ -546,3 +546,57 @@ def test_queue_counts_plain_rows_and_summarises_only_the_page(client, staff_revi
         if q["sql"].startswith('SELECT DISTINCT 1 AS "a" FROM "accounts_role"') and "accessrequest" not in q["sql"]
     ]
     assert len(capability_asks) <= 4, len(capability_asks)
+
+
+def _queue_queries(client) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(QUEUE)
+    assert response.status_code == 200
+    return [q["sql"] for q in captured.captured_queries]
+
+
+def test_the_queue_costs_at_most_twelve_queries_however_many_wait(client, staff_reviewer, requester, prod_ssh):
+    client.force_login(staff_reviewer)
+    hosts = many_resources(2, prefix="h")
+    pending_requests(3, requester=requester, role=prod_ssh, resources=hosts)
+    few = _queue_queries(client)
+    # More than a page (QUEUE_PAGE is 100), so the page is cut and a next page offered.
+    pending_requests(120, requester=requester, role=prod_ssh, resources=hosts)
+    many = _queue_queries(client)
+
+    assert len(many) == len(few) <= 12, many
+    # Whether one may review is asked once per page, not once per sidebar entry, filter and template tag.
+    asks = [sql for sql in many if sql.startswith('SELECT DISTINCT 1 AS "a" FROM "accounts_role"')]
+    assert len(asks) == 1, asks
+    # The rule is a semi-join on the request's own roles, not an IN over every reviewable request.
+    assert not [sql for sql in many if "IN (SELECT DISTINCT" in sql]
+
+
+def test_a_request_for_two_roles_is_reviewable_only_by_a_reviewer_of_both(requester, reviewer, prod_ssh, web1, db1):
+    db_role = make_role("prod-db", resource_kinds=["db"], reviewers=("dba",))
+    both = request_create(requester=requester, resources=[web1, db1], roles=[prod_ssh, db_role], reason="INC-9 both")
+    only_ssh = request_create(requester=requester, resources=[web1], roles=[prod_ssh], reason="INC-9 ssh")
+    dba = make_user("dora", groups=("dba",))
+    lead_and_dba = make_user("lena", groups=("sre-leads", "dba"))
+    at = timezone.now()
+
+    def seen(user) -> tuple[set, set, set]:
+        return (
+            set(AccessRequest.objects.visible_to(user).values_list("pk", flat=True)),
+            set(AccessRequest.objects.reviewable_by(user).values_list("pk", flat=True)),
+            set(AccessRequest.objects.awaiting_review_by(user, at=at).values_list("pk", flat=True)),
+        )
+
+    assert seen(reviewer) == ({only_ssh.pk}, {only_ssh.pk}, {only_ssh.pk})
+    assert seen(dba) == (set(), set(), set())
+    assert seen(lead_and_dba) == ({both.pk, only_ssh.pk},) * 3
+    assert seen(requester)[0] == {both.pk, only_ssh.pk}
+    assert seen(requester)[1:] == (set(), set())
+    request_review(request=only_ssh, reviewer=lead_and_dba, decision="approve", reason="ok")
+    assert seen(lead_and_dba)[2] == {both.pk}
+    # A request without any role (not made through the service) is nobody's to review.
+    roleless = AccessRequest.objects.create(
+        requester=requester, duration=timedelta(minutes=30), pending_expires_at=at + timedelta(hours=1)
+    )
+    assert roleless.pk not in seen(lead_and_dba)[0] | seen(lead_and_dba)[1]
+    assert roleless.pk in seen(requester)[0]
