@@ -28,8 +28,12 @@ from requests_app.notifications.messages import Event, Kind, Message, build_mess
 
 logger = logging.getLogger(__name__)
 
-# The worker task that runs notification_deliver (requests_app/tasks.py).
+# The worker tasks that run notification_deliver (requests_app/tasks.py): one row, or a list of rows in turn.
 DELIVER_TASK = "requests_app.tasks.deliver_notification"
+DELIVER_MANY_TASK = "requests_app.tasks.deliver_notifications"
+# Rows per hand-off: few publishes for a sweep's thousands of messages, yet
+# enough tasks that several workers share a burst.
+DELIVERY_CHUNK = 50
 
 # Events that tell the requester about their own request or grant.
 REQUESTER_EVENTS = {
@@ -164,22 +168,25 @@ def enqueue_deliveries(pks: list[int], *, expires: float | None = None) -> int:
     Runs after commit, often in a web request: the broker settings bound each
     publish to well under a second, and the first failure stops the loop, so
     a broker that is down or hung delays notifications, never the answer.
+    Rows go out ``DELIVERY_CHUNK`` to a task, so a sweep that queues
+    thousands of messages makes a few hundred publishes, not thousands.
     """
     # By name: the task module sits above this one (it calls the services that notify).
-    deliver = current_app.signature(DELIVER_TASK)
+    deliver = current_app.signature(DELIVER_MANY_TASK)
     sent: list[int] = []
-    for pk in pks:
+    for start in range(0, len(pks), DELIVERY_CHUNK):
+        chunk = list(pks[start : start + DELIVERY_CHUNK])
         try:
-            deliver.apply_async((pk,), expires=expires, retry=False)
-        except Exception:  # the broker may be down; the row is safe in the database
+            deliver.apply_async((chunk,), expires=expires, retry=False)
+        except Exception:  # the broker may be down; the rows are safe in the database
             logger.warning(
                 "could not queue delivery of notification %s (and %d more); the retry sweep will send them",
-                pk,
+                chunk[0],
                 len(pks) - len(sent) - 1,
                 exc_info=True,
             )
             break
-        sent.append(pk)
+        sent += chunk
     if sent:
         # Stamped after publishing: a row stamped but never published would wait a lease for nothing.
         Notification.objects.filter(pk__in=sent).update(handed_off_at=timezone.now())
