@@ -30,6 +30,7 @@ from django.utils import timezone
 from audit import signing
 from audit.chain import canonical, event_mac
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from jitportal.db import insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,18 @@ def audit_record(
     return event
 
 
-# Columns an insert fills; the seal columns start empty and only ``audit_seal`` writes them.
-_INSERT_COLUMNS = ("created_at", "actor_id", "actor_username", "action", "target_type", "target_id", "data")
+# Columns an insert fills; the seal columns (prev_mac, mac) start empty and only ``audit_seal`` writes them.
+_INSERT_COLUMNS = (
+    "created_at",
+    "actor_id",
+    "actor_username",
+    "action",
+    "target_type",
+    "target_id",
+    "data",
+    "prev_mac",
+    "mac",
+)
 
 
 def _insert_row(
@@ -96,9 +107,9 @@ def _insert_row(
         target_type = target_type or target._meta.model_name
         target_id = target_id or str(target.pk)
     actor_id = actor.pk if actor is not None and actor.pk else None
-    # The same JSON text ``_event`` would store: keys sorted, anything else as its str().
+    # The same JSON text ``_event`` stores: keys sorted, anything else as its str().
     text = json.dumps(data or {}, default=str, sort_keys=True)
-    return (created_at, actor_id, getattr(actor, "username", "") or "", action, target_type, target_id, text)
+    return (created_at, actor_id, getattr(actor, "username", "") or "", action, target_type, target_id, text, "", "")
 
 
 def audit_record_many(entries: Iterable[dict], *, batch_size: int = 1000) -> int:
@@ -111,21 +122,7 @@ def audit_record_many(entries: Iterable[dict], *, batch_size: int = 1000) -> int
     """
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     rows = [_insert_row(created_at=created_at, **entry) for entry in entries]
-    width = len(_INSERT_COLUMNS)
-    # Bounded by the backend's bind-parameter limit (999 on older SQLite builds).
-    limit = connection.features.max_query_params
-    size = max(1, min(batch_size, limit // width if limit else batch_size))
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in (*_INSERT_COLUMNS, "prev_mac", "mac"))
-    one = "(" + ", ".join(["%s"] * width) + ", '', '')"
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), size):
-            chunk = rows[start : start + size]
-            values = ", ".join([one] * len(chunk))
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {values}",  # noqa: S608 - names from the model, values bound
-                [value for row in chunk for value in row],
-            )
+    insert_rows(table=AuditEvent._meta.db_table, columns=_INSERT_COLUMNS, rows=rows, batch_size=batch_size)
     return len(rows)
 
 
