@@ -7,6 +7,8 @@ role-based) over a few hundred users and requests into a throwaway database
 runs ``grants_end_expired`` in its own process, with no notification channel
 and with one Slack channel that wants ``grant.ended``. Beside it, the floor
 measured in the same run: one raw UPDATE setting ``ended_at`` on the same rows.
+After the quiet sweep, ``audit_seal`` seals the events it wrote (also in its
+own process): beat does that after commit, outside the sweep's time.
 
     python bench/sweep.py                   # N = 100000
     python bench/sweep.py --sizes 20000
@@ -38,6 +40,7 @@ from django.utils import timezone  # noqa: E402
 
 from accounts.models import Role, User  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
+from audit.services import audit_seal  # noqa: E402
 from inventory.models import Resource  # noqa: E402
 from requests_app import services  # noqa: E402
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel  # noqa: E402
@@ -110,6 +113,8 @@ def _child(step: str, db_name: str) -> dict:
                 [timezone.now(), timezone.now()],
             )
             ended = cursor.rowcount
+    elif step == "seal":
+        ended = audit_seal()
     else:
         ended = grants_end_expired()
     seconds = time.perf_counter() - started
@@ -154,6 +159,9 @@ def bench(n: int) -> list[tuple]:
     quiet = _run("sweep")
     assert quiet["ended"] == n
     assert AuditEvent.objects.filter(action="grant.ended").count() == n
+    events = AuditEvent.objects.count()
+    seal = _run("seal")
+    assert seal["ended"] == events == AuditEvent.objects.sealed().count()
     _reset()
     NotificationChannel.objects.create(
         name="ops-slack", kind="slack", url="https://hooks.invalid/x", events=["grant.ended"]
@@ -165,6 +173,7 @@ def bench(n: int) -> list[tuple]:
         (n, "sweep, no channel", quiet, raw),
         (n, "sweep, one Slack channel", notifying, raw),
         (n, "raw UPDATE (floor)", raw, raw),
+        (n, f"audit_seal, {events:,} events", seal, raw),
     ]
 
 
