@@ -175,6 +175,27 @@ def test_ending_grants_does_not_query_per_grant(requester, reviewer, ops, channe
     assert Notification.objects.count() == n
 
 
+@pytest.mark.parametrize("with_channel", [False, True], ids=["no channel", "one channel"])
+def test_each_batch_of_the_sweep_costs_the_same_few_queries(requester, reviewer, ops, settings, with_channel, request):
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 40
+    if with_channel:
+        request.getfixturevalue("channel")
+
+    def swept_with_queries(n: int) -> int:
+        expired_grants(n, requester=requester, reviewer=reviewer, role=ops)
+        with CaptureQueriesContext(connection) as ctx:
+            assert grants_end_expired() == n
+        return len(ctx.captured_queries)
+
+    one, two, three = swept_with_queries(40), swept_with_queries(80), swept_with_queries(120)
+    # Savepoint, lock, claim, read, one audit insert, the channel lookup, release; with a
+    # channel also its roles, the grants, the channels and roles again for queueing, the
+    # outbox insert and the read of its ids. The same for every batch, whatever its size.
+    assert two - one == three - two == (13 if with_channel else 7)
+    assert Notification.objects.count() == (240 if with_channel else 0)
+    assert AuditEvent.objects.filter(action="grant.ended").count() == 240
+
+
 def test_with_no_channel_the_sweep_ends_grants_from_plain_values(requester, reviewer, ops, settings, monkeypatch):
     settings.JITPORTAL_SWEEP_BATCH_SIZE = 50
     grants = expired_grants(120, requester=requester, reviewer=reviewer, role=ops)
