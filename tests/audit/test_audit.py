@@ -69,7 +69,11 @@ def test_recording_in_bulk_stores_what_recording_one_by_one_does(requester, ops)
 
     columns = ("actor_id", "actor_username", "action", "target_type", "target_id", "data")
     one, bulk, plain = AuditEvent.objects.order_by("id").values_list(*columns)
-    assert one == bulk == (requester.pk, "alice", "x.done", "role", str(ops.pk), {"a": [1, {"c": 3, "d": 2}], "b": str(when)})
+    assert (
+        one
+        == bulk
+        == (requester.pk, "alice", "x.done", "role", str(ops.pk), {"a": [1, {"c": 3, "d": 2}], "b": str(when)})
+    )
     assert plain == (None, "", "x.done", "thing", "7", {})
     # Rows of one call share the time of their transaction.
     times = set(AuditEvent.objects.filter(seq__isnull=True).order_by("id").values_list("created_at", flat=True)[1:])
