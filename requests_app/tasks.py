@@ -35,6 +35,7 @@ def remind_expiring_grants() -> int:
 
 @shared_task
 def deliver_notification(notification_id: int) -> str | None:
+    # Hand-offs now carry lists (deliver_notifications); this one still runs tasks already queued with one id.
     # A row that is gone, delivered or claimed by another worker is skipped by the claim.
     return notification_deliver(notification_id=notification_id)
 
