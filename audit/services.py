@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, F, Min, Value, When
+from django.db import connection, transaction
+from django.db.models import F, Min
 from django.utils import timezone
 
 from audit import signing
 from audit.chain import canonical, event_mac
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from jitportal.db import insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -78,35 +79,66 @@ def audit_record(
     return event
 
 
-def audit_record_many(entries: Iterable[dict], *, batch_size: int = 500) -> int:
-    """Insert many unsealed events in one statement per batch; returns how many.
+# Columns an insert fills; the seal columns (prev_mac, mac) start empty and only ``audit_seal`` writes them.
+_INSERT_COLUMNS = (
+    "created_at",
+    "actor_id",
+    "actor_username",
+    "action",
+    "target_type",
+    "target_id",
+    "data",
+    "prev_mac",
+    "mac",
+)
 
-    Each entry takes the keyword arguments of ``audit_record``. A sweep uses it
-    so a batch of hundreds of transitions costs a few queries, not hundreds.
+
+def _insert_row(
+    *,
+    created_at: Any,
+    action: str,
+    actor=None,
+    target: Any = None,
+    target_type: str = "",
+    target_id: str = "",
+    data: dict | None = None,
+) -> tuple:
+    if target is not None:
+        target_type = target_type or target._meta.model_name
+        target_id = target_id or str(target.pk)
+    actor_id = actor.pk if actor is not None and actor.pk else None
+    # The same JSON text ``_event`` stores: keys sorted, anything else as its str().
+    text = json.dumps(data or {}, default=str, sort_keys=True)
+    return (created_at, actor_id, getattr(actor, "username", "") or "", action, target_type, target_id, text, "", "")
+
+
+def audit_record_many(entries: Iterable[dict], *, batch_size: int = 1000) -> int:
+    """Insert many unsealed events with one multi-row INSERT per batch; returns how many.
+
+    Each entry takes the keyword arguments of ``audit_record``. Sweeps use it
+    for thousands of transitions, so rows go to the database as plain tuples
+    (no model instances, no ids read back); they share one ``created_at``,
+    the time of the transaction that writes them.
     """
-    events = [_event(**entry) for entry in entries]
-    if events:
-        AuditEvent.objects.bulk_create(events, batch_size=batch_size)
-    return len(events)
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    rows = [_insert_row(created_at=created_at, **entry) for entry in entries]
+    insert_rows(table=AuditEvent._meta.db_table, columns=_INSERT_COLUMNS, rows=rows, batch_size=batch_size)
+    return len(rows)
 
 
 # --- sealing ------------------------------------------------------------------------------
 
 
+# What the sealer reads of an event: every column under its MAC but the seal itself.
+_MAC_COLUMNS = ("id", "created_at", "actor_id", "actor_username", "action", "target_type", "target_id", "data")
+
+
+def _mac_of(columns: dict, *, seq: int, prev_mac: str) -> str:
+    return event_mac(str(settings.JITPORTAL_AUDIT_KEY), **columns, seq=seq, prev_mac=prev_mac)
+
+
 def _mac(event: AuditEvent, *, seq: int, prev_mac: str) -> str:
-    return event_mac(
-        str(settings.JITPORTAL_AUDIT_KEY),
-        id=event.pk,
-        seq=seq,
-        created_at=event.created_at,
-        actor_id=event.actor_id,
-        actor_username=event.actor_username,
-        action=event.action,
-        target_type=event.target_type,
-        target_id=event.target_id,
-        data=event.data,
-        prev_mac=prev_mac,
-    )
+    return _mac_of({name: getattr(event, name) for name in _MAC_COLUMNS}, seq=seq, prev_mac=prev_mac)
 
 
 def _seal_batch(batch_size: int) -> int:
@@ -119,24 +151,21 @@ def _seal_batch(batch_size: int) -> int:
             AuditChainHead.objects.get_or_create(id=1)
             AuditChainHead.objects.filter(id=1).update(last_seq=F("last_seq"))
         head = AuditChainHead.objects.get(id=1)
-        batch = list(AuditEvent.objects.unsealed().order_by("id")[:batch_size])
+        # Plain values, not model instances: the sealer reads thousands of events a run.
+        batch = list(AuditEvent.objects.unsealed().order_by("id").values(*_MAC_COLUMNS)[:batch_size])
         if not batch:
             return 0
         seq, prev_mac = head.last_seq, head.last_mac
-        sealed: list[tuple[int, int, str, str]] = []
-        for event in batch:
+        sealed: list[tuple[int, str, str, int]] = []
+        for columns in batch:
             seq += 1
-            mac = _mac(event, seq=seq, prev_mac=prev_mac)
-            sealed.append((event.pk, seq, prev_mac, mac))
+            mac = _mac_of(columns, seq=seq, prev_mac=prev_mac)
+            sealed.append((seq, prev_mac, mac, columns["id"]))
             prev_mac = mac
-        # Several hundred rows per statement keeps the bind parameters under every backend's limit.
-        for start in range(0, len(sealed), 250):
-            chunk = sealed[start : start + 250]
-            AuditEvent.objects.filter(pk__in=[row[0] for row in chunk], seq__isnull=True)._seal_update(
-                seq=Case(*[When(pk=pk, then=Value(s)) for pk, s, _, _ in chunk]),
-                prev_mac=Case(*[When(pk=pk, then=Value(p)) for pk, _, p, _ in chunk]),
-                mac=Case(*[When(pk=pk, then=Value(m)) for pk, _, _, m in chunk]),
-            )
+        # The head's lock keeps every other sealer out, so each row read here is still unsealed;
+        # if one were not, writing the head would leave a gap in the chain.
+        if AuditEvent.objects.unsealed()._seal_rows(sealed) != len(sealed):
+            raise RuntimeError("an event was sealed by another writer while the chain head was locked")
         AuditChainHead.objects.filter(id=1).update(last_seq=seq, last_mac=prev_mac)
         return len(batch)
 

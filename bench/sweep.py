@@ -7,6 +7,8 @@ role-based) over a few hundred users and requests into a throwaway database
 runs ``grants_end_expired`` in its own process, with no notification channel
 and with one Slack channel that wants ``grant.ended``. Beside it, the floor
 measured in the same run: one raw UPDATE setting ``ended_at`` on the same rows.
+After the quiet sweep, ``audit_seal`` seals the events it wrote (also in its
+own process): beat does that after commit, outside the sweep's time.
 
     python bench/sweep.py                   # N = 100000
     python bench/sweep.py --sizes 20000
@@ -38,6 +40,7 @@ from django.utils import timezone  # noqa: E402
 
 from accounts.models import Role, User  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
+from audit.services import audit_seal  # noqa: E402
 from inventory.models import Resource  # noqa: E402
 from requests_app import services  # noqa: E402
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel  # noqa: E402
@@ -110,6 +113,8 @@ def _child(step: str, db_name: str) -> dict:
                 [timezone.now(), timezone.now()],
             )
             ended = cursor.rowcount
+    elif step == "seal":
+        ended = audit_seal()
     else:
         ended = grants_end_expired()
     seconds = time.perf_counter() - started
@@ -144,7 +149,7 @@ def _reset() -> None:
     Notification.objects.all().delete()
 
 
-def bench(n: int) -> list[tuple]:
+def bench(n: int, *, channel: bool = True) -> list[tuple]:
     load(n)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -154,23 +159,30 @@ def bench(n: int) -> list[tuple]:
     quiet = _run("sweep")
     assert quiet["ended"] == n
     assert AuditEvent.objects.filter(action="grant.ended").count() == n
+    events = AuditEvent.objects.count()
+    seal = _run("seal")
+    assert seal["ended"] == events == AuditEvent.objects.sealed().count()
     _reset()
+    rows = [
+        (n, "sweep, no channel", quiet, raw),
+        (n, "raw UPDATE (floor)", raw, raw),
+        (n, f"audit_seal, {events:,} events", seal, raw),
+    ]
+    if not channel:
+        return rows
     NotificationChannel.objects.create(
         name="ops-slack", kind="slack", url="https://hooks.invalid/x", events=["grant.ended"]
     )
     notifying = _run("sweep")
     assert notifying["ended"] == n
     assert Notification.objects.count() == n
-    return [
-        (n, "sweep, no channel", quiet, raw),
-        (n, "sweep, one Slack channel", notifying, raw),
-        (n, "raw UPDATE (floor)", raw, raw),
-    ]
+    return [*rows, (n, "sweep, one Slack channel", notifying, raw)]
 
 
 def main(sizes: list[int] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--no-channel", action="store_true", help="skip the sweep with a Slack channel")
     parser.add_argument("--child", nargs=2, metavar=("STEP", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args([] if sizes is not None else None)
     if args.child:
@@ -185,7 +197,7 @@ def main(sizes: list[int] | None = None) -> None:
             connection.settings_dict["TEST"]["NAME"] = str(Path(tempfile.mkdtemp()) / f"bench-sweep-{n}.sqlite3")
         old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
         try:
-            rows += bench(n)
+            rows += bench(n, channel=not args.no_channel)
         finally:
             connection.creation.destroy_test_db(old_name, verbosity=0)
     print(f"\ndatabase: {connection.vendor}; grants_end_expired in its own process\n")

@@ -316,6 +316,7 @@ CELERY_TASK_QUEUES = [
 ]
 CELERY_TASK_ROUTES = {
     "requests_app.tasks.deliver_notification": {"queue": JITPORTAL_DELIVERY_QUEUE},
+    "requests_app.tasks.deliver_notifications": {"queue": JITPORTAL_DELIVERY_QUEUE},
     "requests_app.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},
     "audit.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},
     "accounts.tasks.*": {"queue": JITPORTAL_SWEEP_QUEUE},

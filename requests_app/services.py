@@ -531,10 +531,45 @@ def _sweep_grants(*, due: GrantQuerySet, claim: dict, handle: Callable[[list[int
         done += len(ids)
 
 
+# What a message about a grant reads (notifications/messages.py): thousands of grants a sweep
+# are loaded with these columns only, not the roles' and resources' JSON or the users' every field.
+_MESSAGE_FIELDS = [
+    "request_id",
+    "user_id",
+    "role_id",
+    "resource_id",
+    "revoked_by_id",
+    "starts_at",
+    "expires_at",
+    "revoked_at",
+    "revoke_reason",
+    "request__requester_id",
+    "request__reason",
+    "request__state",
+    "request__duration",
+    "request__resolution_reason",
+    "request__pending_expires_at",
+    "request__approvals_required",
+    "request__start_time",
+    "request__requester__username",
+    "request__requester__first_name",
+    "request__requester__last_name",
+    "request__requester__email",
+    "role__name",
+    "resource__kind",
+    "resource__name",
+    "revoked_by__username",
+]
+
+
 def _notify_grants(*, event: str, ids: list[int], now: datetime) -> None:
     # Grants are loaded as objects only when some channel will get a message built from them.
     if notify_wanted(event):
-        grants = Grant.objects.filter(pk__in=ids).select_related("request__requester", "role", "resource", "revoked_by")
+        grants = (
+            Grant.objects.filter(pk__in=ids)
+            .select_related("request__requester", "role", "resource", "revoked_by")
+            .only(*_MESSAGE_FIELDS)
+        )
         notify_many(event=event, subjects=[(g.request, g) for g in grants.order_by("expires_at", "pk")], now=now)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from requests_app.notifications.delivery import notification_deliver, notifications_due
+from requests_app.notifications.delivery import notification_deliver, notifications_deliver, notifications_due
 from requests_app.notifications.outbox import enqueue_deliveries
 from requests_app.services import grants_end_expired, grants_remind_expiring, request_expire_pending
 from requests_app.sweeps import sweep_run
@@ -35,8 +35,18 @@ def remind_expiring_grants() -> int:
 
 @shared_task
 def deliver_notification(notification_id: int) -> str | None:
+    # Hand-offs now carry lists (deliver_notifications); this one still runs tasks already queued with one id.
     # A row that is gone, delivered or claimed by another worker is skipped by the claim.
     return notification_deliver(notification_id=notification_id)
+
+
+@shared_task
+def deliver_notifications(notification_ids: list[int]) -> int:
+    # The rows a slow receiver kept this task from reaching go back to the queue as a new task.
+    rest = notifications_deliver(notification_ids=notification_ids)
+    if rest:
+        enqueue_deliveries(rest)
+    return len(notification_ids) - len(rest)
 
 
 def _retry_lost(now) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
@@ -166,6 +167,23 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
     ):
         logger.warning("notification %s was delivered after its lease ran out", notification_id)
     return Notification.Status.DELIVERED
+
+
+def notifications_deliver(*, notification_ids: list[int]) -> list[int]:
+    """Deliver rows in turn (each as ``notification_deliver``); returns those left for another hand-off.
+
+    A slow or hung receiver must not hold the rest of the list: once half a
+    lease has gone by, the remaining rows are returned untouched, for the
+    caller to hand off again, so none waits in one task until the retry sweep
+    would count it lost.
+    """
+    started = time.monotonic()
+    budget = settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS / 2
+    for index, notification_id in enumerate(notification_ids):
+        if index and time.monotonic() - started >= budget:
+            return list(notification_ids[index:])
+        notification_deliver(notification_id=notification_id)
+    return []
 
 
 def _hand_off_lost(now: datetime) -> Q:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 
 from jitportal.durations import format_duration
@@ -33,16 +33,32 @@ class Message:
     data: dict = field(default_factory=dict)
 
 
+# reverse() cost more than the rest of a message; a path differs from the next only in the
+# id, so each name is reversed once (per URLconf and script prefix) and the id filled in after.
+_paths: dict[tuple, tuple[str, str]] = {}
+
+
+def _path(name: str, pk: object) -> str:
+    key = (settings.ROOT_URLCONF, get_urlconf(), get_script_prefix(), name)
+    parts = _paths.get(key)
+    if parts is None:
+        path = reverse(name, args=[pk])
+        before, found, after = path.partition(str(pk))
+        if not found:
+            return path
+        parts = _paths[key] = (before, after)
+    return f"{parts[0]}{pk}{parts[1]}"
+
+
 def request_admin_url(access_request: AccessRequest) -> str:
     """The request in the reviewer queue, as a full link for messages sent out."""
-    path = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
-    return f"{settings.JITPORTAL_BASE_URL}{path}"
+    return f"{settings.JITPORTAL_BASE_URL}{_path('admin:requests_app_accessrequest_change', access_request.pk)}"
 
 
 def request_page_url(access_request: AccessRequest) -> str:
     """The requester's own page for the request (the admin is for staff), else the admin's."""
     try:
-        path = reverse("request-detail", args=[access_request.pk])
+        path = _path("request-detail", access_request.pk)
     except NoReverseMatch:
         return request_admin_url(access_request)
     return f"{settings.JITPORTAL_BASE_URL}{path}"

@@ -7,6 +7,7 @@ event. After commit each row is handed to a worker (``enqueue_deliveries``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -15,12 +16,13 @@ from functools import partial
 from celery import current_app
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from accounts.selectors import reviewers_of
 from audit.services import audit_record
+from jitportal.db import insert_rows
 from jitportal.errors import DomainError
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel
 from requests_app.notifications.formats import email_payload, mattermost_payload, slack_payload
@@ -28,8 +30,12 @@ from requests_app.notifications.messages import Event, Kind, Message, build_mess
 
 logger = logging.getLogger(__name__)
 
-# The worker task that runs notification_deliver (requests_app/tasks.py).
+# The worker tasks that run notification_deliver (requests_app/tasks.py): one row, or a list of rows in turn.
 DELIVER_TASK = "requests_app.tasks.deliver_notification"
+DELIVER_MANY_TASK = "requests_app.tasks.deliver_notifications"
+# Rows per hand-off: few publishes for a sweep's thousands of messages, yet
+# enough tasks that several workers share a burst.
+DELIVERY_CHUNK = 50
 
 # Events that tell the requester about their own request or grant.
 REQUESTER_EVENTS = {
@@ -41,6 +47,19 @@ REQUESTER_EVENTS = {
 }
 
 # --- queueing, in the event's transaction --------------------------------------------------
+
+# What a queued row sets; the rest keep their column defaults (NULL lease, hand-off and delivery time).
+_OUTBOX_COLUMNS = (
+    "channel_id",
+    "event",
+    "subject_key",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "created_at",
+)
 
 
 def _channels_for(event: str) -> list[NotificationChannel]:
@@ -123,7 +142,11 @@ def notify_many(
     requests = [r for r, g in subjects if g is None]
     if requests:
         prefetch_related_objects(requests, "roles", "resources")
-    rows: list[Notification] = []
+    # Plain rows in database form: building a model instance per message cost more than inserting it.
+    at = connection.ops.adapt_datetimefield_value(now)
+    pending = Notification.Status.PENDING
+    rows: list[tuple] = []
+    keys: set[str] = set()
     for access_request, grant in subjects:
         message = build_message(event=event, access_request=access_request, grant=grant, now=now)
         for channel in channels:
@@ -132,25 +155,18 @@ def notify_many(
             payload = _render(channel, message, access_request)
             if payload is None:
                 continue
-            rows.append(
-                Notification(
-                    channel=channel,
-                    event=event,
-                    subject_key=_subject_key(access_request, grant),
-                    payload=payload,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+            key = _subject_key(access_request, grant)
+            keys.add(key)
+            rows.append((channel.pk, event, key, json.dumps(payload), pending, 0, at, "", at))
     if not rows:
         return 0
     # The unique (channel, event, subject) constraint keeps a replayed event from queuing twice.
-    Notification.objects.bulk_create(rows, ignore_conflicts=True)
+    insert_rows(table=Notification._meta.db_table, columns=_OUTBOX_COLUMNS, rows=rows, ignore_conflicts=True)
     pks = list(
         Notification.objects.filter(
             channel__in=channels,
             event=event,
-            subject_key__in={row.subject_key for row in rows},
+            subject_key__in=keys,
             status=Notification.Status.PENDING,
         ).values_list("pk", flat=True)
     )
@@ -164,22 +180,25 @@ def enqueue_deliveries(pks: list[int], *, expires: float | None = None) -> int:
     Runs after commit, often in a web request: the broker settings bound each
     publish to well under a second, and the first failure stops the loop, so
     a broker that is down or hung delays notifications, never the answer.
+    Rows go out ``DELIVERY_CHUNK`` to a task, so a sweep that queues
+    thousands of messages makes a few hundred publishes, not thousands.
     """
     # By name: the task module sits above this one (it calls the services that notify).
-    deliver = current_app.signature(DELIVER_TASK)
+    deliver = current_app.signature(DELIVER_MANY_TASK)
     sent: list[int] = []
-    for pk in pks:
+    for start in range(0, len(pks), DELIVERY_CHUNK):
+        chunk = list(pks[start : start + DELIVERY_CHUNK])
         try:
-            deliver.apply_async((pk,), expires=expires, retry=False)
-        except Exception:  # the broker may be down; the row is safe in the database
+            deliver.apply_async((chunk,), expires=expires, retry=False)
+        except Exception:  # the broker may be down; the rows are safe in the database
             logger.warning(
                 "could not queue delivery of notification %s (and %d more); the retry sweep will send them",
-                pk,
+                chunk[0],
                 len(pks) - len(sent) - 1,
                 exc_info=True,
             )
             break
-        sent.append(pk)
+        sent += chunk
     if sent:
         # Stamped after publishing: a row stamped but never published would wait a lease for nothing.
         Notification.objects.filter(pk__in=sent).update(handed_off_at=timezone.now())

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_many, audit_seal
 from requests_app.services import (
     grant_revoke,
     request_cancel,
@@ -52,6 +53,47 @@ def chain(requester, reviewer, ops):
 def raw(sql: str, params: list) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+# --- recording in bulk and sealing ---------------------------------------------
+
+
+def test_recording_in_bulk_stores_what_recording_one_by_one_does(requester, ops):
+    when = timezone.now()
+    entry = {"action": "x.done", "actor": requester, "target": ops, "data": {"b": when, "a": [1, {"d": 2, "c": 3}]}}
+    audit_record(**entry)
+    bare = {"action": "x.done", "target_type": "thing", "target_id": "7"}
+    before = timezone.now()
+    assert audit_record_many([entry, bare]) == 2
+    after = timezone.now()
+
+    columns = ("actor_id", "actor_username", "action", "target_type", "target_id", "data")
+    one, bulk, plain = AuditEvent.objects.order_by("id").values_list(*columns)
+    assert (
+        one
+        == bulk
+        == (requester.pk, "alice", "x.done", "role", str(ops.pk), {"a": [1, {"c": 3, "d": 2}], "b": str(when)})
+    )
+    assert plain == (None, "", "x.done", "thing", "7", {})
+    # Rows of one call share the time of their transaction.
+    times = set(AuditEvent.objects.filter(seq__isnull=True).order_by("id").values_list("created_at", flat=True)[1:])
+    assert len(times) == 1 and before <= times.pop() <= after
+    assert audit_sealed_verify().ok
+
+
+def test_sealing_six_hundred_events_costs_the_queries_of_sealing_ten(db):
+    audit_record(action="x.first")
+    audit_seal()  # the chain head exists from here on, as in any running portal
+
+    def sealed_with_queries(n: int) -> int:
+        audit_record_many({"action": "x.bulk", "data": {"i": i}} for i in range(n))
+        with CaptureQueriesContext(connection) as ctx:
+            assert audit_seal() == n
+        return len(ctx.captured_queries)
+
+    assert sealed_with_queries(10) == sealed_with_queries(600)
+    assert AuditEvent.objects.unsealed().count() == 0
+    assert audit_sealed_verify().checked == 611
 
 
 # --- every transition is recorded ---------------------------------------------

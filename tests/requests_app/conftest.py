@@ -40,11 +40,11 @@ def self_service(db):
 
 @pytest.fixture
 def handed_off(monkeypatch):
-    """Records hand-offs to workers instead of publishing to a broker."""
+    """Records hand-offs to workers instead of publishing to a broker: one entry per task, its ids in ``args[0]``."""
     calls: list[dict] = []
 
     def fake_apply_async(args=None, kwargs=None, **options):
         calls.append({"args": args, **options})
 
-    monkeypatch.setattr(tasks.deliver_notification, "apply_async", fake_apply_async)
+    monkeypatch.setattr(tasks.deliver_notifications, "apply_async", fake_apply_async)
     return calls

@@ -122,7 +122,36 @@ def test_delivery_is_handed_to_a_worker_only_after_commit(
     for callback in callbacks:
         callback()
     row = Notification.objects.get()
-    assert handed_off == [{"args": (row.pk,), "retry": False}]
+    assert handed_off == [{"args": ([row.pk],), "retry": False}]
+
+
+def test_a_handed_off_list_is_delivered_row_by_row(requester, ops, slack, receiver, handed_off):
+    rows = [Notification.objects.get(subject_key=f"request:{create(requester, ops).pk}").pk for _ in range(3)]
+
+    assert tasks.deliver_notifications(rows) == 3
+
+    assert set(Notification.objects.values_list("status", flat=True)) == {Status.DELIVERED}
+    assert [r.headers["X-Jitportal-Delivery"] for r in receiver.on(SLACK_TOKEN_PATH)] == [str(pk) for pk in rows]
+    assert handed_off == []
+
+
+def test_a_slow_receiver_sends_the_rest_of_a_list_back_to_the_queue(
+    requester, ops, slack, receiver, handed_off, settings
+):
+    rows = [Notification.objects.get(subject_key=f"request:{create(requester, ops).pk}").pk for _ in range(3)]
+    # Half a lease is the task's budget: the first answer alone uses it up.
+    settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS = 0.4
+    receiver.delay[SLACK_TOKEN_PATH] = 0.3
+
+    assert tasks.deliver_notifications(rows) == 1
+
+    first, *rest = Notification.objects.filter(pk__in=rows).order_by("pk")
+    assert first.status == Status.DELIVERED
+    assert len(receiver.on(SLACK_TOKEN_PATH)) == 1
+    # The rest are untouched, handed off again as one task and stamped, so the retry sweep leaves them be.
+    assert [(r.status, r.attempts, r.claimed_until) for r in rest] == [(Status.PENDING, 0, None)] * 2
+    assert handed_off == [{"args": (rows[1:],), "retry": False}]
+    assert all(r.handed_off_at is not None for r in rest)
 
 
 def test_a_broker_that_is_down_loses_nothing(
@@ -131,7 +160,7 @@ def test_a_broker_that_is_down_loses_nothing(
     def broker_down(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(tasks.deliver_notification, "apply_async", broker_down)
+    monkeypatch.setattr(tasks.deliver_notifications, "apply_async", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         req = create(requester, ops)
     assert AccessRequest.objects.filter(pk=req.pk).exists()

@@ -21,7 +21,7 @@ from jitportal import celery_app
 from requests_app import tasks
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel, SweepRun
 from requests_app.notifications.delivery import notifications_due
-from requests_app.notifications.outbox import DELIVER_TASK
+from requests_app.notifications.outbox import DELIVER_MANY_TASK, DELIVER_TASK, DELIVERY_CHUNK
 from requests_app.services import (
     grant_revoke,
     grants_end_expired,
@@ -173,6 +173,27 @@ def test_ending_grants_does_not_query_per_grant(requester, reviewer, ops, channe
     with django_assert_max_num_queries(25):
         assert grants_end_expired() == n
     assert Notification.objects.count() == n
+
+
+@pytest.mark.parametrize("with_channel", [False, True], ids=["no channel", "one channel"])
+def test_each_batch_of_the_sweep_costs_the_same_few_queries(requester, reviewer, ops, settings, with_channel, request):
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 40
+    if with_channel:
+        request.getfixturevalue("channel")
+
+    def swept_with_queries(n: int) -> int:
+        expired_grants(n, requester=requester, reviewer=reviewer, role=ops)
+        with CaptureQueriesContext(connection) as ctx:
+            assert grants_end_expired() == n
+        return len(ctx.captured_queries)
+
+    one, two, three = swept_with_queries(40), swept_with_queries(80), swept_with_queries(120)
+    # Savepoint, lock, claim, read, one audit insert, the channel lookup, release; with a
+    # channel also its roles, the grants, the channels and roles again for queueing, the
+    # outbox insert and the read of its ids. The same for every batch, whatever its size.
+    assert two - one == three - two == (13 if with_channel else 7)
+    assert Notification.objects.count() == (240 if with_channel else 0)
+    assert AuditEvent.objects.filter(action="grant.ended").count() == 240
 
 
 def test_with_no_channel_the_sweep_ends_grants_from_plain_values(requester, reviewer, ops, settings, monkeypatch):
@@ -333,7 +354,9 @@ def test_retry_sweep_hands_out_due_rows_only(requester, reviewer, ops, channel, 
 
     assert tasks.retry_notifications() == 1
 
-    assert handed_off == [{"args": (due.pk,), "expires": settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS, "retry": False}]
+    assert handed_off == [
+        {"args": ([due.pk],), "expires": settings.JITPORTAL_NOTIFICATION_LEASE_SECONDS, "retry": False}
+    ]
 
 
 def test_retry_sweep_leaves_rows_still_waiting_in_the_queue(
@@ -353,7 +376,7 @@ def test_retry_sweep_leaves_rows_still_waiting_in_the_queue(
 
     assert tasks.retry_notifications() == 2
 
-    assert sorted(call["args"][0] for call in handed_off) == sorted([stale.pk, never.pk])
+    assert sorted(pk for call in handed_off for pk in call["args"][0]) == sorted([stale.pk, never.pk])
     # Handed out again: a second run at once finds nothing lost.
     handed_off.clear()
     assert tasks.retry_notifications() == 0
@@ -366,7 +389,11 @@ def test_a_thousand_rows_waiting_in_the_queue_get_no_redundant_tasks(
     expired_grants(1000, requester=requester, reviewer=reviewer, role=ops)
     with django_capture_on_commit_callbacks(execute=True):
         grants_end_expired()
-    assert len(handed_off) == 1000
+    # Every row handed off once, DELIVERY_CHUNK to a task: a few publishes, not one per message.
+    handed = [pk for call in handed_off for pk in call["args"][0]]
+    assert sorted(handed) == sorted(Notification.objects.values_list("pk", flat=True))
+    assert len(handed) == 1000
+    assert len(handed_off) == 1000 // DELIVERY_CHUNK
     handed_off.clear()
     assert tasks.retry_notifications() == 0
     assert handed_off == []
@@ -378,7 +405,7 @@ def test_a_failed_hand_off_leaves_the_row_for_the_retry_sweep(
     def broker_down(*args, **kwargs):
         raise OSError("connection refused")
 
-    monkeypatch.setattr(tasks.deliver_notification, "apply_async", broker_down)
+    monkeypatch.setattr(tasks.deliver_notifications, "apply_async", broker_down)
     expired_grants(2, requester=requester, reviewer=reviewer, role=ops)
     with django_capture_on_commit_callbacks(execute=True):
         assert grants_end_expired() == 2
@@ -484,6 +511,7 @@ def test_audit_record_many_chains_events_in_order(requester):
 def test_notifications_name_the_delivery_task_the_worker_registers():
     # Handed off by name (the task module sits above notifications), so the name must stay true.
     assert celery_app.tasks[DELIVER_TASK].name == tasks.deliver_notification.name == DELIVER_TASK
+    assert celery_app.tasks[DELIVER_MANY_TASK].name == tasks.deliver_notifications.name == DELIVER_MANY_TASK
 
 
 def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
@@ -517,6 +545,7 @@ def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
         ("audit.tasks.checkpoint_audit", "sweeps"),
         ("accounts.tasks.delete_expired_tokens", "sweeps"),
         ("requests_app.tasks.deliver_notification", "deliveries"),
+        ("requests_app.tasks.deliver_notifications", "deliveries"),
     ],
 )
 def test_sweeps_and_deliveries_are_routed_to_queues_of_their_own(task, queue, settings):
