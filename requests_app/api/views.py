@@ -14,8 +14,7 @@ from accounts import capabilities
 from accounts.models import Role
 from accounts.selectors import resources_searchable_by
 from audit.models import AuditCheckpoint, AuditEvent
-from inventory.selectors import resource_get, resources_resolve
-from jitportal import errors
+from inventory.selectors import resources_resolve
 from jitportal.errors import DomainError, PermissionRefused
 from jitportal.restricted import RestrictedAPIView, RestrictedViewSet
 from requests_app import services
@@ -166,6 +165,11 @@ class GrantViewSet(GrantCertificateMixin, mixins.ListModelMixin, mixins.Retrieve
         return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
 
 
+# One instance for every answer: its fields are built once (a serializer deep-copies them
+# per instance, which cost the check as much as its query), and to_representation keeps no state.
+_ACCESS_CHECK_ANSWER = AccessCheckSerializer()
+
+
 class AccessCheckView(RestrictedAPIView):
     """May this user use this login on this resource right now?"""
 
@@ -192,14 +196,12 @@ class AccessCheckView(RestrictedAPIView):
             user = User.objects.filter(username=username).first()
             if user is None:
                 raise NotFound(f"no such user: {username}")
-        try:
-            resource = resource_get(resource_ref)
-        except errors.NotFound:
-            resource = None  # denied like a resource without a grant: the answer does not tell which exist
         login = params.get("login")
+        # The reference is resolved in the check's own statement; a missing resource is
+        # denied like one without a grant, so the answer does not tell which exist.
         # A login that is sent but blank is checked (and matches nothing): fail closed.
         decision = services.access_check(
-            user=user, resource=resource, login=login.strip() if login is not None else None
+            user=user, resource=resource_ref, login=login.strip() if login is not None else None
         )
         body = {
             "allowed": decision.allowed,
@@ -208,7 +210,7 @@ class AccessCheckView(RestrictedAPIView):
             "reason": decision.reason,
             "code": decision.code,
         }
-        return Response(AccessCheckSerializer(body).data)
+        return Response(_ACCESS_CHECK_ANSWER.to_representation(body))
 
 
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
