@@ -20,10 +20,10 @@ from django.utils import timezone
 
 from accounts import capabilities
 from accounts.models import Role
-from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
+from accounts.selectors import resources_searchable_by, reviewers_of, roles_matching, roles_requestable_by
 from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
-from inventory.selectors import resource_lookup
+from inventory.selectors import resource_lookup, resources_resolve
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from jitportal.statements import Statement
@@ -123,11 +123,48 @@ def _suggested_reviewers(suggested: list, *, roles: list[Role], requester) -> li
     return [eligible[name] for name in names]
 
 
+def _hold_relations(access_request: AccessRequest, **relations: list) -> None:
+    """Hold objects already in hand as ``access_request``'s relations, as a prefetch would.
+
+    Reading them (the API's answer, the grants an auto-approval creates, the
+    messages queued) then costs no query. Only for relations that never
+    change once written (a request's roles, resources and suggested
+    reviewers), so what is held never goes stale.
+    """
+    cache = access_request.__dict__.setdefault("_prefetched_objects_cache", {})
+    for name, objects in relations.items():
+        queryset = getattr(access_request, name).get_queryset()
+        queryset._result_cache = list(objects)
+        queryset._prefetch_done = True
+        cache[name] = queryset
+
+
+def _roles_named(roles: list, requestable: list[Role]) -> list[Role]:
+    """Roles given as objects or names; a name the requester may not request reads as one that does not exist."""
+    by_name = {role.name: role for role in requestable}
+    missing = [role for role in roles if isinstance(role, str) and role not in by_name]
+    if missing:
+        raise DomainError(f"no such role: {', '.join(missing)}", field="roles")
+    return [by_name[role] if isinstance(role, str) else role for role in roles]
+
+
+def _resources_named(resources: list, *, requester, requestable: list[Role]) -> list[Resource]:
+    """Resources given as objects, or references (ids, ``kind/name``) looked up among those the requester may search.
+
+    A reference to a resource the requester may not search is answered
+    exactly like one to a resource that does not exist.
+    """
+    if all(isinstance(resource, Resource) for resource in resources):
+        return resources
+    refs = [resource.pk if isinstance(resource, Resource) else resource for resource in resources]
+    return resources_resolve(refs, queryset=resources_searchable_by(requester, roles=requestable))
+
+
 def request_create(
     *,
     requester,
-    resources: list[Resource] | None = None,
-    roles: list[Role] | None = None,
+    resources: list[Resource | str | int] | None = None,
+    roles: list[Role | str] | None = None,
     reason: str = "",
     duration: object = None,
     start_time: datetime | None = None,
@@ -136,21 +173,31 @@ def request_create(
 ) -> AccessRequest:
     """Create a request for roles, or for resources (roles picked when not named).
 
-    ``suggested_reviewers`` are usernames (or users) of eligible reviewers of the roles.
+    ``roles`` are roles or their names, ``resources`` resources or references
+    to them (ids, ``kind/name``), looked up among what the requester may
+    request and search. ``suggested_reviewers`` are usernames (or users) of
+    eligible reviewers of the roles.
 
     A request whose roles all auto-approve is approved at once (still audited);
-    no other path creates an approved request.
+    no other path creates an approved request. The request returned holds its
+    roles, resources and suggested reviewers as written, so reading them
+    costs no query.
     """
     now = now or timezone.now()
     if not requester.is_active:
         raise PermissionRefused("your account is not active")
-    preview = request_preview(requestable=roles_requestable_by(requester), resources=resources or [], roles=roles or [])
-    resources, roles = list(preview.resources), list(preview.roles)
+    requestable = roles_requestable_by(requester)
+    preview = request_preview(
+        requestable=requestable,
+        resources=_resources_named(resources or [], requester=requester, requestable=requestable),
+        roles=_roles_named(roles or [], requestable),
+    )
+    request_roles, request_resources = list(preview.roles), list(preview.resources)
     reason = _clean_reason(reason)
     preview.reason_check(reason)
     value = preview.duration(duration)
     start = _resolve_start(start_time, now)
-    reviewers = _suggested_reviewers(suggested_reviewers or [], roles=roles, requester=requester)
+    reviewers = _suggested_reviewers(suggested_reviewers or [], roles=request_roles, requester=requester)
 
     with transaction.atomic():
         access_request = AccessRequest.objects.create(
@@ -163,18 +210,20 @@ def request_create(
             approvals_required=preview.approvals_required,
             denials_required=preview.denials_required,
         )
-        access_request.roles.set(roles)
-        if resources:
-            access_request.resources.set(resources)
+        # add(), not set(): a new request has no rows to compare with, so each is one INSERT.
+        access_request.roles.add(*request_roles)
+        if request_resources:
+            access_request.resources.add(*request_resources)
         if reviewers:
-            access_request.suggested_reviewers.set(reviewers)
+            access_request.suggested_reviewers.add(*reviewers)
+        _hold_relations(access_request, roles=request_roles, resources=request_resources, suggested_reviewers=reviewers)
         audit_record(
             action="request.created",
             actor=requester,
             target=access_request,
             data={
-                "roles": [r.name for r in roles],
-                "resources": [r.ref for r in resources],
+                "roles": [r.name for r in request_roles],
+                "resources": [r.ref for r in request_resources],
                 "reason": reason,
                 "duration": int(value.total_seconds()),
                 "start_time": start.isoformat() if start else None,
@@ -322,6 +371,32 @@ def _expired_conflict(access_request: AccessRequest, what: str) -> StateConflict
     )
 
 
+def _review_facts(access_request: AccessRequest, *, reviewer, roles: list[Role]) -> dict:
+    """What a review of the locked ``access_request`` turns on, read in one statement.
+
+    Whether ``reviewer`` is eligible (``reviewers_of``, as ``reviewer_is_eligible``
+    asks it) and has reviewed it already, and the reviews so far toward each
+    threshold: approvals of reviewers still eligible, and every denial (a
+    denial stands even if its author has left the reviewers: it never grants
+    anything). Read after the lock is taken, so no review of this request can
+    commit between this and the caller's own.
+    """
+    eligible = reviewers_of(roles).values("pk")
+    return (
+        AccessRequest.objects.filter(pk=access_request.pk)
+        .annotate(
+            eligible=Exists(reviewers_of(roles).filter(pk=reviewer.pk)),
+            reviewed=Exists(Review.objects.filter(request=OuterRef("pk"), reviewer_id=reviewer.pk)),
+            approvals=Count(
+                "reviews", filter=Q(reviews__decision=Review.Decision.APPROVE, reviews__reviewer__in=eligible)
+            ),
+            denials=Count("reviews", filter=Q(reviews__decision=Review.Decision.DENY)),
+        )
+        .values("eligible", "reviewed", "approvals", "denials")
+        .get()
+    )
+
+
 def request_review(
     *, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None
 ) -> Review:
@@ -350,7 +425,10 @@ def request_review(
                 "request": str(access_request.pk),
                 "requester": access_request.requester.username,
             }
-            refusal = review_refusal(access_request, reviewer, at=at)
+            facts = _review_facts(access_request, reviewer=reviewer, roles=roles)
+            refusal = review_refusal(
+                access_request, reviewer, at=at, eligible=facts["eligible"], reviewed=facts["reviewed"]
+            )
             if refusal is not None and refusal.audit_action:
                 raise _Refusal(refusal.error, refusal.audit_action, audit_data)
             if _expire_if_due(access_request, at):
@@ -367,14 +445,10 @@ def request_review(
                     target=access_request,
                     data={**audit_data, "reason": reason},
                 )
-                # A denial stands even if its author has left the reviewers: it never grants anything.
-                counts = Review.objects.filter(request=access_request).aggregate(
-                    approvals=Count(
-                        "pk", filter=Q(decision=Review.Decision.APPROVE, reviewer__in=reviewers_of(roles).values("pk"))
-                    ),
-                    denials=Count("pk", filter=Q(decision=Review.Decision.DENY)),
-                )
-                if counts["denials"] >= access_request.denials_required:
+                # The counts before this review plus this one (its reviewer is eligible: checked above).
+                approvals = facts["approvals"] + (decision == Review.Decision.APPROVE)
+                denials = facts["denials"] + (decision == Review.Decision.DENY)
+                if denials >= access_request.denials_required:
                     _resolve(
                         access_request,
                         state=AccessRequest.State.DENIED,
@@ -384,7 +458,7 @@ def request_review(
                         action="request.denied",
                     )
                     notify(event=Event.REQUEST_DENIED, access_request=access_request)
-                elif counts["approvals"] >= access_request.approvals_required:
+                elif approvals >= access_request.approvals_required:
                     ineligible = requester_refusal(access_request, roles=roles)
                     if ineligible is not None:
                         raise _Refusal(StateConflict(ineligible), "review.refused_requester_ineligible", audit_data)
@@ -429,7 +503,8 @@ def _grants_create(access_request: AccessRequest, *, at: datetime) -> list[Grant
     def window(role: Role) -> dict:
         return {"starts_at": starts_at, "expires_at": starts_at + min(access_request.duration, role.max_duration)}
 
-    common = {"request": access_request, "user_id": access_request.requester_id, "created_at": at}
+    # The requester object, not only its id: an answer naming the grants' user then reads no row.
+    common = {"request": access_request, "user": access_request.requester, "created_at": at}
     if resources:
         grants = []
         for resource in resources:

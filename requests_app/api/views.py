@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch
+from django.db.models import Prefetch, prefetch_related_objects
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -11,10 +11,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from accounts import capabilities
-from accounts.models import Role
-from accounts.selectors import resources_searchable_by
 from audit.models import AuditCheckpoint, AuditEvent
-from inventory.selectors import resources_resolve
 from jitportal.errors import DomainError, PermissionRefused
 from jitportal.restricted import RestrictedAPIView, RestrictedViewSet
 from requests_app import services
@@ -44,13 +41,11 @@ class IsAuditor(BasePermission):
         return capabilities.may_audit(request.user)
 
 
-def _roles_resolve(names: list[str], *, user) -> list[Role]:
-    """Roles by name among those ``user`` may request: any other is answered as one that does not exist."""
-    roles = {r.name: r for r in Role.objects.requestable_by(user).filter(name__in=names)}
-    missing = [name for name in names if name not in roles]
-    if missing:
-        raise DomainError(f"no such role: {', '.join(missing)}", field="roles")
-    return [roles[name] for name in names]
+# A request's relations that others add to after it is made.
+_WRITTEN_LATER = (
+    Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
+    Prefetch("grants", queryset=Grant.objects.select_related("user", "role", "resource", "revoked_by")),
+)
 
 
 class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
@@ -62,8 +57,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
             "roles",
             "resources",
             "suggested_reviewers",
-            Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
-            Prefetch("grants", queryset=Grant.objects.select_related("user", "role", "resource", "revoked_by")),
+            *_WRITTEN_LATER,
         )
         .order_by("-created_at")
     )
@@ -82,21 +76,21 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
         data = AccessRequestCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        # Names and references go to the service as given: it looks them up among what the
+        # requester may request and search, and a hidden one reads as one that does not exist.
         created = services.request_create(
             requester=request.user,
-            # Only what the requester may search: a hidden resource is answered as a missing one.
-            resources=resources_resolve(values["resources"], queryset=resources_searchable_by(request.user))
-            if values["resources"]
-            else [],
-            roles=_roles_resolve(values["roles"], user=request.user) if values["roles"] else [],
+            resources=values["resources"],
+            roles=values["roles"],
             reason=values["reason"],
             duration=values["duration"],
             start_time=values["start_time"],
             suggested_reviewers=values["suggested_reviewers"],
         )
-        response = self._detail(created.pk)
-        response.status_code = status.HTTP_201_CREATED
-        return response
+        # The request as written: the service holds its roles, resources and suggested reviewers;
+        # only what others may add from now on (reviews, grants) is read.
+        prefetch_related_objects([created], *_WRITTEN_LATER)
+        return Response(self.get_serializer(created).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ReviewCreateSerializer, responses={201: ReviewSerializer})
     @action(detail=True, methods=["post"])
@@ -121,7 +115,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
             if not self.is_visible(access_request):
                 raise NotFound(self.not_found) from None
             raise
-        access_request.refresh_from_db(fields=["state"])
+        # The service leaves the request's state as it committed it.
         body = {**ReviewSerializer(review).data, "request_state": access_request.state}
         return Response(body, status=status.HTTP_201_CREATED)
 
