@@ -87,9 +87,12 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
             start_time=values["start_time"],
             suggested_reviewers=values["suggested_reviewers"],
         )
-        # The request as written: the service holds its roles, resources and suggested reviewers;
-        # only what others may add from now on (reviews, grants) is read.
-        prefetch_related_objects([created], *_WRITTEN_LATER)
+        # The request as written, read back from nothing: the service holds its roles, resources
+        # and suggested reviewers, and a pending request has had no review and has no grant.
+        if created.state == AccessRequest.State.PENDING:
+            created.hold(reviews=[], grants=[])
+        else:
+            prefetch_related_objects([created], *_WRITTEN_LATER)
         return Response(self.get_serializer(created).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ReviewCreateSerializer, responses={201: ReviewSerializer})
