@@ -781,10 +781,13 @@ def _covering_latest(*, user_id: int, at: datetime, resources: QuerySet) -> Quer
         .filter(user_id=user_id)
         .filter(Q(resource_id=Subquery(resource.values("pk"))) | Q(resource__isnull=True))
     )
-    later = covering.filter(role_id=OuterRef("role_id"), expires_at__gt=OuterRef("expires_at"))
+    # One probe per role down the (user, expires_at) index, stopping at the first row.
+    latest = Role.objects.filter(pk__in=covering.values("role_id")).annotate(
+        grant=Subquery(covering.filter(role_id=OuterRef("pk")).order_by("-expires_at").values("pk")[:1])
+    )
     may_request = Role.requestable_by.through.objects.filter(role_id=OuterRef("role_id"), group__user=user_id)
     return (
-        covering.filter(~Exists(later))
+        Grant.objects.filter(pk__in=latest.values("grant"))
         .annotate(
             eligible=Exists(may_request),
             checked_id=Subquery(resource.values("pk")),
