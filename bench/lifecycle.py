@@ -3,7 +3,8 @@
 
 A lifecycle is: the requester creates a request, two reviewers approve it
 (three POSTs with knox tokens). The bench starts gunicorn (several sync
-workers, production settings) on a free port in 8100-8199 against a throwaway
+workers, production settings) on a free port in 8100-8199 (or
+``JITPORTAL_BENCH_PORTS``) against a throwaway
 copy of the DATABASE_URL database (SQLite by default; PostgreSQL is the case
 that matters), with a sealer sealing the audit log every second as beat
 would. Beside each figure: the in-process floor, the same lifecycle through
@@ -44,15 +45,15 @@ from inventory.services import resource_upsert  # noqa: E402
 from requests_app.services import request_create, request_review  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PORTS = range(8100, 8200)
 
 
 def free_port() -> int:
-    for port in PORTS:
+    first, _, last = os.environ.get("JITPORTAL_BENCH_PORTS", "8100-8199").partition("-")
+    for port in range(int(first), int(last) + 1):
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) != 0:
                 return port
-    raise SystemExit("no free port in 8100-8199")
+    raise SystemExit(f"no free port in {first}-{last}")
 
 
 def setup(clients: int) -> list[tuple[object, ...]]:

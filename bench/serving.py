@@ -2,7 +2,8 @@
 
 The database is the test database of whatever DATABASE_URL names (a SQLite
 file by default). gunicorn runs the production settings (``bench.settings``:
-DEBUG off, two sync workers) on a free port in 8500-8599 (or ``BENCH_PORTS``); the load client
+DEBUG off, two sync workers) on a free port in 8500-8599 (or the range in
+``JITPORTAL_BENCH_PORTS``, e.g. ``8800-8899``, where several people share a machine); the load client
 keeps ``concurrency`` keep-alive connections busy for ``seconds``, like
 ``wrk -c8``, and reports requests per second and latency.
 """
@@ -69,17 +70,22 @@ def analyze() -> None:
             cursor.execute("VACUUM ANALYZE")
 
 
+def port_range(default: str) -> range:
+    """The ports a benchmark's server may take: ``JITPORTAL_BENCH_PORTS`` (``first-last``) or ``default``."""
+    first, _, last = os.environ.get("JITPORTAL_BENCH_PORTS", default).partition("-")
+    return range(int(first), int(last) + 1)
+
+
 def _free_port() -> int:
-    # BENCH_PORTS=8900-8999 keeps runs on a shared machine out of one another's way.
-    first, last = (int(n) for n in os.environ.get("BENCH_PORTS", "8500-8599").split("-"))
-    for port in range(first, last + 1):
+    ports = port_range("8500-8599")
+    for port in ports:
         with socket.socket() as probe:
             try:
                 probe.bind((HOST, port))
             except OSError:
                 continue
             return port
-    raise SystemExit(f"no free port in {first}-{last}")
+    raise SystemExit(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 @contextmanager

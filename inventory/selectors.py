@@ -58,11 +58,22 @@ def resources_resolve(refs: list, *, field: str = "resources", queryset: QuerySe
     return resolved
 
 
+def resource_lookup(ref: object, *, field: str = "resource") -> dict[str, object] | None:
+    """The field lookup that finds the resource ``ref`` (an id or ``kind/name``) names, without a query.
+
+    A malformed reference is a DomainError naming ``field``; an id beyond the
+    database's integer range, which no resource can have, is None.
+    """
+    value = _parse_ref(ref, field=field)
+    if isinstance(value, int):
+        return {"pk": value} if 0 < value <= _MAX_ID else None
+    return {"kind": value[0], "name": value[1]}
+
+
 def resource_get(ref: object, *, field: str = "resource") -> Resource:
     """One resource by id or ``kind/name``; NotFound when it does not exist."""
-    value = _parse_ref(ref, field=field)
-    lookup: dict[str, object] = {"pk": value} if isinstance(value, int) else {"kind": value[0], "name": value[1]}
-    resource = Resource.objects.filter(**lookup).first()
+    lookup = resource_lookup(ref, field=field)
+    resource = Resource.objects.filter(**lookup).first() if lookup is not None else None
     if resource is None:
         raise NotFound(f"no such resource: {ref}")
     return resource

@@ -15,16 +15,18 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q, prefetch_related_objects
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, prefetch_related_objects
 from django.utils import timezone
 
 from accounts import capabilities
 from accounts.models import Role
-from accounts.selectors import reviewers_of, roles_matching, roles_requestable_by
+from accounts.selectors import resources_searchable_by, reviewers_of, roles_matching, roles_requestable_by
 from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
+from inventory.selectors import resource_lookup, resources_resolve
 from jitportal.durations import format_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
+from jitportal.statements import Statement
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, GrantQuerySet, Review, grant_refusal
 from requests_app.notifications.messages import Event
 from requests_app.notifications.outbox import notify, notify_many, notify_wanted
@@ -121,11 +123,32 @@ def _suggested_reviewers(suggested: list, *, roles: list[Role], requester) -> li
     return [eligible[name] for name in names]
 
 
+def _roles_named(roles: list, requestable: list[Role]) -> list[Role]:
+    """Roles given as objects or names; a name the requester may not request reads as one that does not exist."""
+    by_name = {role.name: role for role in requestable}
+    missing = [role for role in roles if isinstance(role, str) and role not in by_name]
+    if missing:
+        raise DomainError(f"no such role: {', '.join(missing)}", field="roles")
+    return [by_name[role] if isinstance(role, str) else role for role in roles]
+
+
+def _resources_named(resources: list, *, requester, requestable: list[Role]) -> list[Resource]:
+    """Resources given as objects, or references (ids, ``kind/name``) looked up among those the requester may search.
+
+    A reference to a resource the requester may not search is answered
+    exactly like one to a resource that does not exist.
+    """
+    if all(isinstance(resource, Resource) for resource in resources):
+        return resources
+    refs = [resource.pk if isinstance(resource, Resource) else resource for resource in resources]
+    return resources_resolve(refs, queryset=resources_searchable_by(requester, roles=requestable))
+
+
 def request_create(
     *,
     requester,
-    resources: list[Resource] | None = None,
-    roles: list[Role] | None = None,
+    resources: list[Resource | str | int] | None = None,
+    roles: list[Role | str] | None = None,
     reason: str = "",
     duration: object = None,
     start_time: datetime | None = None,
@@ -134,21 +157,31 @@ def request_create(
 ) -> AccessRequest:
     """Create a request for roles, or for resources (roles picked when not named).
 
-    ``suggested_reviewers`` are usernames (or users) of eligible reviewers of the roles.
+    ``roles`` are roles or their names, ``resources`` resources or references
+    to them (ids, ``kind/name``), looked up among what the requester may
+    request and search. ``suggested_reviewers`` are usernames (or users) of
+    eligible reviewers of the roles.
 
     A request whose roles all auto-approve is approved at once (still audited);
-    no other path creates an approved request.
+    no other path creates an approved request. The request returned holds its
+    roles, resources and suggested reviewers as written, so reading them
+    costs no query.
     """
     now = now or timezone.now()
     if not requester.is_active:
         raise PermissionRefused("your account is not active")
-    preview = request_preview(requestable=roles_requestable_by(requester), resources=resources or [], roles=roles or [])
-    resources, roles = list(preview.resources), list(preview.roles)
+    requestable = roles_requestable_by(requester)
+    preview = request_preview(
+        requestable=requestable,
+        resources=_resources_named(resources or [], requester=requester, requestable=requestable),
+        roles=_roles_named(roles or [], requestable),
+    )
+    request_roles, request_resources = list(preview.roles), list(preview.resources)
     reason = _clean_reason(reason)
     preview.reason_check(reason)
     value = preview.duration(duration)
     start = _resolve_start(start_time, now)
-    reviewers = _suggested_reviewers(suggested_reviewers or [], roles=roles, requester=requester)
+    reviewers = _suggested_reviewers(suggested_reviewers or [], roles=request_roles, requester=requester)
 
     with transaction.atomic():
         access_request = AccessRequest.objects.create(
@@ -161,18 +194,26 @@ def request_create(
             approvals_required=preview.approvals_required,
             denials_required=preview.denials_required,
         )
-        access_request.roles.set(roles)
-        if resources:
-            access_request.resources.set(resources)
+        # add(), not set(): a new request has no rows to compare with, so each is one INSERT.
+        access_request.roles.add(*request_roles)
+        if request_resources:
+            access_request.resources.add(*request_resources)
         if reviewers:
-            access_request.suggested_reviewers.set(reviewers)
+            access_request.suggested_reviewers.add(*reviewers)
+        # Never changed once written, so held on the request returned: reading them costs no query.
+        # In the order a read gives them (each model's ordering; names compared as the C collation does).
+        access_request.hold(
+            roles=sorted(request_roles, key=lambda r: r.name),
+            resources=sorted(request_resources, key=lambda r: (r.kind, r.name)),
+            suggested_reviewers=sorted(reviewers, key=lambda u: u.username),
+        )
         audit_record(
             action="request.created",
             actor=requester,
             target=access_request,
             data={
-                "roles": [r.name for r in roles],
-                "resources": [r.ref for r in resources],
+                "roles": [r.name for r in request_roles],
+                "resources": [r.ref for r in request_resources],
                 "reason": reason,
                 "duration": int(value.total_seconds()),
                 "start_time": start.isoformat() if start else None,
@@ -320,6 +361,32 @@ def _expired_conflict(access_request: AccessRequest, what: str) -> StateConflict
     )
 
 
+def _review_facts(access_request: AccessRequest, *, reviewer, roles: list[Role]) -> dict:
+    """What a review of the locked ``access_request`` turns on, read in one statement.
+
+    Whether ``reviewer`` is eligible (``reviewers_of``, as ``reviewer_is_eligible``
+    asks it) and has reviewed it already, and the reviews so far toward each
+    threshold: approvals of reviewers still eligible, and every denial (a
+    denial stands even if its author has left the reviewers: it never grants
+    anything). Read after the lock is taken, so no review of this request can
+    commit between this and the caller's own.
+    """
+    eligible = reviewers_of(roles).values("pk")
+    return (
+        AccessRequest.objects.filter(pk=access_request.pk)
+        .annotate(
+            eligible=Exists(reviewers_of(roles).filter(pk=reviewer.pk)),
+            reviewed=Exists(Review.objects.filter(request=OuterRef("pk"), reviewer_id=reviewer.pk)),
+            approvals=Count(
+                "reviews", filter=Q(reviews__decision=Review.Decision.APPROVE, reviews__reviewer__in=eligible)
+            ),
+            denials=Count("reviews", filter=Q(reviews__decision=Review.Decision.DENY)),
+        )
+        .values("eligible", "reviewed", "approvals", "denials")
+        .get()
+    )
+
+
 def request_review(
     *, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None
 ) -> Review:
@@ -348,7 +415,10 @@ def request_review(
                 "request": str(access_request.pk),
                 "requester": access_request.requester.username,
             }
-            refusal = review_refusal(access_request, reviewer, at=at)
+            facts = _review_facts(access_request, reviewer=reviewer, roles=roles)
+            refusal = review_refusal(
+                access_request, reviewer, at=at, eligible=facts["eligible"], reviewed=facts["reviewed"]
+            )
             if refusal is not None and refusal.audit_action:
                 raise _Refusal(refusal.error, refusal.audit_action, audit_data)
             if _expire_if_due(access_request, at):
@@ -365,14 +435,10 @@ def request_review(
                     target=access_request,
                     data={**audit_data, "reason": reason},
                 )
-                # A denial stands even if its author has left the reviewers: it never grants anything.
-                counts = Review.objects.filter(request=access_request).aggregate(
-                    approvals=Count(
-                        "pk", filter=Q(decision=Review.Decision.APPROVE, reviewer__in=reviewers_of(roles).values("pk"))
-                    ),
-                    denials=Count("pk", filter=Q(decision=Review.Decision.DENY)),
-                )
-                if counts["denials"] >= access_request.denials_required:
+                # The counts before this review plus this one (its reviewer is eligible: checked above).
+                approvals = facts["approvals"] + (decision == Review.Decision.APPROVE)
+                denials = facts["denials"] + (decision == Review.Decision.DENY)
+                if denials >= access_request.denials_required:
                     _resolve(
                         access_request,
                         state=AccessRequest.State.DENIED,
@@ -382,7 +448,7 @@ def request_review(
                         action="request.denied",
                     )
                     notify(event=Event.REQUEST_DENIED, access_request=access_request)
-                elif counts["approvals"] >= access_request.approvals_required:
+                elif approvals >= access_request.approvals_required:
                     ineligible = requester_refusal(access_request, roles=roles)
                     if ineligible is not None:
                         raise _Refusal(StateConflict(ineligible), "review.refused_requester_ineligible", audit_data)
@@ -427,7 +493,8 @@ def _grants_create(access_request: AccessRequest, *, at: datetime) -> list[Grant
     def window(role: Role) -> dict:
         return {"starts_at": starts_at, "expires_at": starts_at + min(access_request.duration, role.max_duration)}
 
-    common = {"request": access_request, "user_id": access_request.requester_id, "created_at": at}
+    # The requester object, not only its id: an answer naming the grants' user then reads no row.
+    common = {"request": access_request, "user": access_request.requester, "created_at": at}
     if resources:
         grants = []
         for resource in resources:
@@ -731,60 +798,160 @@ class AccessDecision:
         return self.grant.expires_at if self.grant else None
 
 
+def _covering_latest(*, user_id: int, at: datetime, resources: QuerySet) -> QuerySet:
+    """Per role, the user's latest-ending active grant that could cover the one resource of ``resources``.
+
+    A grant covers it when it is on that resource or role-wide; whether its
+    role matches the resource is decided from the returned selector and
+    labels (``Role.matches``), as the rest of the portal decides it. Each row
+    carries the role's selector and logins, whether the user may still
+    request the role (as ``Role.objects.requestable_by`` asks it) and the
+    resource itself (uncorrelated subqueries, run once per statement), so the
+    whole decision is one statement that reads a row per role however many
+    grants the user holds.
+    """
+    resource = resources.order_by()
+    covering = (
+        Grant.objects.active(at=at)
+        .filter(user_id=user_id)
+        .filter(Q(resource_id=Subquery(resource.values("pk"))) | Q(resource__isnull=True))
+    )
+    # One probe per role down the (user, expires_at) index, stopping at the first row.
+    latest = Role.objects.filter(pk__in=covering.values("role_id")).annotate(
+        grant=Subquery(covering.filter(role_id=OuterRef("pk")).order_by("-expires_at").values("pk")[:1])
+    )
+    may_request = Role.requestable_by.through.objects.filter(role_id=OuterRef("role_id"), group__user=user_id)
+    return (
+        Grant.objects.filter(pk__in=latest.values("grant"))
+        .annotate(
+            eligible=Exists(may_request),
+            checked_id=Subquery(resource.values("pk")),
+            checked_kind=Subquery(resource.values("kind")),
+            checked_name=Subquery(resource.values("name")),
+            checked_labels=Subquery(resource.values("labels")),
+        )
+        .order_by()
+        .values(
+            "id",
+            "role_id",
+            "resource_id",
+            "starts_at",
+            "expires_at",
+            "revoked_at",
+            "role__name",
+            "role__logins",
+            "role__resource_kinds",
+            "role__resource_labels",
+            "eligible",
+            "checked_id",
+            "checked_kind",
+            "checked_name",
+            "checked_labels",
+        )
+    )
+
+
+# Compiled once per connection: building this queryset costs several times what running it does.
+_COVERING_BY_ID = Statement(
+    lambda user_id, at, resource_id: _covering_latest(
+        user_id=user_id, at=at, resources=Resource.objects.filter(pk=resource_id)
+    ),
+    user_id=int,
+    at=datetime,
+    resource_id=int,
+)
+_COVERING_BY_NAME = Statement(
+    lambda user_id, at, kind, name: _covering_latest(
+        user_id=user_id, at=at, resources=Resource.objects.filter(kind=kind, name=name)
+    ),
+    user_id=int,
+    at=datetime,
+    kind=str,
+    name=str,
+)
+
+
+def _loaded(model, values: dict):
+    """An instance of ``model`` holding ``values`` (by attname), as if loaded; other fields load on access."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db("default", names, [values[name] for name in names])
+
+
 def access_check(
-    *, user, resource: Resource | None, login: str | None = None, at: datetime | None = None
+    *, user, resource: Resource | str | int | None, login: str | None = None, at: datetime | None = None
 ) -> AccessDecision:
     """Decide from timestamps, now: an ended grant denies even if no sweep ran.
 
-    Whether a grant still counts is ``grant_refusal``. At most two queries,
-    each reading a few rows however many grants the user holds: the roles of
-    the user's active grants on the resource or role-wide, with whether the
-    user may still request each; then the grant to answer with, the latest
-    ending one of the roles that allow the check (an indexed probe stopping at
-    the first row), or, for a refusal, the one whose refusal is reported.
+    ``resource`` is a resource or a reference to one (an id or ``kind/name``;
+    a malformed one is a DomainError naming ``resource``). Whether a grant
+    still counts is ``grant_refusal``. One statement, compiled once per
+    connection, reading a row per role however many grants the user holds:
+    per role, the user's latest active grant that could cover the resource,
+    with whether the user may still request the role, and the resource.
+    Among the roles that match the resource, the answer is the latest-ending
+    grant of a role that allows the check, or the refusal of the most
+    telling one.
     """
     at = at or timezone.now()
     if not user.is_active:
         return AccessDecision(False, reason="the user is not active", code=Decision.USER_INACTIVE)
-    if resource is None:  # no such resource: answered as one without a grant, not to reveal which exist
+    lookup = {"pk": resource.pk} if isinstance(resource, Resource) else resource_lookup(resource)
+    if lookup is None:  # no such resource: answered as one without a grant, not to reveal which exist
         return AccessDecision(False, reason=NO_GRANT, code=Decision.NO_GRANT)
-    covering = (
-        Grant.objects.active(at=at)
-        .filter(user=user)
-        .filter(Q(resource=resource) | Q(resource__isnull=True))
-        .order_by("-expires_at")
+    if "pk" in lookup:
+        rows = _COVERING_BY_ID.rows(user_id=user.pk, at=at, resource_id=lookup["pk"])
+    else:
+        rows = _COVERING_BY_NAME.rows(user_id=user.pk, at=at, kind=lookup["kind"], name=lookup["name"])
+    if not rows or rows[0]["checked_id"] is None:
+        return AccessDecision(False, reason=NO_GRANT, code=Decision.NO_GRANT)
+    first = rows[0]
+    checked = _loaded(
+        Resource,
+        {
+            "id": first["checked_id"],
+            "kind": first["checked_kind"],
+            "name": first["checked_name"],
+            "labels": first["checked_labels"],
+        },
     )
-    # Whether the user may still request the role, as ``Role.objects.requestable_by`` asks it.
-    may_request = Exists(Role.requestable_by.through.objects.filter(role_id=OuterRef("pk"), group__user=user))
-    # A grant covers the resource only while its role matches it (a relabelled resource drops out).
-    roles = {
-        role.pk: role
-        for role in Role.objects.filter(pk__in=covering.values("role_id")).annotate(eligible=may_request)
-        if role.matches(resource)
-    }
+    grants: dict[int, Grant] = {}  # by role: the one grant to answer with
+    eligible: set[int] = set()
+    for row in rows:
+        role = _loaded(
+            Role,
+            {
+                "id": row["role_id"],
+                "name": row["role__name"],
+                "logins": row["role__logins"],
+                "resource_kinds": row["role__resource_kinds"],
+                "resource_labels": row["role__resource_labels"],
+            },
+        )
+        # A grant covers the resource only while its role matches it (a relabelled resource drops out).
+        if role.pk in grants or not role.matches(checked):
+            continue
+        grant = _loaded(
+            Grant,
+            {name: row[name] for name in ("id", "role_id", "resource_id", "starts_at", "expires_at", "revoked_at")},
+        )
+        grant.user, grant.role = user, role
+        grant.resource = checked if grant.resource_id is not None else None
+        grants[role.pk] = grant
+        if row["eligible"]:
+            eligible.add(role.pk)
 
-    def first_of(role_ids: list[int]) -> Grant | None:
-        # The user, role and resource are in hand: the grant's own row is all that is read.
-        grant = covering.filter(role_id__in=role_ids).first()
-        if grant is not None:
-            grant.user, grant.role = user, roles[grant.role_id]
-            grant.resource = resource if grant.resource_id is not None else None
-        return grant
+    def latest(role_ids: list[int]) -> Grant | None:
+        return max((grants[pk] for pk in role_ids), key=lambda g: g.expires_at, default=None)
 
-    eligible = {pk for pk, role in roles.items() if role.eligible}
-    allowing = [pk for pk in eligible if login is None or login in roles[pk].logins]
-    if allowing:
-        grant = first_of(allowing)
-        # Re-asked of the row itself: one revoked or ended between the two queries is not honoured.
-        if grant is not None and grant_refusal(grant, at=at, eligible_role_ids=eligible) is None:
-            return AccessDecision(True, grant=grant)
-    lost = [pk for pk in roles if pk not in eligible]
-    if lost:
-        grant = first_of(lost)
-        refusal = grant_refusal(grant, at=at, eligible_role_ids=eligible) if grant is not None else None
-        if refusal is not None:
-            return AccessDecision(False, reason=refusal, code=Decision.NOT_HONOURED)
-    refusing = sorted(roles[pk].name for pk in eligible)
+    allowing = [pk for pk in eligible if login is None or login in grants[pk].role.logins]
+    grant = latest(allowing)
+    if grant is not None and grant_refusal(grant, at=at, eligible_role_ids=eligible) is None:
+        return AccessDecision(True, grant=grant)
+    grant = latest([pk for pk in grants if pk not in eligible])
+    refusal = grant_refusal(grant, at=at, eligible_role_ids=eligible) if grant is not None else None
+    if refusal is not None:
+        return AccessDecision(False, reason=refusal, code=Decision.NOT_HONOURED)
+    refusing = sorted(grants[pk].role.name for pk in eligible)
     if refusing and login is not None:
         reason = f"login {login!r} is not allowed by role {refusing[0]}"
         return AccessDecision(False, reason=reason, code=Decision.LOGIN_NOT_ALLOWED)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch
+from django.db.models import Prefetch, prefetch_related_objects
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -11,11 +11,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from accounts import capabilities
-from accounts.models import Role
-from accounts.selectors import resources_searchable_by
 from audit.models import AuditCheckpoint, AuditEvent
-from inventory.selectors import resource_get, resources_resolve
-from jitportal import errors
 from jitportal.errors import DomainError, PermissionRefused
 from jitportal.restricted import RestrictedAPIView, RestrictedViewSet
 from requests_app import services
@@ -45,13 +41,11 @@ class IsAuditor(BasePermission):
         return capabilities.may_audit(request.user)
 
 
-def _roles_resolve(names: list[str], *, user) -> list[Role]:
-    """Roles by name among those ``user`` may request: any other is answered as one that does not exist."""
-    roles = {r.name: r for r in Role.objects.requestable_by(user).filter(name__in=names)}
-    missing = [name for name in names if name not in roles]
-    if missing:
-        raise DomainError(f"no such role: {', '.join(missing)}", field="roles")
-    return [roles[name] for name in names]
+# A request's relations that others add to after it is made.
+_WRITTEN_LATER = (
+    Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
+    Prefetch("grants", queryset=Grant.objects.select_related("user", "role", "resource", "revoked_by")),
+)
 
 
 class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
@@ -63,8 +57,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
             "roles",
             "resources",
             "suggested_reviewers",
-            Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
-            Prefetch("grants", queryset=Grant.objects.select_related("user", "role", "resource", "revoked_by")),
+            *_WRITTEN_LATER,
         )
         .order_by("-created_at")
     )
@@ -83,21 +76,24 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
         data = AccessRequestCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        # Names and references go to the service as given: it looks them up among what the
+        # requester may request and search, and a hidden one reads as one that does not exist.
         created = services.request_create(
             requester=request.user,
-            # Only what the requester may search: a hidden resource is answered as a missing one.
-            resources=resources_resolve(values["resources"], queryset=resources_searchable_by(request.user))
-            if values["resources"]
-            else [],
-            roles=_roles_resolve(values["roles"], user=request.user) if values["roles"] else [],
+            resources=values["resources"],
+            roles=values["roles"],
             reason=values["reason"],
             duration=values["duration"],
             start_time=values["start_time"],
             suggested_reviewers=values["suggested_reviewers"],
         )
-        response = self._detail(created.pk)
-        response.status_code = status.HTTP_201_CREATED
-        return response
+        # The request as written, read back from nothing: the service holds its roles, resources
+        # and suggested reviewers, and a pending request has had no review and has no grant.
+        if created.state == AccessRequest.State.PENDING:
+            created.hold(reviews=[], grants=[])
+        else:
+            prefetch_related_objects([created], *_WRITTEN_LATER)
+        return Response(self.get_serializer(created).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ReviewCreateSerializer, responses={201: ReviewSerializer})
     @action(detail=True, methods=["post"])
@@ -122,7 +118,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
             if not self.is_visible(access_request):
                 raise NotFound(self.not_found) from None
             raise
-        access_request.refresh_from_db(fields=["state"])
+        # The service leaves the request's state as it committed it.
         body = {**ReviewSerializer(review).data, "request_state": access_request.state}
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -166,6 +162,11 @@ class GrantViewSet(GrantCertificateMixin, mixins.ListModelMixin, mixins.Retrieve
         return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
 
 
+# One instance for every answer: its fields are built once (a serializer deep-copies them
+# per instance, which cost the check as much as its query), and to_representation keeps no state.
+_ACCESS_CHECK_ANSWER = AccessCheckSerializer()
+
+
 class AccessCheckView(RestrictedAPIView):
     """May this user use this login on this resource right now?"""
 
@@ -192,14 +193,12 @@ class AccessCheckView(RestrictedAPIView):
             user = User.objects.filter(username=username).first()
             if user is None:
                 raise NotFound(f"no such user: {username}")
-        try:
-            resource = resource_get(resource_ref)
-        except errors.NotFound:
-            resource = None  # denied like a resource without a grant: the answer does not tell which exist
         login = params.get("login")
+        # The reference is resolved in the check's own statement; a missing resource is
+        # denied like one without a grant, so the answer does not tell which exist.
         # A login that is sent but blank is checked (and matches nothing): fail closed.
         decision = services.access_check(
-            user=user, resource=resource, login=login.strip() if login is not None else None
+            user=user, resource=resource_ref, login=login.strip() if login is not None else None
         )
         body = {
             "allowed": decision.allowed,
@@ -208,7 +207,7 @@ class AccessCheckView(RestrictedAPIView):
             "reason": decision.reason,
             "code": decision.code,
         }
-        return Response(AccessCheckSerializer(body).data)
+        return Response(_ACCESS_CHECK_ANSWER.to_representation(body))
 
 
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):

@@ -10,13 +10,15 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from accounts.models import ApiToken
 from accounts.scope import role_scope_sync
 from audit.models import AuditEvent
 from inventory.models import Resource
 from requests_app import services
 from requests_app.models import AccessRequest, Review
-from tests.conftest import make_role, make_user
+from tests.conftest import make_resource, make_role, make_user
 
 REQUESTS = "/api/v1/requests/"
 
@@ -862,3 +864,69 @@ def test_the_requester_reads_why_it_was_denied(api, requester, reviewer, prod_ss
 
     assert body["state"] == "denied"
     assert body["resolution_reason"] == "use the read replica"
+
+
+# --- the cost of a lifecycle --------------------------------------------------------
+
+
+def _token_client(user):
+    _, secret = ApiToken.objects.create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+    return client
+
+
+@pytest.mark.parametrize(
+    ("asked", "create"),
+    [
+        ({"roles": ["prod-ssh"]}, 8),
+        # Resources cost their lookup and their one INSERT, however many.
+        ({"resources": ["node/web-1"]}, 10),
+        ({"resources": ["node/web-1", "node/web-2", "node/web-3"]}, 10),
+    ],
+    ids=["role", "one-resource", "three-resources"],
+)
+def test_a_lifecycle_over_the_api_costs_a_fixed_number_of_queries(
+    requester, reviewer, reviewer2, prod_ssh, web1, web2, django_assert_num_queries, asked, create
+):
+    """Create and two approvals with tokens, each transaction's two statements included.
+
+    Nothing the service has just written is read back for the answer, a
+    review reads what it turns on in one statement, and neither grows with
+    the resources asked for.
+    """
+    make_resource("web-3", labels={"env": "prod"})
+    clients = [_token_client(user) for user in (requester, reviewer, reviewer2)]
+    with django_assert_num_queries(create):
+        created = clients[0].post(REQUESTS, {**asked, "reason": "INC-1"}, format="json")
+    assert created.status_code == 201, created.content
+    reviews = f"{REQUESTS}{created.json()['id']}/reviews/"
+    with django_assert_num_queries(9):
+        first = clients[1].post(reviews, {"decision": "approve"}, format="json")
+    with django_assert_num_queries(15):
+        second = clients[2].post(reviews, {"decision": "approve"}, format="json")
+
+    assert (first.json()["request_state"], second.json()["request_state"]) == ("pending", "approved")
+    made = AccessRequest.objects.get(pk=created.json()["id"])
+    assert made.grants.count() == max(1, len(asked.get("resources", [])))
+
+
+def test_the_201_answer_is_what_reading_the_request_back_gives(
+    api, requester, reviewer, reviewer2, prod_ssh, web1, web2
+):
+    """The answer is built from what the service wrote, not read back: it must say exactly what a read says."""
+    client = api(requester)
+    created = client.post(
+        REQUESTS,
+        {
+            "resources": ["node/web-2", web1.pk],
+            "reason": "INC-1",
+            "suggested_reviewers": ["carol", "bob"],
+            "duration": "30m",
+        },
+    )
+    assert created.status_code == 201, created.content
+
+    read = client.get(f"{REQUESTS}{created.json()['id']}/")
+    assert created.json() == read.json()
+    assert [r["ref"] for r in read.json()["resources"]] == ["node/web-1", "node/web-2"]

@@ -134,6 +134,23 @@ def test_many_reviewers_approving_a_two_approval_request_grant_once(requester, r
     assert audit_sealed_verify().ok
 
 
+def test_one_reviewer_sending_the_same_review_at_once_is_recorded_once(requester, reviewers):
+    # What a review turns on (already reviewed, the counts) is read after the lock, never from
+    # a snapshot taken while waiting for it: the others are told, none fails on the unique row.
+    role = make_role("prod-ops", approvals=3)
+    req = request_create(requester=requester, roles=[role], reason="INC-1")
+    lead = reviewers[0]
+
+    calls = [lambda: request_review(request=req, reviewer=lead, decision="approve")] * 6
+    succeeded, failed = split(run_at_once(calls))
+
+    assert len(succeeded) == 1
+    assert {str(e) for e in failed} == {"you have already reviewed this request"}
+    req.refresh_from_db()
+    assert req.state == State.PENDING
+    assert Review.objects.filter(request=req).count() == 1
+
+
 def test_approvals_and_denials_racing_on_a_two_approval_request_end_in_one_state(requester, reviewers):
     role = make_role("prod-ssh", approvals=2, denials=2)
     req = request_create(requester=requester, roles=[role], reason="INC-1")
