@@ -35,7 +35,7 @@ from jitportal.db import insert_rows
 logger = logging.getLogger(__name__)
 
 
-def _event(
+def _columns(
     *,
     action: str,
     actor=None,
@@ -43,21 +43,23 @@ def _event(
     target_type: str = "",
     target_id: str = "",
     data: dict | None = None,
-) -> AuditEvent:
+) -> dict[str, Any]:
+    """The stored values of one event from ``audit_record``'s arguments, the same for one event or many.
+
+    ``data`` is its JSON text (keys sorted, anything else as its str()), so the
+    MAC is computed over exactly what is stored.
+    """
     if target is not None:
         target_type = target_type or target._meta.model_name
         target_id = target_id or str(target.pk)
-    # Normalise through JSON so the MAC is computed over exactly what is stored.
-    clean = json.loads(json.dumps(data or {}, default=str, sort_keys=True))
-    return AuditEvent(
-        created_at=timezone.now(),
-        actor=actor if actor is not None and actor.pk else None,
-        actor_username=getattr(actor, "username", "") or "",
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        data=clean,
-    )
+    return {
+        "actor_id": actor.pk if actor is not None and actor.pk else None,
+        "actor_username": getattr(actor, "username", "") or "",
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "data": json.dumps(data or {}, default=str, sort_keys=True),
+    }
 
 
 def audit_record(
@@ -74,7 +76,10 @@ def audit_record(
     It commits or rolls back with the change it describes; ``audit_seal``
     puts it into the chain after commit.
     """
-    event = _event(action=action, actor=actor, target=target, target_type=target_type, target_id=target_id, data=data)
+    columns = _columns(
+        action=action, actor=actor, target=target, target_type=target_type, target_id=target_id, data=data
+    )
+    event = AuditEvent(created_at=timezone.now(), **{**columns, "data": json.loads(columns["data"])})
     event.save()
     return event
 
@@ -93,25 +98,6 @@ _INSERT_COLUMNS = (
 )
 
 
-def _insert_row(
-    *,
-    created_at: Any,
-    action: str,
-    actor=None,
-    target: Any = None,
-    target_type: str = "",
-    target_id: str = "",
-    data: dict | None = None,
-) -> tuple:
-    if target is not None:
-        target_type = target_type or target._meta.model_name
-        target_id = target_id or str(target.pk)
-    actor_id = actor.pk if actor is not None and actor.pk else None
-    # The same JSON text ``_event`` stores: keys sorted, anything else as its str().
-    text = json.dumps(data or {}, default=str, sort_keys=True)
-    return (created_at, actor_id, getattr(actor, "username", "") or "", action, target_type, target_id, text, "", "")
-
-
 def audit_record_many(entries: Iterable[dict], *, batch_size: int = 1000) -> int:
     """Insert many unsealed events with one multi-row INSERT per batch; returns how many.
 
@@ -121,7 +107,10 @@ def audit_record_many(entries: Iterable[dict], *, batch_size: int = 1000) -> int
     the time of the transaction that writes them.
     """
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = [_insert_row(created_at=created_at, **entry) for entry in entries]
+    rows = []
+    for entry in entries:
+        columns = {**_columns(**entry), "created_at": created_at, "prev_mac": "", "mac": ""}
+        rows.append(tuple(columns[name] for name in _INSERT_COLUMNS))
     insert_rows(table=AuditEvent._meta.db_table, columns=_INSERT_COLUMNS, rows=rows, batch_size=batch_size)
     return len(rows)
 
