@@ -27,10 +27,19 @@ class Capability(models.TextChoices):
 class User(AbstractUser):
     """A person. Group membership decides what they may request and review."""
 
+    # The identity provider's own id for this person (SCIM ``externalId``): it survives a
+    # change of username at the provider. Empty for people the provider does not manage.
+    external_id = models.CharField(max_length=255, blank=True, default="")
+
     class Meta:
         ordering = ["username"]
         # Capabilities are permissions (accounts.audit, ...), held by groups or single users.
         permissions = [(capability.value, capability.label) for capability in Capability]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["external_id"], condition=~Q(external_id=""), name="user_external_id_unique"
+            ),
+        ]
 
 
 class RoleQuerySet(models.QuerySet):
