@@ -14,6 +14,7 @@ from __future__ import annotations
 from django.contrib.auth.models import Group
 from django.db.models import Prefetch
 from django.http import Http404
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
@@ -97,6 +98,8 @@ def _pk(raw: str, kind: str) -> int:
     return int(raw)
 
 
+# SCIM's own schemas (RFC 7643, served at /Schemas) describe these endpoints, not the portal's OpenAPI document.
+@extend_schema(exclude=True)
 class ScimView(RestrictedAPIView):
     """Base of the SCIM views: bearer tokens only (no session), capability ``scim``, SCIM's errors."""
 
