@@ -36,6 +36,9 @@ class PeopleAdminMixin(GatedAdminMixin):
 class UserAdmin(PeopleAdminMixin, DjangoUserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "group_names", "is_staff", "is_active")
     list_filter = ("is_staff", "is_superuser", "is_active", ("groups", NoGroupFilter))
+    search_fields = (*DjangoUserAdmin.search_fields, "external_id")
+    # The identity provider's id (SCIM externalId): what links the account to the person there.
+    fieldsets = (*(DjangoUserAdmin.fieldsets or ()), ("Identity provider", {"fields": ("external_id",)}))
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("groups")

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -682,3 +683,17 @@ def test_a_bad_group_operation_changes_no_membership(idp, engineers, requester, 
 def test_an_unknown_group_is_a_404(idp):
     scim_error(idp.get("/Groups/999999"), 404)
     scim_error(idp.patch("/Groups/999999", {"op": "remove", "path": "members"}), 404)
+
+
+def test_the_admin_finds_a_user_by_the_providers_id(idp, superuser):
+    idp.post("/Users", {"userName": "dana", "externalId": "00u-dana-okta"})
+    make_user("other")
+    admin = Client()
+    admin.force_login(superuser)
+
+    listing = admin.get("/admin/accounts/user/", {"q": "00u-dana"})
+    page = admin.get(f"/admin/accounts/user/{User.objects.get(username='dana').pk}/change/")
+
+    assert listing.status_code == 200
+    assert [row.username for row in listing.context["cl"].result_list] == ["dana"]
+    assert 'value="00u-dana-okta"' in page.content.decode()
