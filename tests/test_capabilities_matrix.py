@@ -167,6 +167,7 @@ class Call:
             grant=world.grant.pk,
             event=world.objects[AuditEvent].pk,
             web1=world.grant.resource_id,
+            bob=world.users["reviewer"].pk,
         )
 
 
@@ -180,6 +181,10 @@ def _cancelled(world: World) -> bool:
 
 def _revoked(world: World) -> bool:
     return Grant.objects.get(pk=world.grant.pk).revoked_at is not None
+
+
+def _deactivated(world: World) -> bool:
+    return not User.objects.get(pk=world.users["reviewer"].pk).is_active
 
 
 def _created(world: World) -> bool:
@@ -253,6 +258,15 @@ API = {
     "audit list": Call("get", "/api/v1/audit/", AUDIT_ONLY),
     "audit detail": Call("get", "/api/v1/audit/{event}/", AUDIT_ONLY),
     "schema": Call("get", "/api/schema/", everyone(200)),
+    "scim users": Call("get", "/scim/v2/Users", everyone(403, anonymous=401, superuser=200)),
+    "scim deactivate": Call(
+        "patch",
+        "/scim/v2/Users/{bob}",
+        everyone(403, anonymous=401, superuser=200),
+        body={"Operations": [{"op": "replace", "path": "active", "value": False}]},
+        effect=_deactivated,
+        changes_for=frozenset({"superuser"}),
+    ),
 }
 
 REFUSALS = {
@@ -262,6 +276,8 @@ REFUSALS = {
     "access check, another user": "You need the check_access capability.",
     "ssh principals": "You need the check_access capability.",
     "revoked keys": "You need the check_access capability.",
+    "scim users": "You need the scim capability.",
+    "scim deactivate": "You need the scim capability.",
 }
 
 
