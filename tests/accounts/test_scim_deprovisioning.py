@@ -154,3 +154,15 @@ def test_removing_from_a_group_that_does_not_make_the_role_requestable_changes_n
     remove_member_entra(world, requester, bystanders)
 
     assert what_hosts_and_owner_see(world) == HONOURED
+
+
+def test_a_deactivated_users_signed_in_session_and_tokens_stop_at_once(world, requester):
+    browser = APIClient()
+    browser.force_login(requester)
+    assert browser.get("/api/v1/me/").status_code == 200
+    assert world["alice"].get("/api/v1/me/").status_code == 200
+
+    delete_user(world, requester, None)
+
+    assert browser.get("/api/v1/me/").status_code == 401
+    assert world["alice"].get("/api/v1/me/").status_code == 401
