@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
@@ -153,7 +154,7 @@ def _kept_email_filter(expression: str | None) -> bool:
 # --- users ----------------------------------------------------------------------------------
 
 
-_USER_SCALARS = {
+_USER_SCALARS: dict[str, Callable[[object], dict[str, Any]]] = {
     "username": lambda value: {"username": _username(value)},
     "externalid": lambda value: {"external_id": _text(value, attribute="externalId", field="external_id")},
     "active": lambda value: {"is_active": _boolean(value, attribute="active")},
