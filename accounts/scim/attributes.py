@@ -312,9 +312,14 @@ def member_ids(value: object) -> set[int]:
     return ids
 
 
+def is_id(text: str) -> bool:
+    """A primary key as text: ASCII digits only (``"²".isdigit()`` is true, ``int("²")`` fails), in range."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def _member_id(raw: object) -> int:
     text = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-    if not text.isdigit() or len(text) > 18:
+    if not is_id(text):
         raise invalid_value(f"members: {raw!r} is not the id of a user")
     return int(text)
 
@@ -404,5 +409,5 @@ def filter_q(expression: str, attributes: dict[str, tuple[str, bool]]) -> Q:
         raise ScimError("the filter's value is not a valid string", scim_type="invalidFilter") from None
     column, case_exact = attributes[attribute]
     if column == "pk":
-        return Q(pk=int(value)) if value.isdigit() and len(value) <= 18 else Q(pk__in=[])
+        return Q(pk=int(value)) if is_id(value) else Q(pk__in=[])
     return Q(**{column if case_exact else f"{column}__iexact": value})

@@ -24,7 +24,7 @@ from accounts import capabilities
 from accounts.auth import TokenAuthentication
 from accounts.models import User
 from accounts.scim import schema, services
-from accounts.scim.attributes import ScimError, filter_q, operations_from_document, user_from_document
+from accounts.scim.attributes import ScimError, filter_q, is_id, operations_from_document, user_from_document
 from jitportal.errors import DomainError
 from jitportal.parsers import JSONParser
 from jitportal.restricted import RestrictedAPIView
@@ -93,7 +93,7 @@ def _first_message(detail) -> str:
 
 
 def _pk(raw: str, kind: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not is_id(raw):
         raise ScimError(f"{kind} {raw} not found", status=404)
     return int(raw)
 

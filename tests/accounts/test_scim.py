@@ -301,6 +301,10 @@ def test_get_a_user_by_id_with_their_groups(idp, requester):
     ]
     scim_error(idp.get("/Users/999999"), 404)
     scim_error(idp.get("/Users/not-a-number"), 404)
+    # A digit to str.isdigit() that int() refuses: still a 404, not a server error.
+    scim_error(idp.get("/Users/\u00b2"), 404)
+    assert idp.get("/Users", filter='id eq "\u00b2"').json()["totalResults"] == 0
+    assert idp.get("/Users", filter=f'id eq "{requester.pk}"').json()["Resources"][0]["userName"] == "alice"
 
 
 def test_filter_by_username_as_okta_and_entra_do_before_creating(idp, requester, outsider):
@@ -659,6 +663,8 @@ def test_adding_someone_already_in_or_removing_someone_not_in_records_nothing(id
     [
         ({"op": "add", "path": "members", "value": [{"value": "999999"}]}, "invalidValue"),
         ({"op": "add", "path": "members", "value": [{"value": "mallory"}]}, "invalidValue"),
+        ({"op": "add", "path": "members", "value": [{"value": "\u00b2"}]}, "invalidValue"),
+        ({"op": "add", "path": "members", "value": [{"value": True}]}, "invalidValue"),
         ({"op": "add", "path": "members", "value": {"value": "1"}}, "invalidValue"),
         ({"op": "replace", "path": "displayName", "value": "admins"}, "mutability"),
         ({"op": "replace", "value": {"displayName": "admins"}}, "mutability"),
