@@ -1,12 +1,13 @@
 """SCIM 2.0 endpoints under /scim/v2/ (RFC 7644), for an identity provider's token holding ``scim``.
 
-Hand-written on DRF rather than django-scim2: that library authenticates
-with Django's session middleware, writes through its own adapters that
-``save()`` models outside our services (so no row lock and no audit event),
-and would add a filter-grammar dependency for the one ``eq`` the providers
-send. Here every view derives from the restricting base, every write is a
-service in ``accounts.scim.services``, and every refusal is a SCIM error
-document (``schemas``, ``status``, ``scimType``, ``detail``).
+Hand-written on DRF rather than django-scim2: that library leaves
+authentication to Django's middleware (a bearer API token would need a
+middleware of our own beside DRF's), writes through adapters that ``save()``
+models outside our services (no row lock, no audit event), and brings a
+filter-grammar dependency for the one ``eq`` providers send. Here every view
+derives from the restricting base, every write is a service in
+``accounts.scim.services``, and every refusal is a SCIM error document
+(``schemas``, ``status``, ``scimType``, ``detail``).
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def test_a_token_of_a_deactivated_provisioner_is_refused(idp, provisioner):
     scim_error(idp.get("/Users"), 401)
 
 
-def test_the_token_may_be_sent_as_token_too_only_as_bearer(provisioner):
+def test_the_token_is_read_as_bearer_not_in_the_apis_token_scheme(provisioner):
     """SCIM clients send ``Bearer``; the portal's ``Token`` scheme is not what this endpoint reads."""
     _, secret = token_create(user=provisioner, by=provisioner)
     client = APIClient()
