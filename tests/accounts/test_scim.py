@@ -703,3 +703,28 @@ def test_the_admin_finds_a_user_by_the_providers_id(idp, superuser):
     assert listing.status_code == 200
     assert [row.username for row in listing.context["cl"].result_list] == ["dana"]
     assert 'value="00u-dana-okta"' in page.content.decode()
+
+
+def test_rfc_replace_of_members_by_path_and_removal_of_all(idp, engineers, requester, outsider, reviewer):
+    """RFC 7644 3.5.2.3 and 3.5.2.2: ``replace`` on ``members`` sets them; ``remove`` without a value empties."""
+    replaced = idp.patch(
+        f"/Groups/{engineers.pk}",
+        {
+            "op": "replace",
+            "path": "members",
+            "value": [
+                {"display": "mallory", "$ref": f"https://idp.example/Users/{outsider.pk}", "value": str(outsider.pk)},
+                {"display": "bob", "value": str(reviewer.pk)},
+            ],
+        },
+    )
+    assert replaced.status_code == 200, replaced.content
+    assert set(engineers.user_set.values_list("username", flat=True)) == {"mallory", "bob"}
+
+    emptied = idp.patch(f"/Groups/{engineers.pk}", {"op": "remove", "path": "members"})
+
+    assert emptied.status_code == 200, emptied.content
+    assert emptied.json()["members"] == []
+    assert not engineers.user_set.exists()
+    removed = AuditEvent.objects.filter(action="scim.group_member_removed")
+    assert sorted(removed.values_list("data__userName", flat=True)) == ["alice", "bob", "mallory"]
