@@ -98,6 +98,10 @@ class AccessRequest(models.Model):
     duration = models.DurationField()
     start_time = models.DateTimeField(null=True, blank=True)
     suggested_reviewers = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="suggested_reviews", blank=True)
+    # The approved request whose access this one extends (always the first of the chain, never an extension).
+    extends = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="extensions", editable=False
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     # Thresholds are fixed when the request is made, from its roles, so a
     # later policy change never flips a request already under review.
@@ -182,12 +186,17 @@ class Review(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
     decision = models.CharField(max_length=8, choices=Decision.choices)
     reason = models.TextField(blank=True, max_length=MAX_REASON_LENGTH)
+    # An approval may narrow the access: the grant lasts the shortest of the request's and these.
+    duration = models.DurationField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["created_at"]
         constraints = [
             models.UniqueConstraint(fields=["request", "reviewer"], name="review_once_per_reviewer"),
+            models.CheckConstraint(
+                condition=Q(duration__isnull=True) | Q(duration__gt=timedelta(0)), name="review_duration_positive"
+            ),
         ]
 
     def __str__(self) -> str:
