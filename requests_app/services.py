@@ -262,17 +262,18 @@ def extension_refusal(root: AccessRequest, *, user, at: datetime, live: bool, us
     return None
 
 
-def extension_offer(access_request: AccessRequest, *, user, at: datetime) -> datetime | None:
-    """When the access ``user`` could extend from ``access_request`` ends, or None when it cannot be extended.
+def extension_offer(access_request: AccessRequest, *, user, at: datetime) -> tuple[datetime | None, DomainError | None]:
+    """When the live access ``user`` could extend from ``access_request`` ends, or why it cannot be extended.
 
-    For the pages: three queries, whatever the chain holds. The service decides again when asked.
+    For the pages: at most four queries, whatever the chain holds. The service decides again when asked.
     """
     root = access_request
     if access_request.extends_id is not None:
         root = AccessRequest.objects.prefetch_related("roles").get(pk=access_request.extends_id)
     ends = _chain_live_ends(root.pk, at)
-    refusal = extension_refusal(root, user=user, at=at, live=bool(ends), used=extensions_used(root, at=at))
-    return None if refusal is not None else max(ends.values())
+    used = extensions_used(root, at=at) if ends else 0
+    refusal = extension_refusal(root, user=user, at=at, live=bool(ends), used=used)
+    return (None, refusal) if refusal is not None else (max(ends.values()), None)
 
 
 def request_extend(

@@ -188,10 +188,12 @@ def test_an_extension_approved_after_the_original_was_revoked_is_refused(request
 def test_extension_offer_says_until_when_or_none(requester, reviewer, ops):
     original = approved(requester, reviewer, roles=[ops])
     now = timezone.now()
-    assert extension_offer(original, user=requester, at=now) == original.grants.get().expires_at
-    assert extension_offer(original, user=reviewer, at=now) is None
+    assert extension_offer(original, user=requester, at=now) == (original.grants.get().expires_at, None)
+    until, refusal = extension_offer(original, user=reviewer, at=now)
+    assert until is None and isinstance(refusal, PermissionRefused)
     request_extend(request=original, requester=requester, duration="10m")
-    assert extension_offer(original, user=requester, at=now) is None  # its one extension is used
+    until, refusal = extension_offer(original, user=requester, at=now)  # its one extension is used
+    assert until is None and refusal.code == "max_extensions"
 
 
 # --- narrowing ----------------------------------------------------------------------------------
@@ -297,3 +299,29 @@ def test_api_review_with_duration_narrows_and_shows_it(api, requester, reviewer,
     assert detail["state"] == "approved"
     assert req.grants.get().expires_at - req.grants.get().starts_at == timedelta(minutes=10)
     assert grant["id"] == req.grants.get().pk
+
+
+# --- reminder -----------------------------------------------------------------------------------
+
+
+def test_the_reminder_before_the_end_links_to_extend(requester, reviewer, ops, handed_off):
+    from requests_app.models import Notification, NotificationChannel
+    from requests_app.services import grants_remind_expiring
+
+    Event = NotificationChannel.Event
+    NotificationChannel.objects.create(
+        name="news",
+        kind=NotificationChannel.Kind.WEBHOOK,
+        url="http://127.0.0.1:9/hook",
+        secret="k",
+        events=[Event.GRANT_EXPIRING],
+    )
+    original = approved(requester, reviewer, roles=[ops])
+    grant = original.grants.get()
+    at = grant.expires_at - timedelta(minutes=5)
+    assert grants_remind_expiring(now=at) == 1
+    assert grants_remind_expiring(now=at) == 0  # claimed once
+    row = Notification.objects.get(event=Event.GRANT_EXPIRING)
+    extend_url = f"http://127.0.0.1:8000/requests/{original.pk}/extend/"
+    assert row.payload["link"] == extend_url
+    assert row.payload["request"]["extend_url"] == extend_url
