@@ -858,6 +858,7 @@ _MESSAGE_FIELDS = [
     "revoked_at",
     "revoke_reason",
     "request__requester_id",
+    "request__extends_id",
     "request__reason",
     "request__state",
     "request__duration",
