@@ -237,15 +237,34 @@ class GrantQuerySet(models.QuerySet):
         return self.filter(Q(ended_at__isnull=True) & (Q(expires_at__lte=at) | Q(revoked_at__isnull=False)))
 
     def due_for_reminder(self, *, at: datetime, before: timedelta) -> GrantQuerySet:
-        """Active grants ending within ``before`` and not yet reminded; grants no longer than ``before`` never are."""
-        return self.filter(
-            reminded_at__isnull=True,
-            ended_at__isnull=True,
+        """Active grants ending within ``before`` and not yet reminded; grants no longer than ``before`` never are,
+        nor grants an approved extension already continues (access does not end then)."""
+        return (
+            self.filter(
+                reminded_at__isnull=True,
+                ended_at__isnull=True,
+                revoked_at__isnull=True,
+                starts_at__lte=at,
+                expires_at__gt=at,
+                expires_at__lte=at + before,
+            )
+            .filter(expires_at__gt=F("starts_at") + before)
+            .exclude(self._continued())
+        )
+
+    @staticmethod
+    def _continued() -> Q:
+        """A grant of the same user, role and resource starts where this one ends (an extension's)."""
+        same = Grant.objects.filter(
+            user_id=OuterRef("user_id"),
+            role_id=OuterRef("role_id"),
+            starts_at=OuterRef("expires_at"),
             revoked_at__isnull=True,
-            starts_at__lte=at,
-            expires_at__gt=at,
-            expires_at__lte=at + before,
-        ).filter(expires_at__gt=F("starts_at") + before)
+        )
+        # Two probes: a role-wide grant has no resource to compare, and NULL never equals NULL.
+        on_resource = Exists(same.filter(resource_id=OuterRef("resource_id")))
+        role_wide = Exists(same.filter(resource__isnull=True))
+        return (Q(resource__isnull=False) & Q(on_resource)) | (Q(resource__isnull=True) & Q(role_wide))
 
     def live(self, *, at: datetime) -> GrantQuerySet:
         """Active or scheduled at ``at``: not revoked and not yet ended."""

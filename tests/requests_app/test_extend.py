@@ -325,3 +325,22 @@ def test_the_reminder_before_the_end_links_to_extend(requester, reviewer, ops, h
     extend_url = f"http://127.0.0.1:8000/requests/{original.pk}/extend/"
     assert row.payload["link"] == extend_url
     assert row.payload["request"]["extend_url"] == extend_url
+
+
+def test_a_grant_an_approved_extension_continues_gets_no_reminder(requester, reviewer, ops, dev1, self_service):
+    from requests_app.services import grants_remind_expiring
+
+    role_wide = approved(requester, reviewer, roles=[ops])
+    on_resource = request_create(requester=requester, resources=[dev1], duration="1h")
+    for req in (role_wide, on_resource):
+        extension = request_extend(request=req, requester=requester, duration="30m")
+        if extension.state == State.PENDING:
+            # Pending is no promise: still reminded until it is approved.
+            at = req.grants.get().expires_at - timedelta(minutes=5)
+            assert Grant.objects.due_for_reminder(at=at, before=timedelta(minutes=10)).filter(request=req).exists()
+            request_review(request=extension, reviewer=reviewer, decision="approve")
+    last = max(g.expires_at for g in Grant.objects.filter(request__extends__isnull=True))
+    assert grants_remind_expiring(now=last - timedelta(minutes=5)) == 0
+    # The extensions' own grants are reminded before they end.
+    final = max(g.expires_at for g in Grant.objects.filter(request__extends__isnull=False))
+    assert grants_remind_expiring(now=final - timedelta(minutes=5)) == 2
