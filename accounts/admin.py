@@ -17,7 +17,14 @@ from django.utils.html import format_html
 from accounts import capabilities
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.scope import role_scope_sync
-from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector, token_create, token_revoke
+from accounts.services import (
+    role_clean_kinds,
+    role_clean_logins,
+    role_clean_reason_pattern,
+    role_clean_selector,
+    token_create,
+    token_revoke,
+)
 from inventory.models import Resource
 from jitportal.admin_display import ConfigurationAdminMixin, GatedAdminMixin, NoGroupFilter, clipped
 from jitportal.durations import format_duration
@@ -82,6 +89,9 @@ class RoleAdminForm(forms.ModelForm):
             "resource_labels": 'JSON object of key to a list of allowed values, "*" for any; e.g. {"env": ["prod"]}.',
             "logins": 'JSON list of principals, e.g. ["ubuntu"].',
             "max_duration": f"At most {MAX_ROLE_DURATION.days} days; e.g. 01:00:00 for one hour.",
+            "reason_pattern": "A regular expression the whole reason must match, e.g. (INC|CHG)-[0-9]+.*; "
+            "say what it wants in the reason hint.",
+            "max_extensions": "How many times an approved request may be extended; 0 forbids extending.",
         }
         for name, text in help_texts.items():
             if name in self.fields:
@@ -96,6 +106,9 @@ class RoleAdminForm(forms.ModelForm):
 
     def clean_logins(self) -> list[str]:
         return _form_rule(role_clean_logins, self.cleaned_data.get("logins"))
+
+    def clean_reason_pattern(self) -> str:
+        return _form_rule(role_clean_reason_pattern, self.cleaned_data.get("reason_pattern"))
 
 
 @admin.register(Role)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractUser, Group
@@ -74,6 +75,10 @@ class Role(models.Model):
     denials = models.PositiveSmallIntegerField(default=1)
     reason = models.CharField(max_length=16, choices=ReasonMode.choices, default=ReasonMode.OPTIONAL)
     reason_hint = models.CharField(max_length=255, blank=True)
+    # A regular expression the whole reason must match (e.g. a ticket reference); blank: any reason.
+    reason_pattern = models.CharField(max_length=500, blank=True)
+    # How many extensions one approved request may have (pending and approved ones count); 0 forbids extending.
+    max_extensions = models.PositiveSmallIntegerField(default=1)
     auto_approve = models.BooleanField(default=False)
     pending_ttl = models.DurationField(default=timedelta(hours=24))
     # Extensions of the SSH certificates issued for this role's grants.
@@ -103,6 +108,10 @@ class Role(models.Model):
     @property
     def reason_required(self) -> bool:
         return self.reason == self.ReasonMode.REQUIRED
+
+    def reason_matches(self, reason: str) -> bool:
+        """The whole reason matches ``reason_pattern`` (any reason does when there is none)."""
+        return not self.reason_pattern or re.fullmatch(self.reason_pattern, reason) is not None
 
     def matches(self, resource: Resource) -> bool:
         return resource.matches(self.resource_kinds, self.resource_labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -62,6 +63,19 @@ def role_clean_logins(value: object) -> list[str]:
         if len(login) > 64:
             raise DomainError(f"{login[:20]!r}… is longer than 64 characters", field="logins")
     return logins
+
+
+def role_clean_reason_pattern(value: object) -> str:
+    """A regular expression the whole reason must match; blank for none. One that does not compile is refused."""
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str):
+        raise DomainError("must be text (a regular expression)", field="reason_pattern")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise DomainError(f"{value!r} is not a valid regular expression: {exc}", field="reason_pattern") from None
+    return value
 
 
 def _string_list(value: object, *, field: str) -> list[str]:

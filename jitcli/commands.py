@@ -416,6 +416,8 @@ def request_show(args) -> int:
     print(f"Request:    {r['id']}")
     print(f"Requester:  {r['requester']}")
     print(f"State:      {r['state']}")
+    if r.get("extends"):
+        print(f"Extends:    {r['extends']}")
     print(f"Roles:      {', '.join(r['roles'])}")
     print(f"Resources:  {refs(r['resources'], most=20)}")
     print(f"Reason:     {r.get('reason') or '-'}")
@@ -458,9 +460,12 @@ def request_cancel(args) -> int:
 def request_review(args) -> int:
     _, api = _session()
     decision = "approve" if args.approve else "deny"
-    review = _request_call(
-        lambda: api.post(_request_path(args.id, "reviews/"), {"decision": decision, "reason": args.reason}), args.id
-    )
+    body = {"decision": decision, "reason": args.reason}
+    if args.duration:
+        if decision != "approve":
+            raise CliError("--duration shortens an approval; it cannot go with --deny", exit_code=USAGE)
+        body["duration"] = args.duration
+    review = _request_call(lambda: api.post(_request_path(args.id, "reviews/"), body), args.id)
     state = review.get("request_state", "")
     verb = "Approved" if decision == "approve" else "Denied"
     detail = f"it is now {state}"
@@ -470,6 +475,21 @@ def request_review(args) -> int:
         except CliError:
             detail = "it is still pending"
     print(f"{verb} request {args.id}; {detail}.")
+    return 0
+
+
+def request_extend(args) -> int:
+    _, api = _session()
+    body: dict = {}
+    if args.duration:
+        body["duration"] = args.duration
+    if args.reason is not None:
+        body["reason"] = args.reason
+    extension = _request_call(lambda: api.post(_request_path(args.id, "extend/"), body), args.id)
+    print(f"Extension of request {extension['extends']}:")
+    _print_request(extension)
+    if extension["state"] == "pending":
+        print(f"It waits for review until {local(extension['pending_expires_at'])}, when your access ends.")
     return 0
 
 

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     search.add_argument("text", nargs="?", default="", metavar="TEXT", help="matched in name, address, description")
 
-    request = command("request", "create, list, show, cancel and review access requests", None)
+    request = command("request", "create, list, show, cancel, review and extend access requests", None)
     request_sub = request.add_subparsers(dest="request_command", metavar="SUBCOMMAND", parser_class=_Parser)
 
     def request_command(name: str, help_text: str, handler) -> argparse.ArgumentParser:
@@ -112,6 +112,16 @@ def _parser() -> argparse.ArgumentParser:
     decision.add_argument("--approve", action="store_true")
     decision.add_argument("--deny", action="store_true")
     review.add_argument("--reason", required=True, help="why; the requester sees it")
+    review.add_argument(
+        "--duration", help="approvals only: grant less time than requested, e.g. 30m (never longer than requested)"
+    )
+
+    extend = request_command(
+        "extend", "ask for more time on your approved access while it lasts", commands.request_extend
+    )
+    extend.add_argument("id", metavar="ID")
+    extend.add_argument("--duration", help="how much longer, e.g. 30m (default: the smaller of 1h and the cap)")
+    extend.add_argument("--reason", help="why (required when the role requires one)")
 
     ssh = command(
         "ssh",

@@ -101,7 +101,7 @@ class AccessRequestForm(forms.Form):
 
         needing = selection.reason_required_by
         reason = self.fields["reason"]
-        reason.help_text = " ".join(selection.reason_hints)
+        reason.help_text = reason_help(list(selection.roles))
         if needing and not selection.choices:
             reason.label = "Reason (required)"
             reason.widget.attrs["required"] = True
@@ -129,6 +129,40 @@ class AccessRequestForm(forms.Form):
         return [self.reviewer_users[name] for name in self.cleaned_data.get("suggested_reviewers", [])]
 
 
+def reason_help(roles: list[Role]) -> str:
+    """What the roles want in a reason: their hints, and the patterns a reason must match."""
+    hints = list(dict.fromkeys(r.reason_hint for r in roles if r.reason_hint))
+    patterns = [f"{r.reason_pattern} (role {r.name})" for r in roles if r.reason_pattern]
+    if patterns:
+        hints.append(f"Must match {'; '.join(patterns)}.")
+    return " ".join(hints)
+
+
+class ExtendForm(forms.Form):
+    """More of an approved request's access: how much longer and why (the service decides the rest)."""
+
+    duration = forms.ChoiceField(label="For how much longer")
+    reason = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3, "maxlength": MAX_REASON_LENGTH}),
+        label="Reason",
+    )
+
+    def __init__(self, *args, roles: list[Role], **kwargs):
+        super().__init__(*args, **kwargs)
+        cap = min(r.max_duration for r in roles)
+        self.fields["duration"].choices = duration_choices(cap)
+        self.fields["duration"].initial = str(int(min(timedelta(hours=1), cap).total_seconds()))
+        reason = self.fields["reason"]
+        reason.help_text = reason_help(roles)
+        if any(r.reason_required or r.reason_pattern for r in roles):
+            reason.label = "Reason (required)"
+            reason.widget.attrs["required"] = True
+        else:
+            reason.label = "Reason (optional)"
+
+
 class ReviewForm(forms.Form):
     """The admin's confirmation page for approving or denying one or several requests."""
 
@@ -140,10 +174,18 @@ class ReviewForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "maxlength": MAX_REASON_LENGTH}),
         help_text="Recorded with each review and shown to the requester.",
     )
+    duration = forms.CharField(
+        required=False,
+        max_length=32,
+        label="Shorten to",
+        help_text="Optional: grant less time than requested, e.g. 30m or 1h (never longer than requested).",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         decision = self.data.get("decision") if self.is_bound else self.initial.get("decision")
+        if decision != Review.Decision.APPROVE:
+            del self.fields["duration"]
         if decision == Review.Decision.DENY:
             # A hint for the browser; the review service is what refuses a denial without a reason.
             self.fields["reason"].widget.attrs["required"] = True

@@ -139,13 +139,20 @@ class RequestPreview:
         return tuple(dict.fromkeys(r.reason_hint for r in self.roles if r.reason_hint))
 
     def reason_check(self, reason: str) -> None:
-        """Refuse a blank reason when some role requires one, with the first hint of those roles."""
+        """Refuse a blank reason when some role requires one, and one that some role's ``reason_pattern``
+        does not match in full, each with the hint of the roles at fault."""
         needing = self.reason_required_by
-        if reason or not needing:
-            return
-        hint = next((r.reason_hint for r in needing if r.reason_hint), "")
-        message = f"a reason is required by role {', '.join(r.name for r in needing)}"
-        raise DomainError(f"{message} ({hint})" if hint else message, field="reason")
+        if not reason and needing:
+            hint = next((r.reason_hint for r in needing if r.reason_hint), "")
+            message = f"a reason is required by role {', '.join(r.name for r in needing)}"
+            raise DomainError(f"{message} ({hint})" if hint else message, field="reason")
+        # A blank reason is checked too: a role with a pattern wants one that matches, whatever its reason mode.
+        unmatched = [r for r in self.roles if not r.reason_matches(reason)]
+        if unmatched:
+            hint = next((r.reason_hint for r in unmatched if r.reason_hint), "")
+            patterns = "; ".join(f"{r.reason_pattern} (role {r.name})" for r in unmatched)
+            message = f"must match {patterns}"
+            raise DomainError(f"{message}: {hint}" if hint else message, field="reason")
 
 
 def request_preview(

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, prefetch_related_objects
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, prefetch_related_objects
 from django.utils import timezone
 
 from accounts import capabilities
@@ -24,7 +24,7 @@ from accounts.selectors import resources_searchable_by, reviewers_of, roles_matc
 from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
 from inventory.selectors import resource_lookup, resources_resolve
-from jitportal.durations import format_duration
+from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from jitportal.statements import Statement
 from requests_app.models import MAX_REASON_LENGTH, AccessRequest, Grant, GrantQuerySet, Review, grant_refusal
@@ -227,6 +227,120 @@ def request_create(
     return access_request
 
 
+# --- extend -----------------------------------------------------------------
+
+
+def extensions_used(root: AccessRequest, *, at: datetime) -> int:
+    """Extensions that count against ``max_extensions``: pending (still within their time to live) and approved."""
+    return (
+        AccessRequest.objects.filter(extends_id=root.pk)
+        .filter(Q(state=AccessRequest.State.APPROVED) | Q(state=AccessRequest.State.PENDING, pending_expires_at__gt=at))
+        .count()
+    )
+
+
+def extension_refusal(root: AccessRequest, *, user, at: datetime, live: bool, used: int) -> DomainError | None:
+    """Why ``user`` may not extend ``root`` (the first request of its chain) now, or None.
+
+    The one rule behind the service and the pages' *Extend* offer; ``live``
+    is whether any grant of the chain is still live, ``used`` how many
+    extensions count (``extensions_used``).
+    """
+    if root.requester_id != user.pk:
+        return PermissionRefused("only the requester can extend a request", field="request")
+    state = root.state_at(at)
+    if state != AccessRequest.State.APPROVED:
+        return StateConflict(f"the request is {state}; only approved access can be extended", code="not_approved")
+    if not live:
+        return _nothing_to_extend()
+    roles = list(root.roles.all())
+    limit = min(r.max_extensions for r in roles)
+    if used >= limit:
+        strictest = min(roles, key=lambda r: r.max_extensions)
+        allowed = "no extension" if limit == 0 else f"at most {limit} extension{'s' if limit != 1 else ''}"
+        return StateConflict(f"role {strictest.name} allows {allowed} of a request", code="max_extensions")
+    return None
+
+
+def extension_offer(access_request: AccessRequest, *, user, at: datetime) -> tuple[datetime | None, DomainError | None]:
+    """When the live access ``user`` could extend from ``access_request`` ends, or why it cannot be extended.
+
+    For the pages: at most four queries, whatever the chain holds. The service decides again when asked.
+    """
+    root = access_request
+    if access_request.extends_id is not None:
+        root = AccessRequest.objects.prefetch_related("roles").get(pk=access_request.extends_id)
+    ends = _chain_live_ends(root.pk, at)
+    used = extensions_used(root, at=at) if ends else 0
+    refusal = extension_refusal(root, user=user, at=at, live=bool(ends), used=used)
+    return (None, refusal) if refusal is not None else (max(ends.values()), None)
+
+
+def request_extend(
+    *, request: AccessRequest, requester, duration: object = None, reason: str = "", now: datetime | None = None
+) -> AccessRequest:
+    """Ask for more of the access an approved request gave, while some of it is still live.
+
+    The extension is a new request (``extends``: the first request of the
+    chain, also when an extension is extended) with the same roles and
+    resources, checked and reviewed by the same rules as a new request; its
+    time to live ends with the live access it would extend. Once approved it
+    adds a grant from the end of each still-live grant (``_approve``). The
+    chain's first request is locked, so two extensions at once are counted
+    one after the other.
+    """
+    reason = _clean_reason(reason)
+    with transaction.atomic():
+        root = _lock(AccessRequest(pk=request.extends_id or request.pk))
+        at = now or timezone.now()
+        prefetch_related_objects([root], "roles", "resources")
+        ends = _chain_live_ends(root.pk, at)
+        refusal = extension_refusal(
+            root, user=requester, at=at, live=bool(ends), used=extensions_used(root, at=at) if ends else 0
+        )
+        if refusal is not None:
+            raise refusal
+        if not requester.is_active:
+            raise PermissionRefused("your account is not active")
+        roles, resources = list(root.roles.all()), list(root.resources.all())
+        # The same checks as a new request: still eligible for the roles, the reason, the cap.
+        preview = request_preview(requestable=roles_requestable_by(requester), resources=resources, roles=roles)
+        preview.reason_check(reason)
+        value = preview.duration(duration)
+        extension = AccessRequest.objects.create(
+            requester=requester,
+            extends=root,
+            reason=reason,
+            duration=value,
+            created_at=at,
+            pending_expires_at=min(at + preview.pending_ttl, max(ends.values())),
+            approvals_required=preview.approvals_required,
+            denials_required=preview.denials_required,
+        )
+        extension.roles.add(*roles)
+        if resources:
+            extension.resources.add(*resources)
+        extension.hold(roles=roles, resources=resources, suggested_reviewers=[])
+        audit_record(
+            action="request.extended",
+            actor=requester,
+            target=extension,
+            data={
+                "extends": str(root.pk),
+                "roles": [r.name for r in roles],
+                "resources": [r.ref for r in resources],
+                "reason": reason,
+                "duration": int(value.total_seconds()),
+                "pending_expires_at": extension.pending_expires_at.isoformat(),
+            },
+        )
+        if preview.auto_approve:
+            _approve(extension, at=at, resolution="auto-approved by role policy", actor=requester, auto=True)
+        else:
+            notify(event=Event.REQUEST_CREATED, access_request=extension)
+    return extension
+
+
 # --- review -----------------------------------------------------------------
 
 
@@ -381,32 +495,97 @@ def _review_facts(access_request: AccessRequest, *, reviewer, roles: list[Role])
                 "reviews", filter=Q(reviews__decision=Review.Decision.APPROVE, reviews__reviewer__in=eligible)
             ),
             denials=Count("reviews", filter=Q(reviews__decision=Review.Decision.DENY)),
+            narrowest=Min("reviews__duration", filter=Q(reviews__decision=Review.Decision.APPROVE)),
         )
-        .values("eligible", "reviewed", "approvals", "denials")
+        .values("eligible", "reviewed", "approvals", "denials", "narrowest")
         .get()
     )
 
 
+def _review_duration(decision: str, duration: object) -> timedelta | None:
+    """The shorter access an approving review allows, or None for what was requested."""
+    if duration is None or duration == "":
+        return None
+    if decision != Review.Decision.APPROVE:
+        raise DomainError("only an approving review may shorten the access", field="duration")
+    try:
+        return parse_duration(duration)
+    except ValueError as exc:
+        raise DomainError(str(exc), field="duration") from exc
+
+
+def _lock_with_chain(access_request: AccessRequest) -> AccessRequest:
+    """Lock an extension's first request before the extension itself, else just the request.
+
+    Whatever touches a chain of extensions (extending, approving an
+    extension, revoking a grant of the chain) locks its first request first,
+    so they run one at a time and always take their locks in the same order.
+    ``extends`` never changes once written, so reading it unlocked is safe.
+    """
+    if access_request.extends_id is not None:
+        _lock(AccessRequest(pk=access_request.extends_id))
+    return _lock(access_request)
+
+
+def _narrowing_check(access_request: AccessRequest, narrowed: timedelta | None) -> None:
+    if narrowed is not None and narrowed > access_request.duration:
+        raise DomainError(
+            f"{format_duration(narrowed)} is longer than the "
+            f"{format_duration(access_request.duration)} requested; an approval may only shorten it",
+            field="duration",
+        )
+
+
+def _approve_reviewed(
+    access_request: AccessRequest,
+    *,
+    roles: list[Role],
+    at: datetime,
+    reviewer,
+    reason: str,
+    audit_data: dict,
+    durations: tuple,
+) -> None:
+    """The approving review met the threshold: grant for the shortest of ``durations``, unless refused (audited)."""
+    ineligible = requester_refusal(access_request, roles=roles)
+    if ineligible is not None:
+        raise _Refusal(StateConflict(ineligible), "review.refused_requester_ineligible", audit_data)
+    # Read under the chain's lock (_lock_with_chain): a revocation of what it extends has committed or waits.
+    if access_request.extends_id is not None and not _chain_live_ends(access_request.extends_id, at):
+        raise _Refusal(_nothing_to_extend(), "review.refused_nothing_to_extend", audit_data)
+    shortest = min(d for d in durations if d)
+    _approve(access_request, at=at, resolution=reason, actor=reviewer, duration=shortest)
+
+
 def request_review(
-    *, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None
+    *,
+    request: AccessRequest,
+    reviewer,
+    decision: str,
+    reason: str = "",
+    duration: object = None,
+    now: datetime | None = None,
 ) -> Review:
     """Record one reviewer's decision and resolve the request when a threshold is met.
 
     Only reviews whose reviewers are still eligible count toward the approval
     threshold, and the approving review re-checks that the requester may
     still have the roles (a 409 naming why otherwise, audited, nothing
-    approved). The clock is read once the row is locked, so recorded times
-    follow the order in which reviews really happened.
+    approved). An approving review may carry a ``duration`` no longer than
+    the request's: the grants last the shortest of the request's and the
+    approving reviews' durations. The clock is read once the row is locked,
+    so recorded times follow the order in which reviews really happened.
     """
     if decision not in Review.Decision.values:
         raise DomainError("must be 'approve' or 'deny'", field="decision")
     reason = _clean_reason(reason)
     if decision == Review.Decision.DENY and not reason:
         raise DomainError("a reason is required to deny a request; the requester is shown it", field="reason")
+    narrowed = _review_duration(decision, duration)
     expired = False
     try:
         with transaction.atomic():
-            access_request = _lock(request)
+            access_request = _lock_with_chain(request)
             at = now or timezone.now()
             prefetch_related_objects([access_request], "roles")
             roles = list(access_request.roles.all())
@@ -426,14 +605,24 @@ def request_review(
             else:
                 if refusal is not None:
                     raise refusal.error
+                _narrowing_check(access_request, narrowed)
                 review = Review.objects.create(
-                    request=access_request, reviewer=reviewer, decision=decision, reason=reason, created_at=at
+                    request=access_request,
+                    reviewer=reviewer,
+                    decision=decision,
+                    reason=reason,
+                    duration=narrowed,
+                    created_at=at,
                 )
                 audit_record(
                     action="review.created",
                     actor=reviewer,
                     target=access_request,
-                    data={**audit_data, "reason": reason},
+                    data={
+                        **audit_data,
+                        "reason": reason,
+                        "duration": int(narrowed.total_seconds()) if narrowed else None,
+                    },
                 )
                 # The counts before this review plus this one (its reviewer is eligible: checked above).
                 approvals = facts["approvals"] + (decision == Review.Decision.APPROVE)
@@ -449,10 +638,15 @@ def request_review(
                     )
                     notify(event=Event.REQUEST_DENIED, access_request=access_request)
                 elif approvals >= access_request.approvals_required:
-                    ineligible = requester_refusal(access_request, roles=roles)
-                    if ineligible is not None:
-                        raise _Refusal(StateConflict(ineligible), "review.refused_requester_ineligible", audit_data)
-                    _approve(access_request, at=at, resolution=reason, actor=reviewer)
+                    _approve_reviewed(
+                        access_request,
+                        roles=roles,
+                        at=at,
+                        reviewer=reviewer,
+                        reason=reason,
+                        audit_data=audit_data,
+                        durations=(access_request.duration, facts["narrowest"], narrowed),
+                    )
                 request.state = access_request.state
                 return review
     except _Refusal as refusal:
@@ -470,8 +664,21 @@ def request_review(
     raise AssertionError("unreachable")
 
 
-def _approve(access_request: AccessRequest, *, at: datetime, resolution: str, actor, auto: bool = False) -> list[Grant]:
-    grants = _grants_create(access_request, at=at)
+def _approve(
+    access_request: AccessRequest,
+    *,
+    at: datetime,
+    resolution: str,
+    actor,
+    auto: bool = False,
+    duration: timedelta | None = None,
+) -> list[Grant]:
+    """Grant a locked request: for ``duration`` (narrowed by its reviews) or, by default, what it asked for."""
+    duration = duration or access_request.duration
+    if access_request.extends_id is not None:
+        grants = _extension_grants_create(access_request, at=at, duration=duration)
+    else:
+        grants = _grants_create(access_request, at=at, duration=duration)
     _resolve(
         access_request,
         state=AccessRequest.State.APPROVED,
@@ -479,19 +686,59 @@ def _approve(access_request: AccessRequest, *, at: datetime, resolution: str, ac
         at=at,
         actor=actor,
         action="request.approved",
-        data={"auto": auto, "grants": [g.pk for g in grants]},
+        data={"auto": auto, "grants": [g.pk for g in grants], "duration": int(duration.total_seconds())},
     )
     notify(event=Event.REQUEST_APPROVED, access_request=access_request)
     return grants
 
 
-def _grants_create(access_request: AccessRequest, *, at: datetime) -> list[Grant]:
+def _nothing_to_extend() -> StateConflict:
+    return StateConflict(
+        "none of the access this request extends is still live; request access again", code="nothing_live"
+    )
+
+
+def _chain_grants(root_id) -> GrantQuerySet:
+    """The grants of a first request and of every extension of it."""
+    return Grant.objects.filter(Q(request_id=root_id) | Q(request__extends_id=root_id))
+
+
+def _chain_live_ends(root_id, at: datetime) -> dict[tuple[int, int | None], datetime]:
+    """Per (role, resource), when the chain's live access to it ends: where an extension takes over."""
+    rows = (
+        _chain_grants(root_id)
+        .live(at=at)
+        .order_by()
+        .values("role_id", "resource_id")
+        .annotate(end=Max("expires_at"))
+        .values_list("role_id", "resource_id", "end")
+    )
+    return {(role_id, resource_id): end for role_id, resource_id, end in rows}
+
+
+def _extension_grants_create(access_request: AccessRequest, *, at: datetime, duration: timedelta) -> list[Grant]:
+    """A new grant for each still-live grant of the chain, from where it ends: grants are never mutated."""
+    roles = {role.pk: role for role in access_request.roles.all()}
+    common = {"request": access_request, "user": access_request.requester, "created_at": at}
+    grants = []
+    for (role_id, resource_id), end in sorted(_chain_live_ends(access_request.extends_id, at).items(), key=str):
+        role = roles.get(role_id)
+        if role is None:  # never expected: an extension has the roles of what it extends
+            continue
+        window = {"starts_at": end, "expires_at": end + min(duration, role.max_duration)}
+        grants.append(Grant(role=role, resource_id=resource_id, **window, **common))
+    if not grants:
+        raise _nothing_to_extend()
+    return Grant.objects.bulk_create(grants)
+
+
+def _grants_create(access_request: AccessRequest, *, at: datetime, duration: timedelta) -> list[Grant]:
     roles = sorted(access_request.roles.all(), key=lambda r: r.name)
     resources = list(access_request.resources.all())
     starts_at = max(access_request.start_time or at, at)
 
     def window(role: Role) -> dict:
-        return {"starts_at": starts_at, "expires_at": starts_at + min(access_request.duration, role.max_duration)}
+        return {"starts_at": starts_at, "expires_at": starts_at + min(duration, role.max_duration)}
 
     # The requester object, not only its id: an answer naming the grants' user then reads no row.
     common = {"request": access_request, "user": access_request.requester, "created_at": at}
@@ -611,6 +858,7 @@ _MESSAGE_FIELDS = [
     "revoked_at",
     "revoke_reason",
     "request__requester_id",
+    "request__extends_id",
     "request__reason",
     "request__state",
     "request__duration",
@@ -740,32 +988,54 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
     if not reason:
         raise DomainError("a reason is required to revoke access", field="reason")
     with transaction.atomic():
-        access_request = _lock(grant.request)
+        access_request = _lock_with_chain(grant.request)
         locked = Grant.objects.select_for_update().get(pk=grant.pk)
         now = now or timezone.now()
         if locked.revoked_at is not None:
             raise StateConflict("the grant is already revoked")
         if locked.expires_at <= now:
             raise StateConflict("the grant has already ended")
-        locked.revoked_at = now
-        locked.revoked_by = by
-        locked.revoke_reason = reason
-        locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
-        audit_record(
-            action="grant.revoked",
-            actor=by,
-            target=locked,
-            data={"request": str(access_request.pk), "user": access_request.requester.username, "reason": reason},
+        # Extensions continue this grant with grants of their own: revoking it ends those too, or
+        # access would come back when the next window starts.
+        root_id = access_request.extends_id or access_request.pk
+        continuing = list(
+            _chain_grants(root_id)
+            .live(at=now)
+            .filter(role_id=locked.role_id, resource_id=locked.resource_id, starts_at__gte=locked.starts_at)
+            .exclude(pk=locked.pk)
+            .select_for_update()
+            .order_by("starts_at", "pk")
         )
-        if access_request.state == AccessRequest.State.APPROVED and not access_request.grants.live(at=now).exists():
-            _resolve(
-                access_request,
-                state=AccessRequest.State.REVOKED,
-                reason=reason,
-                at=None,
+        requests = {access_request.pk: access_request}
+        others = {g.request_id for g in continuing} - set(requests)
+        for other in AccessRequest.objects.filter(pk__in=others).order_by("created_at", "pk"):
+            requests[other.pk] = _lock(other)
+        for revoked in [locked, *continuing]:
+            revoked.revoked_at = now
+            revoked.revoked_by = by
+            revoked.revoke_reason = reason
+            revoked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
+            audit_record(
+                action="grant.revoked",
                 actor=by,
-                action="request.revoked",
+                target=revoked,
+                data={
+                    "request": str(revoked.request_id),
+                    "user": access_request.requester.username,
+                    "reason": reason,
+                    **({"continues": locked.pk} if revoked is not locked else {}),
+                },
             )
+        for each in requests.values():
+            if each.state == AccessRequest.State.APPROVED and not each.grants.live(at=now).exists():
+                _resolve(
+                    each,
+                    state=AccessRequest.State.REVOKED,
+                    reason=reason,
+                    at=None,
+                    actor=by,
+                    action="request.revoked",
+                )
     grant.refresh_from_db()
     return grant
 

@@ -13,4 +13,5 @@ urlpatterns = [
     path("requests/new/", views.request_new, name="request-new"),
     path("requests/<uuid:pk>/", views.request_detail, name="request-detail"),
     path("requests/<uuid:pk>/cancel/", views.request_cancel, name="request-cancel"),
+    path("requests/<uuid:pk>/extend/", views.request_extend, name="request-extend"),
 ]

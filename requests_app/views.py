@@ -23,7 +23,7 @@ from inventory.filters import ResourceFilterSet
 from inventory.pagination import count_capped, cursor_for, cursor_parse, keyset_page
 from jitportal.errors import DomainError
 from requests_app import selectors, services
-from requests_app.forms import AccessRequestForm
+from requests_app.forms import AccessRequestForm, ExtendForm
 from requests_app.models import AccessRequest, Grant
 
 PAGE_SIZE = 25
@@ -197,8 +197,12 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
         and AccessRequest.objects.reviewable_by(request.user).filter(pk=access_request.pk).exists()
     ):
         review_url = reverse("admin:requests_app_accessrequest_change", args=[access_request.pk])
+    extend_until = None
+    if is_requester and state == AccessRequest.State.APPROVED:
+        extend_until, _ = services.extension_offer(access_request, user=request.user, at=now)
     context = {
         "req": access_request,
+        "extend_until": extend_until,
         "grants": grants,
         "now": now,
         "is_requester": is_requester,
@@ -223,3 +227,37 @@ def request_cancel(request: HttpRequest, pk) -> HttpResponse:
     else:
         messages.success(request, "Request cancelled.")
     return redirect("request-detail", pk=access_request.pk)
+
+
+@login_required
+def request_extend(request: HttpRequest, pk) -> HttpResponse:
+    """*Extend*: more of an approved request's live access, as a new request reviewed like any other."""
+    access_request = selectors.request_detail_get(user=request.user, pk=pk)
+    if access_request is None:
+        raise Http404("no such request")
+    now = timezone.now()
+    until, refusal = services.extension_offer(access_request, user=request.user, at=now)
+    if refusal is not None:
+        messages.error(request, f"Cannot extend: {refusal.message}.")
+        return redirect("request-detail", pk=access_request.pk)
+    form = ExtendForm(request.POST if request.method == "POST" else None, roles=list(access_request.roles.all()))
+    if request.method == "POST" and form.is_valid():
+        try:
+            extension = services.request_extend(
+                request=access_request,
+                requester=request.user,
+                duration=form.cleaned_data["duration"],
+                reason=form.cleaned_data["reason"],
+            )
+        except DomainError as error:
+            form.add_error(error.field if error.field in form.fields else None, error.message)
+        else:
+            if extension.state == AccessRequest.State.APPROVED:
+                messages.success(request, "Extended automatically by the role's policy.")
+            else:
+                messages.success(
+                    request, "Extension requested. Reviewers have been asked; it waits until your access ends."
+                )
+            return redirect("request-detail", pk=extension.pk)
+    context = {"req": access_request, "form": form, "until": until, "now": now}
+    return render(request, "portal/request_extend.html", context, status=400 if form.errors else 200)

@@ -362,6 +362,8 @@ def role_form(**changes) -> dict:
         "denials": "1",
         "reason": "optional",
         "reason_hint": "",
+        "reason_pattern": "",
+        "max_extensions": "1",
         "pending_ttl": "1 00:00:00",
     }
     form.update(changes)

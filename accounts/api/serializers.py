@@ -35,6 +35,8 @@ class RoleSerializer(serializers.ModelSerializer):
             "denials",
             "reason",
             "reason_hint",
+            "reason_pattern",
+            "max_extensions",
             "auto_approve",
             "pending_ttl",
             "reviewers",

@@ -19,7 +19,7 @@ from yaml.resolver import Resolver
 
 from accounts.capabilities import Capability
 from accounts.models import MAX_ROLE_DURATION, Role, User
-from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector
+from accounts.services import role_clean_kinds, role_clean_logins, role_clean_reason_pattern, role_clean_selector
 from inventory.services import MAX_RESOURCE_NAME, resource_clean_kind, resource_clean_name, validate_labels
 from jitportal.durations import format_duration, parse_duration
 from jitportal.errors import DomainError
@@ -52,6 +52,8 @@ ROLE_KEYS = (
     "denials",
     "reason",
     "reason_hint",
+    "reason_pattern",
+    "max_extensions",
     "auto_approve",
     "pending_ttl",
     "ssh_permit_pty",
@@ -263,6 +265,12 @@ class _Entry:
             self.fail(key, f"{value} is longer than the {format_duration(maximum)} maximum")
         return parsed
 
+    def count(self, key: str, *, default: int) -> int:
+        value = self.raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THRESHOLD:
+            self.fail(key, f"must be a whole number from 0 to {MAX_THRESHOLD}, not {value!r}")
+        return value
+
     def threshold(self, key: str) -> int:
         value = self.raw.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THRESHOLD:
@@ -414,6 +422,8 @@ def _parse_role(index: int, raw: object) -> _RoleSpec:
         "denials": entry.threshold("denials"),
         "reason": str(reason),
         "reason_hint": entry.text("reason_hint", max_length=255),
+        "reason_pattern": _shared_rule(entry, role_clean_reason_pattern, entry.text("reason_pattern", max_length=500)),
+        "max_extensions": entry.count("max_extensions", default=1),
         "auto_approve": entry.flag("auto_approve", False),
         "pending_ttl": entry.duration("pending_ttl", timedelta(hours=24)),
         # Extensions of the SSH certificates signed for this role's grants.

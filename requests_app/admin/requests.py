@@ -60,7 +60,7 @@ class ReviewInline(ReadOnlyAdminMixin, admin.TabularInline):
     # Shown with a request to whoever may open it (its reviewers, auditors).
     may_view = staticmethod(capabilities.may_read_requests)
     model = Review
-    fields = ("reviewer", "decision", "reason", "created_at")
+    fields = ("reviewer", "decision", "reason", "duration", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -188,6 +188,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     list_display = (
         "short_id",
         "requester",
+        "extends_display",
         "roles_display",
         "resources_display",
         "reason_display",
@@ -209,6 +210,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         "id",
         "requester_display",
         "state_display",
+        "extends_display",
         "roles",
         "resources",
         "reason",
@@ -250,6 +252,13 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     @admin.display(description="state", ordering="state")
     def state_display(self, obj: AccessRequest) -> str:
         return obj.current_state
+
+    @admin.display(description="extends")
+    def extends_display(self, obj: AccessRequest) -> str:
+        # An extension asks for more of access already granted: reviewers should see of which request.
+        if obj.extends_id is None:
+            return "—"
+        return change_link(AccessRequest(pk=obj.extends_id), f"extension of {short_id(obj.extends_id)}")
 
     @admin.display(description="roles")
     def roles_display(self, obj: AccessRequest) -> str:
@@ -386,12 +395,15 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     def _review_all(self, request, pairs, found, form: ReviewForm) -> bool:
         """Review each request through the service; False when the form itself was refused (shown again)."""
         decision, reason = form.cleaned_data["decision"], form.cleaned_data["reason"]
+        duration = form.cleaned_data.get("duration") or None
         done = apply_each(
             request,
             form,
             pairs,
             found,
-            act=lambda r: services.request_review(request=r, reviewer=request.user, decision=decision, reason=reason),
+            act=lambda r: services.request_review(
+                request=r, reviewer=request.user, decision=decision, reason=reason, duration=duration
+            ),
             label=request_label,
             missing=lambda raw: f"{raw}: no such request.",
         )

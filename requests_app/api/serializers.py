@@ -16,10 +16,11 @@ from requests_app.services import Decision
 
 class ReviewSerializer(serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.username", read_only=True)
+    duration = DurationSecondsField(read_only=True, allow_null=True, help_text="the shorter access an approval allowed")
 
     class Meta:
         model = Review
-        fields = ["reviewer", "decision", "reason", "created_at"]
+        fields = ["reviewer", "decision", "reason", "duration", "created_at"]
 
 
 class GrantSerializer(serializers.ModelSerializer):
@@ -63,6 +64,7 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     denials = serializers.SerializerMethodField()
     reviews = ReviewSerializer(many=True, read_only=True)
     grants = GrantSerializer(many=True, read_only=True)
+    extends = serializers.UUIDField(source="extends_id", read_only=True, allow_null=True)
     # Derived from the timestamps: a request past its time to live reads expired before any sweep ran.
     state = serializers.SerializerMethodField()
     resolved_at = serializers.SerializerMethodField()
@@ -74,6 +76,7 @@ class AccessRequestSerializer(serializers.ModelSerializer):
             "id",
             "requester",
             "state",
+            "extends",
             "roles",
             "resources",
             "reason",
@@ -145,6 +148,22 @@ class AccessRequestCreateSerializer(InputSerializer):
 
 class ReviewCreateSerializer(InputSerializer):
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
+    duration = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="approvals only: a shorter access than requested (seconds or e.g. 30m)",
+    )
+
+
+class ExtendSerializer(InputSerializer):
+    duration = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="how much longer: seconds, or a Go-style string such as 30m; absent for the default",
+    )
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
 
 

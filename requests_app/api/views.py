@@ -21,6 +21,7 @@ from requests_app.api.serializers import (
     AccessRequestSerializer,
     AuditCheckpointSerializer,
     AuditEventSerializer,
+    ExtendSerializer,
     GrantSerializer,
     ReasonSerializer,
     ReviewCreateSerializer,
@@ -113,6 +114,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
                 reviewer=request.user,
                 decision=data.validated_data["decision"],
                 reason=data.validated_data["reason"],
+                duration=data.validated_data["duration"],
             )
         except PermissionRefused:
             if not self.is_visible(access_request):
@@ -130,6 +132,21 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
         data.is_valid(raise_exception=True)
         services.request_cancel(request=access_request, user=request.user, reason=data.validated_data["reason"])
         return self._detail(access_request.pk)
+
+    @extend_schema(request=ExtendSerializer, responses={201: AccessRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def extend(self, request, pk=None):
+        """Ask for more of an approved request's access while some of it is live: a new request (``extends``)."""
+        access_request = self.get_object()
+        data = ExtendSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        extension = services.request_extend(
+            request=access_request,
+            requester=request.user,
+            duration=data.validated_data["duration"],
+            reason=data.validated_data["reason"],
+        )
+        return Response(self._detail(extension.pk).data, status=status.HTTP_201_CREATED)
 
     def get_object(self):
         # Without the list's prefetches: an action only needs the row.

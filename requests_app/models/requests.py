@@ -98,6 +98,10 @@ class AccessRequest(models.Model):
     duration = models.DurationField()
     start_time = models.DateTimeField(null=True, blank=True)
     suggested_reviewers = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="suggested_reviews", blank=True)
+    # The approved request whose access this one extends (always the first of the chain, never an extension).
+    extends = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="extensions", editable=False
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     # Thresholds are fixed when the request is made, from its roles, so a
     # later policy change never flips a request already under review.
@@ -182,12 +186,17 @@ class Review(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
     decision = models.CharField(max_length=8, choices=Decision.choices)
     reason = models.TextField(blank=True, max_length=MAX_REASON_LENGTH)
+    # An approval may narrow the access: the grant lasts the shortest of the request's and these.
+    duration = models.DurationField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["created_at"]
         constraints = [
             models.UniqueConstraint(fields=["request", "reviewer"], name="review_once_per_reviewer"),
+            models.CheckConstraint(
+                condition=Q(duration__isnull=True) | Q(duration__gt=timedelta(0)), name="review_duration_positive"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -228,15 +237,34 @@ class GrantQuerySet(models.QuerySet):
         return self.filter(Q(ended_at__isnull=True) & (Q(expires_at__lte=at) | Q(revoked_at__isnull=False)))
 
     def due_for_reminder(self, *, at: datetime, before: timedelta) -> GrantQuerySet:
-        """Active grants ending within ``before`` and not yet reminded; grants no longer than ``before`` never are."""
-        return self.filter(
-            reminded_at__isnull=True,
-            ended_at__isnull=True,
+        """Active grants ending within ``before`` and not yet reminded; grants no longer than ``before`` never are,
+        nor grants an approved extension already continues (access does not end then)."""
+        return (
+            self.filter(
+                reminded_at__isnull=True,
+                ended_at__isnull=True,
+                revoked_at__isnull=True,
+                starts_at__lte=at,
+                expires_at__gt=at,
+                expires_at__lte=at + before,
+            )
+            .filter(expires_at__gt=F("starts_at") + before)
+            .exclude(self._continued())
+        )
+
+    @staticmethod
+    def _continued() -> Q:
+        """A grant of the same user, role and resource starts where this one ends (an extension's)."""
+        same = Grant.objects.filter(
+            user_id=OuterRef("user_id"),
+            role_id=OuterRef("role_id"),
+            starts_at=OuterRef("expires_at"),
             revoked_at__isnull=True,
-            starts_at__lte=at,
-            expires_at__gt=at,
-            expires_at__lte=at + before,
-        ).filter(expires_at__gt=F("starts_at") + before)
+        )
+        # Two probes: a role-wide grant has no resource to compare, and NULL never equals NULL.
+        on_resource = Exists(same.filter(resource_id=OuterRef("resource_id")))
+        role_wide = Exists(same.filter(resource__isnull=True))
+        return (Q(resource__isnull=False) & Q(on_resource)) | (Q(resource__isnull=True) & Q(role_wide))
 
     def live(self, *, at: datetime) -> GrantQuerySet:
         """Active or scheduled at ``at``: not revoked and not yet ended."""

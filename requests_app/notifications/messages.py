@@ -64,6 +64,29 @@ def request_page_url(access_request: AccessRequest) -> str:
     return f"{settings.JITPORTAL_BASE_URL}{path}"
 
 
+def request_extend_url(access_request: AccessRequest) -> str:
+    """The requester's *Extend* page for the request, as a full link for reminders."""
+    return f"{settings.JITPORTAL_BASE_URL}{_path('request-extend', access_request.pk)}"
+
+
+def _extension_facts(access_request: AccessRequest, request_data: dict) -> list[tuple[str, str]]:
+    """An extension says what it extends; reviewers decide on more of access already granted."""
+    if access_request.extends_id is None:
+        return []
+    request_data["extends"] = str(access_request.extends_id)
+    return [("Extends", f"request {access_request.extends_id}")]
+
+
+def _extend_link(access_request: AccessRequest, facts: list, request_data: dict) -> str | None:
+    try:
+        link = request_extend_url(access_request)
+    except NoReverseMatch:  # a URLconf without the portal pages
+        return None
+    facts.append(("Extend", link))
+    request_data["extend_url"] = link
+    return link
+
+
 def _person(user) -> str:
     full = user.get_full_name()
     return f"{full} ({user.username})" if full else user.username
@@ -129,7 +152,7 @@ def build_message(*, event: str, access_request: AccessRequest, grant: Grant | N
         "state": access_request.state,
         "duration": int(access_request.duration.total_seconds()),
     }
-    facts: list[tuple[str, str]] = [("Requester", who)]
+    facts: list[tuple[str, str]] = [("Requester", who), *_extension_facts(access_request, request_data)]
     if grant is None:
         what, request_facts, more_data = _request_facts(access_request)
         facts += request_facts
@@ -145,7 +168,8 @@ def build_message(*, event: str, access_request: AccessRequest, grant: Grant | N
     resolution = access_request.resolution_reason
     match event:
         case Event.REQUEST_CREATED:
-            title = f"{who} requests {what} for {duration}"
+            asks = "asks to extend {} by {}" if access_request.extends_id else "requests {} for {}"
+            title = f"{who} {asks.format(what, duration)}"
             facts.append(("Approvals needed", str(access_request.approvals_required)))
             facts.append(("Decide by", _when(access_request.pending_expires_at)))
         case Event.REQUEST_APPROVED:
@@ -161,6 +185,8 @@ def build_message(*, event: str, access_request: AccessRequest, grant: Grant | N
         case Event.GRANT_EXPIRING:
             left = format_duration(max(grant.expires_at - now, timedelta(seconds=1)))
             title = f"Ending in {left}: {who}'s access to {what}"
+            # The reminder's link is where the requester asks for more time.
+            link = _extend_link(access_request, facts, request_data) or link
         case Event.GRANT_ENDED if grant.revoked_at is not None:
             by = grant.revoked_by.username if grant.revoked_by_id else "staff"
             title = f"Revoked: {who}'s access to {what} (by {by})"

@@ -443,6 +443,16 @@ BAD_ENTRIES = {
     "missing name": ("roles", "{description: nameless}", "roles[1].name: is required"),
     "duplicate role": ("roles", "{name: ok-role}", "roles[1] (ok-role): listed twice (also roles[0])"),
     "login with @": ("roles", "{name: r, logins: ['root@host']}", "roles[1] (r).logins: 'root@host' may not contain"),
+    "bad reason pattern": (
+        "roles",
+        "{name: r, reason_pattern: '(INC-[0-9]+'}",
+        "roles[1] (r).reason_pattern: '(INC-[0-9]+' is not a valid regular expression",
+    ),
+    "negative max_extensions": (
+        "roles",
+        "{name: r, max_extensions: -1}",
+        "roles[1] (r).max_extensions: must be a whole number from 0",
+    ),
     "bad email": ("users", "{username: bob, email: not-an-address}", "users[1] (bob).email: 'not-an-address' is not"),
 }
 
@@ -818,3 +828,19 @@ def test_the_loader_refuses_what_yaml_would_drop_naming_the_line(text, expected)
         policy_load(text)
 
     assert exc.value.message.endswith(expected)
+
+
+def test_reason_pattern_and_max_extensions_are_applied(tmp_path):
+    text = """
+groups: [engineers]
+roles:
+  - name: ticketed
+    reason_pattern: "(INC|CHG)-[0-9]+.*"
+    reason_hint: start with the ticket
+    max_extensions: 0
+"""
+    apply(text, tmp_path=tmp_path)
+    role = Role.objects.get(name="ticketed")
+    assert (role.reason_pattern, role.max_extensions) == ("(INC|CHG)-[0-9]+.*", 0)
+    assert role.reason_matches("CHG-7 deploy") and not role.reason_matches("see CHG-7")
+    assert apply(text, tmp_path=tmp_path) == "no changes\n"

@@ -433,7 +433,7 @@ def test_detail_shows_reviews_thresholds_and_grants(api, requester, reviewer, re
 
     assert halfway["state"] == "pending"
     assert (halfway["approvals"], halfway["approvals_required"]) == (1, 2)
-    assert [set(r) for r in halfway["reviews"]] == [{"reviewer", "decision", "reason", "created_at"}]
+    assert [set(r) for r in halfway["reviews"]] == [{"reviewer", "decision", "reason", "duration", "created_at"}]
     assert (halfway["reviews"][0]["reviewer"], halfway["reviews"][0]["decision"]) == ("bob", "approve")
     assert halfway["reviews"][0]["reason"] == "looks fine"
     assert halfway["grants"] == []

@@ -21,6 +21,7 @@ CONTRACT = {
     "/api/v1/requests/{id}/": {"get"},
     "/api/v1/requests/{id}/reviews/": {"post"},
     "/api/v1/requests/{id}/cancel/": {"post"},
+    "/api/v1/requests/{id}/extend/": {"post"},
     "/api/v1/grants/": {"get"},
     "/api/v1/grants/{id}/": {"get"},
     "/api/v1/grants/{id}/revoke/": {"post"},

@@ -420,6 +420,35 @@ def test_request_ls_show_review_and_cancel(alice, lab_role, tmp_path, live_serve
     assert one_line_error(again) == "jit: the request is cancelled; only pending requests can be cancelled"
 
 
+def test_request_review_duration_narrows_and_extend_asks_for_more(alice, tmp_path, live_server):
+    role = make_role(
+        "lab-ops", approvals=1, resource_labels={"env": ["lab"]}, logins=[LOGIN], max_duration=timedelta(hours=2)
+    )
+    alice.login("alice")
+    bob = Jit(tmp_path / "bob", live_server.url)
+    bob.login("bob")
+    alice("request", "create", "--role", role.name, "--reason", "INC-3", "--duration", "2h")
+    request = AccessRequest.objects.get()
+
+    longer = bob("request", "review", str(request.pk), "--approve", "--reason", "ok", "--duration", "3h")
+    reviewed = bob("request", "review", str(request.pk), "--approve", "--reason", "ok", "--duration", "30m")
+    extended = alice("request", "extend", str(request.pk), "--duration", "20m", "--reason", "INC-3 not done")
+    again = alice("request", "extend", str(request.pk), "--duration", "20m", "--reason", "INC-3 more")
+
+    assert longer.returncode == 1 and "longer than the 2h requested" in one_line_error(longer)
+    assert reviewed.returncode == 0, reviewed.stderr
+    grant = request.grants.get()
+    assert grant.expires_at - grant.starts_at == timedelta(minutes=30)
+    assert extended.returncode == 0, extended.stderr
+    extension = AccessRequest.objects.get(extends=request)
+    assert f"Extension of request {request.pk}:" in extended.stdout
+    assert f"Request ID: {extension.pk}" in extended.stdout and "State:      pending" in extended.stdout
+    assert extension.duration == timedelta(minutes=20)
+    assert again.returncode == 1 and "allows at most 1 extension" in one_line_error(again)
+    shown = alice("request", "show", str(extension.pk))
+    assert f"Extends:    {request.pk}" in shown.stdout
+
+
 def test_request_ls_review_leaves_out_what_i_already_reviewed(alice, lab_role, tmp_path, live_server):
     make_resource("lab-1", labels={"env": "lab"})
     alice.login("alice")
