@@ -253,9 +253,7 @@ def _user_handle(user) -> bytes:
     return f"jitportal-user-{user.pk}".encode()
 
 
-def webauthn_registration_options(
-    *, user, rp_id: str, rp_name: str, verified_at: datetime | None
-) -> tuple[str, bytes]:
+def webauthn_registration_options(*, user, rp_id: str, rp_name: str, verified_at: datetime | None) -> tuple[str, bytes]:
     """Options for ``navigator.credentials.create`` (JSON) and the challenge to keep for the answer."""
     _require_fresh_if_enrolled(user, verified_at, at=timezone.now())
     options = generate_registration_options(

@@ -36,9 +36,9 @@ def enrolled(user) -> pyotp.TOTP:
 
 def failures(user) -> list[dict]:
     return list(
-        AuditEvent.objects.filter(action="auth.mfa_failed", target_id=str(user.pk)).order_by("id").values_list(
-            "data", flat=True
-        )
+        AuditEvent.objects.filter(action="auth.mfa_failed", target_id=str(user.pk))
+        .order_by("id")
+        .values_list("data", flat=True)
     )
 
 
@@ -252,9 +252,7 @@ def test_a_second_factor_is_added_only_after_verifying_the_first(requester):
 
 def test_a_passkey_answer_without_a_ceremony_is_refused(client, requester):
     client.force_login(requester)
-    response = client.post(
-        reverse("mfa-webauthn-verify"), {"credential": {"id": "x"}}, content_type="application/json"
-    )
+    response = client.post(reverse("mfa-webauthn-verify"), {"credential": {"id": "x"}}, content_type="application/json")
     assert response.status_code == 400 and response.json()["code"] == "mfa_invalid"
 
 
