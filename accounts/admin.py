@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts import capabilities
+from accounts.mfa import mfa_factors_reset
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.scope import role_scope_sync
 from accounts.services import role_clean_kinds, role_clean_logins, role_clean_selector, token_create, token_revoke
@@ -36,9 +37,17 @@ class PeopleAdminMixin(GatedAdminMixin):
 class UserAdmin(PeopleAdminMixin, DjangoUserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "group_names", "is_staff", "is_active")
     list_filter = ("is_staff", "is_superuser", "is_active", ("groups", NoGroupFilter))
+    actions = ("reset_second_factors",)
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("groups")
+
+    @admin.action(description="Reset second factors (lost phone or key)")
+    def reset_second_factors(self, request, queryset) -> None:
+        count = mfa_factors_reset(users=list(queryset), by=request.user)
+        self.message_user(
+            request, f"Removed the second factors of {count} user{'s' if count != 1 else ''}.", messages.SUCCESS
+        )
 
     @admin.display(description="groups")
     def group_names(self, obj: User) -> str:

@@ -392,6 +392,31 @@ def mfa_factor_remove(*, user, kind: str, pk: int | None = None, verified_at: da
         _audit("auth.mfa_removed", user, method=kind, credential=pk)
 
 
+def mfa_factors_reset(*, users, by) -> int:
+    """Remove every second factor of ``users`` (a lost phone or key), as an administrator; how many users had one.
+
+    One ``auth.mfa_removed`` event per user whose factors went, naming who
+    reset them; the users enrol again on their next visit to the Security page.
+    """
+    pks = [user.pk for user in users]
+    with transaction.atomic():
+        locked = list(User.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
+        had = set(TotpDevice.objects.filter(user__in=locked).values_list("user_id", flat=True))
+        had |= set(WebAuthnCredential.objects.filter(user__in=locked).values_list("user_id", flat=True))
+        TotpDevice.objects.filter(user__in=locked).delete()
+        WebAuthnCredential.objects.filter(user__in=locked).delete()
+        for user in locked:
+            if user.pk in had:
+                audit_record(
+                    action="auth.mfa_removed",
+                    actor=by,
+                    target_type="user",
+                    target_id=str(user.pk),
+                    data={"method": "all", "user": user.get_username(), "reset": True},
+                )
+    return len(had)
+
+
 def staff_mfa_redirect(request) -> str | None:
     """Where a staff member or superuser goes before the admin when ``JITPORTAL_REQUIRE_MFA_FOR_STAFF`` is on.
 

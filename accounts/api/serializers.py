@@ -36,6 +36,7 @@ class RoleSerializer(serializers.ModelSerializer):
             "reason",
             "reason_hint",
             "auto_approve",
+            "review_requires_mfa",
             "pending_ttl",
             "reviewers",
         ]

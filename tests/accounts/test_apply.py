@@ -818,3 +818,19 @@ def test_the_loader_refuses_what_yaml_would_drop_naming_the_line(text, expected)
         policy_load(text)
 
     assert exc.value.message.endswith(expected)
+
+
+def test_review_requires_mfa_is_applied_and_checked():
+    text = """
+    groups: [engineers]
+    roles:
+      - {name: prod-root, resource_kinds: [node], review_requires_mfa: true}
+      - {name: prod-ssh, resource_kinds: [node]}
+    """
+    policy_apply(data=policy_load(textwrap.dedent(text)))
+    assert dict(Role.objects.values_list("name", "review_requires_mfa")) == {"prod-root": True, "prod-ssh": False}
+
+    with pytest.raises(DomainError) as exc:
+        policy_apply(data=policy_load(textwrap.dedent(text.replace("true}", '"yes"}'))))
+    assert exc.value.field == "roles[0].review_requires_mfa"
+    assert Role.objects.get(name="prod-root").review_requires_mfa is True

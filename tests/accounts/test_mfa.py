@@ -285,3 +285,17 @@ def test_the_staff_switch_leaves_reviewers_without_the_flag_alone(client, settin
     settings.JITPORTAL_REQUIRE_MFA_FOR_STAFF = True
     client.force_login(grant_review_permission(reviewer))
     assert client.get("/admin/").status_code == 200
+
+
+def test_a_superuser_resets_a_users_second_factors_audited(client, superuser, requester, reviewer):
+    enrolled(requester)
+    client.force_login(superuser)
+    response = client.post(
+        reverse("admin:accounts_user_changelist"),
+        {"action": "reset_second_factors", "_selected_action": [requester.pk, reviewer.pk]},
+        follow=True,
+    )
+    assert "Removed the second factors of 1 user." in response.content.decode()
+    assert not mfa.mfa_enrolled(requester)
+    event = AuditEvent.objects.get(action="auth.mfa_removed")
+    assert (event.actor_username, event.data["user"], event.data["reset"]) == ("root", "alice", True)

@@ -161,3 +161,9 @@ def test_api_with_a_verified_session_reviews(client, pending, reviewer):
     client.post(VERIFY, {"code": totp.now(), "next": "/"})
     done = client.post(url, {"decision": "approve", "reason": "ok"}, content_type="application/json")
     assert done.status_code == 201
+
+
+def test_the_roles_api_says_which_roles_need_a_second_factor(api, requester, guarded, prod_ssh):
+    body = api(requester).get("/api/v1/roles/").json()
+    flags = {role["name"]: role["review_requires_mfa"] for role in body["results"]}
+    assert flags == {"prod-root": True, "prod-ssh": False}
