@@ -45,6 +45,8 @@ from audit.services import audit_record
 from jitportal.errors import DomainError, NotFound, StateConflict
 
 MFA_FRESHNESS = timedelta(minutes=15)
+# A verification recorded by another web server whose clock runs a little ahead still counts.
+CLOCK_SKEW = timedelta(seconds=60)
 # Guessing six digits: as the password lockout, 5 failures in 15 minutes lock for 15 minutes.
 TOTP_FAILURE_LIMIT = 5
 TOTP_FAILURE_WINDOW = timedelta(minutes=15)
@@ -81,7 +83,7 @@ class MfaRequired(DomainError):
 
 def mfa_fresh(verified_at: datetime | None, *, at: datetime) -> bool:
     """Whether a second factor verified at ``verified_at`` still counts at ``at`` (15 minutes)."""
-    return verified_at is not None and at - MFA_FRESHNESS <= verified_at <= at
+    return verified_at is not None and at - MFA_FRESHNESS <= verified_at <= at + CLOCK_SKEW
 
 
 def mfa_session_mark(request, *, at: datetime) -> None:
@@ -188,7 +190,7 @@ def _matching_step(secret: str, code: str, *, at: datetime) -> int | None:
     return None
 
 
-def _totp_use(*, user, code: str, confirming: bool) -> datetime:
+def _totp_use(*, user, code: str, confirming: bool, verified_at: datetime | None = None) -> datetime:
     """Check ``code`` against the locked device and record the outcome; the time it verified.
 
     A failure is recorded (counted, audited ``auth.mfa_failed``) and committed
@@ -201,6 +203,8 @@ def _totp_use(*, user, code: str, confirming: bool) -> datetime:
         if device is None or device.confirmed == confirming:
             what = "no TOTP authenticator is being set up" if confirming else "no TOTP authenticator is set up"
             raise NotFound(what, code="mfa_not_enrolled")
+        if confirming:
+            _require_fresh_if_enrolled(user, verified_at, at=at)
         if device.locked_until is not None and device.locked_until > at:
             minutes = max(1, round((device.locked_until - at).total_seconds() / 60))
             refusal = MfaThrottled(f"Too many wrong codes. Try again in {minutes} minutes.", field="code")
@@ -235,9 +239,12 @@ def _totp_use(*, user, code: str, confirming: bool) -> datetime:
     return at
 
 
-def totp_confirm(*, user, code: str) -> datetime:
-    """Confirm the device being set up with a code from it; from then on it counts. Audited."""
-    return _totp_use(user=user, code=code, confirming=True)
+def totp_confirm(*, user, code: str, verified_at: datetime | None) -> datetime:
+    """Confirm the device being set up with a code from it; from then on it counts. Audited.
+
+    With a passkey already registered, ``verified_at`` must be fresh, as when the setup began.
+    """
+    return _totp_use(user=user, code=code, confirming=True, verified_at=verified_at)
 
 
 def totp_verify(*, user, code: str) -> datetime:

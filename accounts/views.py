@@ -90,7 +90,11 @@ def totp_setup(request: HttpRequest) -> HttpResponse:
     next_url = _next(request)
     if request.method == "POST":
         try:
-            at = mfa.totp_confirm(user=request.user, code=request.POST.get("code", ""))
+            at = mfa.totp_confirm(
+                user=request.user,
+                code=request.POST.get("code", ""),
+                verified_at=mfa.mfa_session_verified_at(request),
+            )
         except DomainError as error:
             messages.error(request, f"Not set up: {error.message}. Scan the new code and try again.")
             return redirect(_with_next("mfa-totp-setup", next_url))

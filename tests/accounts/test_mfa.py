@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import mfa
-from accounts.models import ApiToken, TotpDevice
+from accounts.models import ApiToken, TotpDevice, WebAuthnCredential
 from accounts.services import token_create
 from audit.models import AuditEvent
 from tests.requests_app.portal import grant_review_permission
@@ -30,7 +30,7 @@ def enrolled(user) -> pyotp.TOTP:
     device, _uri = mfa.totp_begin(user=user, verified_at=None)
     totp = pyotp.TOTP(device.secret)
     # A code of the previous step confirms, so the current one is still unused for the test.
-    mfa.totp_confirm(user=user, code=totp.at(timezone.now() - timedelta(seconds=30)))
+    mfa.totp_confirm(user=user, code=totp.at(timezone.now() - timedelta(seconds=30)), verified_at=None)
     return totp
 
 
@@ -58,10 +58,11 @@ def test_the_secret_is_encrypted_at_rest_and_the_uri_names_it(requester):
 def test_an_unconfirmed_device_is_no_factor_until_a_code_confirms_it(requester):
     device, _ = mfa.totp_begin(user=requester, verified_at=None)
     assert not mfa.mfa_enrolled(requester)
+    wrong = f"{(int(pyotp.TOTP(device.secret).now()) + 5) % 1_000_000:06d}"
     with pytest.raises(mfa.MfaRefused, match="not right"):
-        mfa.totp_confirm(user=requester, code="000000" if pyotp.TOTP(device.secret).now() != "000000" else "111111")
+        mfa.totp_confirm(user=requester, code=wrong, verified_at=None)
     assert not mfa.mfa_enrolled(requester)
-    mfa.totp_confirm(user=requester, code=pyotp.TOTP(device.secret).now())
+    mfa.totp_confirm(user=requester, code=pyotp.TOTP(device.secret).now(), verified_at=None)
     assert mfa.mfa_enrolled(requester)
     assert AuditEvent.objects.filter(action="auth.mfa_enrolled", data__method="totp").count() == 1
 
@@ -133,7 +134,7 @@ def test_setting_up_again_replaces_an_unconfirmed_secret_but_not_a_confirmed_one
     first, _ = mfa.totp_begin(user=requester, verified_at=None)
     second, _ = mfa.totp_begin(user=requester, verified_at=None)
     assert first.pk == second.pk and first.secret != TotpDevice.objects.get().secret
-    mfa.totp_confirm(user=requester, code=pyotp.TOTP(TotpDevice.objects.get().secret).now())
+    mfa.totp_confirm(user=requester, code=pyotp.TOTP(TotpDevice.objects.get().secret).now(), verified_at=None)
     with pytest.raises(mfa.StateConflict):
         mfa.totp_begin(user=requester, verified_at=timezone.now())
 
@@ -146,7 +147,8 @@ def test_fresh_means_verified_in_the_last_fifteen_minutes():
     assert mfa.mfa_fresh(now - timedelta(minutes=14, seconds=59), at=now)
     assert not mfa.mfa_fresh(now - timedelta(minutes=15, seconds=1), at=now)
     assert not mfa.mfa_fresh(None, at=now)
-    assert not mfa.mfa_fresh(now + timedelta(seconds=1), at=now)
+    assert mfa.mfa_fresh(now + timedelta(seconds=30), at=now)  # another server's clock, a little ahead
+    assert not mfa.mfa_fresh(now + timedelta(minutes=2), at=now)
 
 
 def test_a_token_carries_the_verification_of_the_session_that_made_it(requester):
@@ -248,6 +250,18 @@ def test_a_second_factor_is_added_only_after_verifying_the_first(requester):
         user=requester, rp_id="localhost", rp_name="jitportal", verified_at=timezone.now()
     )
     assert len(challenge) >= 16 and '"rp": {"name": "jitportal", "id": "localhost"}' in options
+
+
+def test_an_app_set_up_beside_a_passkey_is_confirmed_only_after_verifying_the_passkey(requester):
+    device, _ = mfa.totp_begin(user=requester, verified_at=None)
+    # A passkey registered meanwhile (e.g. in another tab): the app now joins an existing factor.
+    WebAuthnCredential.objects.create(user=requester, name="key", credential_id="abc", public_key=b"k")
+    code = pyotp.TOTP(device.secret).now()
+    with pytest.raises(mfa.MfaRequired):
+        mfa.totp_confirm(user=requester, code=code, verified_at=None)
+    assert TotpDevice.objects.get(user=requester).confirmed_at is None
+    mfa.totp_confirm(user=requester, code=code, verified_at=timezone.now())
+    assert TotpDevice.objects.get(user=requester).confirmed
 
 
 def test_a_passkey_answer_without_a_ceremony_is_refused(client, requester):

@@ -43,7 +43,7 @@ def pending(requester, guarded, web1) -> AccessRequest:
 def enrol(user) -> pyotp.TOTP:
     device, _ = mfa.totp_begin(user=user, verified_at=None)
     totp = pyotp.TOTP(device.secret)
-    mfa.totp_confirm(user=user, code=totp.at(timezone.now() - timedelta(seconds=30)))
+    mfa.totp_confirm(user=user, code=totp.at(timezone.now() - timedelta(seconds=30)), verified_at=None)
     return totp
 
 
