@@ -3,12 +3,14 @@
 A verification is remembered in the session (``mfa_session_mark``) as the
 time it happened; ``mfa_fresh`` is the one rule for how long it counts (15
 minutes) where a fresh one is needed: reviews of roles with
-``review_requires_mfa`` and removing a factor. An API token made from a
+``review_requires_mfa``, adding a factor beside an existing one, and
+removing one. An API token made from a
 session carries that session's verification time (``ApiToken.mfa_verified_at``)
 under the same rule, so it stops counting 15 minutes after the verification.
 
 All use of pyotp and webauthn is here; the pages (``accounts.views``) only
-carry the WebAuthn challenge between its two requests in the session.
+carry the WebAuthn challenge (base64url text) between its two requests in
+the session.
 """
 
 from __future__ import annotations
@@ -278,14 +280,14 @@ def webauthn_registration_options(*, user, rp_id: str, rp_name: str, verified_at
             for cid in WebAuthnCredential.objects.filter(user=user).values_list("credential_id", flat=True)
         ],
     )
-    return options_to_json(options), options.challenge
+    return options_to_json(options), bytes_to_base64url(options.challenge)
 
 
 def webauthn_register(
     *,
     user,
     credential: dict,
-    challenge: bytes,
+    challenge: str,
     rp_id: str,
     origin: str,
     name: str = "",
@@ -296,7 +298,7 @@ def webauthn_register(
     try:
         verified = verify_registration_response(
             credential=json.dumps(credential),
-            expected_challenge=challenge,
+            expected_challenge=base64url_to_bytes(challenge),
             expected_rp_id=rp_id,
             expected_origin=origin,
         )
@@ -324,7 +326,7 @@ def webauthn_register(
     return stored
 
 
-def webauthn_authentication_options(*, user, rp_id: str) -> tuple[str, bytes]:
+def webauthn_authentication_options(*, user, rp_id: str) -> tuple[str, str]:
     """Options for ``navigator.credentials.get`` naming ``user``'s passkeys, and the challenge to keep."""
     options = generate_authentication_options(
         rp_id=rp_id,
@@ -334,10 +336,10 @@ def webauthn_authentication_options(*, user, rp_id: str) -> tuple[str, bytes]:
         ],
         user_verification=UserVerificationRequirement.PREFERRED,
     )
-    return options_to_json(options), options.challenge
+    return options_to_json(options), bytes_to_base64url(options.challenge)
 
 
-def webauthn_verify(*, user, credential: dict, challenge: bytes, rp_id: str, origin: str) -> datetime:
+def webauthn_verify(*, user, credential: dict, challenge: str, rp_id: str, origin: str) -> datetime:
     """Verify an authentication answer by one of ``user``'s passkeys; the time it verified.
 
     The stored signature counter must grow (when the authenticator keeps
@@ -359,7 +361,7 @@ def webauthn_verify(*, user, credential: dict, challenge: bytes, rp_id: str, ori
             try:
                 verified = verify_authentication_response(
                     credential=json.dumps(credential),
-                    expected_challenge=challenge,
+                    expected_challenge=base64url_to_bytes(challenge),
                     expected_rp_id=rp_id,
                     expected_origin=origin,
                     credential_public_key=bytes(stored.public_key),

@@ -20,7 +20,6 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from accounts import mfa
 from jitportal.errors import DomainError
@@ -63,12 +62,12 @@ def _json_body(request: HttpRequest) -> dict:
     return body
 
 
-def _take_challenge(request: HttpRequest) -> bytes:
+def _take_challenge(request: HttpRequest) -> str:
     # One use only: a captured answer cannot be replayed against the same challenge.
-    raw = request.session.pop(_CHALLENGE, None)
-    if not raw:
+    challenge = request.session.pop(_CHALLENGE, None)
+    if not isinstance(challenge, str) or not challenge:
         raise mfa.MfaRefused("no passkey ceremony is in progress; start again", field="credential")
-    return base64url_to_bytes(raw)
+    return challenge
 
 
 @login_required
@@ -170,7 +169,7 @@ def webauthn_register_options(request: HttpRequest) -> HttpResponse:
         )
     except DomainError as error:
         return _problem(error)
-    request.session[_CHALLENGE] = bytes_to_base64url(challenge)
+    request.session[_CHALLENGE] = challenge
     return HttpResponse(options, content_type="application/json")
 
 
@@ -204,7 +203,7 @@ def webauthn_register(request: HttpRequest) -> HttpResponse:
 @require_POST
 def webauthn_verify_options(request: HttpRequest) -> HttpResponse:
     options, challenge = mfa.webauthn_authentication_options(user=request.user, rp_id=settings.JITPORTAL_WEBAUTHN_RP_ID)
-    request.session[_CHALLENGE] = bytes_to_base64url(challenge)
+    request.session[_CHALLENGE] = challenge
     return HttpResponse(options, content_type="application/json")
 
 

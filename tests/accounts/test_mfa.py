@@ -249,7 +249,7 @@ def test_a_second_factor_is_added_only_after_verifying_the_first(requester):
     options, challenge = mfa.webauthn_registration_options(
         user=requester, rp_id="localhost", rp_name="jitportal", verified_at=timezone.now()
     )
-    assert len(challenge) >= 16 and '"rp": {"name": "jitportal", "id": "localhost"}' in options
+    assert len(challenge) >= 22 and '"rp": {"name": "jitportal", "id": "localhost"}' in options
 
 
 def test_an_app_set_up_beside_a_passkey_is_confirmed_only_after_verifying_the_passkey(requester):
