@@ -176,8 +176,17 @@ def totp_begin(*, user, verified_at: datetime | None) -> tuple[TotpDevice, str]:
             existing.last_step = None
             existing.save(update_fields=["secret", "last_step"])
             device = existing
-    uri = pyotp.TOTP(secret).provisioning_uri(name=user.get_username(), issuer_name=TOTP_ISSUER)
-    return device, uri
+    return device, _provisioning_uri(user, secret)
+
+
+def _provisioning_uri(user, secret: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=user.get_username(), issuer_name=TOTP_ISSUER)
+
+
+def totp_pending_uri(*, user) -> str | None:
+    """The ``otpauth://`` URI of the device being set up (so a mistyped code need not mean a new scan), or None."""
+    device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
+    return None if device is None else _provisioning_uri(user, device.secret)
 
 
 def _matching_step(secret: str, code: str, *, at: datetime) -> int | None:

@@ -94,9 +94,16 @@ def totp_setup(request: HttpRequest) -> HttpResponse:
                 code=request.POST.get("code", ""),
                 verified_at=mfa.mfa_session_verified_at(request),
             )
-        except DomainError as error:
-            messages.error(request, f"Not set up: {error.message}. Scan the new code and try again.")
+        except (mfa.MfaRefused, mfa.MfaThrottled) as error:
+            # The same secret again: the app has it already, only the code was wrong.
+            pending = mfa.totp_pending_uri(user=request.user)
+            if pending is not None:
+                return _totp_setup_page(request, pending, next_url, error=error)
+            messages.error(request, f"Not set up: {error.message}.")
             return redirect(_with_next("mfa-totp-setup", next_url))
+        except DomainError as error:
+            messages.error(request, f"Not set up: {error.message}.")
+            return redirect("mfa-security")
         mfa.mfa_session_mark(request, at=at)
         messages.success(request, "Authenticator app set up.")
         return redirect(next_url)
@@ -108,8 +115,13 @@ def totp_setup(request: HttpRequest) -> HttpResponse:
     except DomainError as error:
         messages.error(request, f"{error.message}.")
         return redirect("mfa-security")
+    return _totp_setup_page(request, uri, next_url)
+
+
+def _totp_setup_page(request: HttpRequest, uri: str, next_url: str, *, error: DomainError | None = None):
     qr = segno.make(uri, error="m").svg_inline(scale=4, title="TOTP QR code")
-    response = render(request, "portal/mfa_totp_setup.html", {"uri": uri, "qr": qr, "next": next_url})
+    context = {"uri": uri, "qr": qr, "next": next_url, "error": error.message if error else None}
+    response = render(request, "portal/mfa_totp_setup.html", context, status=error.status_code if error else 200)
     # The secret is in this page: no cache may keep it.
     response["Cache-Control"] = "no-store"
     return response

@@ -178,6 +178,18 @@ def test_enrol_on_the_page_shows_the_secret_once_and_a_code_confirms_it(client, 
     assert secret not in client.get(SECURITY).content.decode()
 
 
+def test_a_mistyped_code_while_setting_up_shows_the_same_secret_again(client, requester):
+    client.force_login(requester)
+    client.get(SETUP)
+    secret = TotpDevice.objects.get(user=requester).secret
+    wrong = f"{(int(pyotp.TOTP(secret).now()) + 2) % 1_000_000:06d}"
+    again = client.post(SETUP, {"code": wrong})
+    assert again.status_code == 400 and "not right" in again.content.decode()
+    assert secret in again.content.decode() and TotpDevice.objects.get(user=requester).secret == secret
+    assert not mfa.mfa_enrolled(requester)
+    assert [f["reason"] for f in failures(requester)] == ["wrong"]
+
+
 def test_verify_page_marks_the_session_and_returns_to_next(client, requester):
     totp = enrolled(requester)
     client.force_login(requester)
