@@ -225,12 +225,12 @@ class ApiTokenAdmin(PeopleAdminMixin, admin.ModelAdmin):
         if obj is None:
             return ["user", "name", "valid_for", "can_check_access"]
         # The digest is never shown.
-        return ["token_prefix", "name", "user", "created", "expiry", "expired", "can_check_access"]
+        return ["token_prefix", "name", "user", "created", "expiry", "expired", "can_check_access", "mfa_verified_at"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["token_prefix", "user", "created", "expiry", "expired", "can_check_access"]
+        return ["token_prefix", "user", "created", "expiry", "expired", "can_check_access", "mfa_verified_at"]
 
     def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
         if change:

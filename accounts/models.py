@@ -118,7 +118,9 @@ class ApiToken(AbstractAuthToken):
     can_check_access = models.BooleanField(default=False)
     # When the session that made this token last verified a second factor; the
     # token reviews roles with review_requires_mfa only while that is fresh.
-    mfa_verified_at = models.DateTimeField(null=True, blank=True)
+    mfa_verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the session that made it verified a second factor, if it had."
+    )
 
     class Meta:
         ordering = ["-created"]
