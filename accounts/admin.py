@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts import capabilities
+from accounts.mfa import mfa_factors_reset
 from accounts.models import MAX_ROLE_DURATION, ApiToken, Role, User
 from accounts.scope import role_scope_sync
 from accounts.services import (
@@ -46,9 +47,17 @@ class UserAdmin(PeopleAdminMixin, DjangoUserAdmin):
     search_fields = (*DjangoUserAdmin.search_fields, "external_id")
     # The identity provider's id (SCIM externalId): what links the account to the person there.
     fieldsets = (*(DjangoUserAdmin.fieldsets or ()), ("Identity provider", {"fields": ("external_id",)}))
+    actions = ("reset_second_factors",)
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("groups")
+
+    @admin.action(description="Reset second factors (lost phone or key)")
+    def reset_second_factors(self, request, queryset) -> None:
+        count = mfa_factors_reset(users=list(queryset), by=request.user)
+        self.message_user(
+            request, f"Removed the second factors of {count} user{'s' if count != 1 else ''}.", messages.SUCCESS
+        )
 
     @admin.display(description="groups")
     def group_names(self, obj: User) -> str:
@@ -125,7 +134,7 @@ class RoleAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
         "requestable_by_display",
         "reviewers_display",
     )
-    list_filter = ("auto_approve", "reason")
+    list_filter = ("auto_approve", "review_requires_mfa", "reason")
     search_fields = ("name",)
     filter_horizontal = ("requestable_by", "reviewers")
     readonly_fields = ("created_at", "updated_at")
@@ -232,12 +241,12 @@ class ApiTokenAdmin(PeopleAdminMixin, admin.ModelAdmin):
         if obj is None:
             return ["user", "name", "valid_for", "can_check_access"]
         # The digest is never shown.
-        return ["token_prefix", "name", "user", "created", "expiry", "expired", "can_check_access"]
+        return ["token_prefix", "name", "user", "created", "expiry", "expired", "can_check_access", "mfa_verified_at"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["token_prefix", "user", "created", "expiry", "expired", "can_check_access"]
+        return ["token_prefix", "user", "created", "expiry", "expired", "can_check_access", "mfa_verified_at"]
 
     def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
         if change:

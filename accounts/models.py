@@ -11,6 +11,7 @@ from django.db.models import Q
 from knox.models import AbstractAuthToken
 
 from inventory.models import Resource, selector_q
+from jitportal.crypto import EncryptedTextField
 
 MAX_ROLE_DURATION = timedelta(days=14)
 
@@ -85,6 +86,8 @@ class Role(models.Model):
     ssh_permit_pty = models.BooleanField(default=True)
     ssh_permit_port_forwarding = models.BooleanField(default=False)
     ssh_permit_agent_forwarding = models.BooleanField(default=False)
+    # Every review of a request for this role needs a second factor verified in the last 15 minutes.
+    review_requires_mfa = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -131,6 +134,11 @@ class ApiToken(AbstractAuthToken):
     # with a token asks about other users only when the token was made with
     # this too (a host agent's token), so people's everyday tokens never can.
     can_check_access = models.BooleanField(default=False)
+    # When the session that made this token last verified a second factor; the
+    # token reviews roles with review_requires_mfa only while that is fresh.
+    mfa_verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the session that made it verified a second factor, if it had."
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -158,3 +166,52 @@ class RoleResource(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role_id} -> {self.resource_id}"
+
+
+class TotpDevice(models.Model):
+    """A user's TOTP authenticator (RFC 6238): counts once a code from it has confirmed it.
+
+    The secret is encrypted at rest and shown only while the device is being
+    set up. ``last_step`` is the time step of the last accepted code, so a
+    code is never accepted twice; the failure fields throttle guessing.
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="totp_device")
+    secret = EncryptedTextField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_step = models.BigIntegerField(null=True, blank=True)
+    failures = models.PositiveSmallIntegerField(default=0)
+    first_failure_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "TOTP device"
+
+    def __str__(self) -> str:
+        return f"TOTP of {self.user_id}"
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirmed_at is not None
+
+
+class WebAuthnCredential(models.Model):
+    """A passkey or security key registered by a user (WebAuthn), with its signature counter."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="webauthn_credentials")
+    name = models.CharField(max_length=100, blank=True)
+    # base64url of the raw credential id, as the browser names it.
+    credential_id = models.CharField(max_length=1400, unique=True)
+    public_key = models.BinaryField()
+    sign_count = models.PositiveBigIntegerField(default=0)
+    transports = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name = "WebAuthn credential"
+
+    def __str__(self) -> str:
+        return self.name or f"passkey {self.pk}"

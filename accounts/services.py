@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -96,21 +96,35 @@ def _token_audit_data(token: ApiToken, *, username: str) -> dict:
         "name": token.name,
         "expires_at": token.expiry.isoformat() if token.expiry else None,
         "can_check_access": token.can_check_access,
+        "mfa_verified_at": token.mfa_verified_at.isoformat() if token.mfa_verified_at else None,
     }
 
 
 def token_create(
-    *, user, name: str = "", lifetime: timedelta | None = None, can_check_access: bool = False, by
+    *,
+    user,
+    name: str = "",
+    lifetime: timedelta | None = None,
+    can_check_access: bool = False,
+    mfa_verified_at: datetime | None = None,
+    by,
 ) -> tuple[ApiToken, str]:
     """Make an API token for ``user``, living ``lifetime`` (default ``REST_KNOX['TOKEN_TTL']``); audited.
 
     Returns the row and the secret, which is shown once and stored only as a
     hash. ``by`` is who asked: the user (the API) or an administrator.
+    ``mfa_verified_at`` is the creating session's second-factor verification
+    (``accounts.mfa.mfa_session_verified_at``): the token then reviews roles
+    with ``review_requires_mfa`` until that verification is 15 minutes old.
     """
     options = {} if lifetime is None else {"expiry": lifetime}
     with transaction.atomic():
         token, secret = ApiToken.objects.create(
-            user=user, name=name or "", can_check_access=can_check_access, **options
+            user=user,
+            name=name or "",
+            can_check_access=can_check_access,
+            mfa_verified_at=mfa_verified_at,
+            **options,
         )
         audit_record(
             action="token.created",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from kombu import Queue
@@ -50,6 +51,12 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 # Public base URL used in links sent out of the portal (notifications, CLI).
 JITPORTAL_BASE_URL = env_str("JITPORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Passkeys are bound to a host name (an IP address is not one: use localhost in
+# development) and are accepted only from the portal's own origin.
+JITPORTAL_WEBAUTHN_RP_ID = env_str("JITPORTAL_WEBAUTHN_RP_ID", urlsplit(JITPORTAL_BASE_URL).hostname or "localhost")
+JITPORTAL_WEBAUTHN_ORIGIN = env_str("JITPORTAL_WEBAUTHN_ORIGIN", JITPORTAL_BASE_URL)
+# Staff and superusers verify a second factor before the admin opens.
+JITPORTAL_REQUIRE_MFA_FOR_STAFF = env_bool("JITPORTAL_REQUIRE_MFA_FOR_STAFF", False)
 
 INSTALLED_APPS = [
     # django.contrib.admin, with the portal's site as the default one.

@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/", include("accounts.urls")),
     path("scim/v2/", include("accounts.scim.urls")),
+    path("mfa/", include("accounts.mfa_urls")),
     path("", include("requests_app.ops_urls")),
     # The self-service pages last: "" is their root.
     path("", include("requests_app.urls")),

@@ -12,13 +12,17 @@ imports any app's admin module, and that package registers models as it loads.
 
 from __future__ import annotations
 
+from functools import wraps
+
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.forms import AuthenticationForm
+from django.http import HttpResponseRedirect
 from django.utils import timezone
 
 from accounts import capabilities
 from accounts.lockout import LockoutAdminAuthenticationForm
+from accounts.mfa import staff_mfa_redirect
 from requests_app.selectors import review_summary
 
 
@@ -52,6 +56,23 @@ class PortalAdminSite(admin.AdminSite):
 
     def has_permission(self, request) -> bool:
         return capabilities.may_open_admin(request.user)
+
+    def admin_view(self, view, cacheable=False):
+        """Every admin page, and first, for staff under ``JITPORTAL_REQUIRE_MFA_FOR_STAFF``, a verified second factor.
+
+        Signing out stays open, so someone without a factor can still leave.
+        """
+        inner = super().admin_view(view, cacheable)
+
+        @wraps(inner)
+        def gate(request, *args, **kwargs):
+            if view.__name__ != "logout":
+                verify = staff_mfa_redirect(request)
+                if verify is not None:
+                    return HttpResponseRedirect(verify)
+            return inner(request, *args, **kwargs)
+
+        return gate
 
     def index(self, request, extra_context=None):
         # A small summary for reviewers above the model list (templates/admin/index.html).

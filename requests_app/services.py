@@ -19,6 +19,7 @@ from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Sub
 from django.utils import timezone
 
 from accounts import capabilities
+from accounts.mfa import mfa_fresh
 from accounts.models import Role
 from accounts.selectors import resources_searchable_by, reviewers_of, roles_matching, roles_requestable_by
 from audit.services import audit_record, audit_record_many
@@ -358,6 +359,7 @@ class ReviewRefusal:
         INELIGIBLE = "ineligible"
         NOT_PENDING = "not_pending"
         ALREADY_REVIEWED = "already_reviewed"
+        MFA_REQUIRED = "mfa_required"
 
     code: Code
     message: str
@@ -366,13 +368,25 @@ class ReviewRefusal:
     @property
     def audit_action(self) -> str | None:
         """The audit action of a refusal that is recorded: who tried to review what they may not."""
-        return {self.Code.SELF: "review.refused_self", self.Code.INELIGIBLE: "review.refused_ineligible"}.get(self.code)
+        return {
+            self.Code.SELF: "review.refused_self",
+            self.Code.INELIGIBLE: "review.refused_ineligible",
+            self.Code.MFA_REQUIRED: "review.refused_mfa",
+        }.get(self.code)
 
     @property
     def error(self) -> DomainError:
+        if self.code == self.Code.MFA_REQUIRED:
+            return PermissionRefused(self.message, code="mfa_required")
         if self.code in (self.Code.SELF, self.Code.INELIGIBLE):
             return PermissionRefused(self.message)
         return StateConflict(self.message)
+
+
+MFA_REQUIRED_MESSAGE = (
+    "reviewing this request needs a second factor verified in the last 15 minutes "
+    "(verify at /mfa/verify/; an API token counts only when made from such a session)"
+)
 
 
 def review_refusal(
@@ -382,15 +396,20 @@ def review_refusal(
     at: datetime,
     eligible: bool | None = None,
     reviewed: bool | None = None,
+    mfa_verified_at: datetime | None = None,
+    requires_mfa: bool | None = None,
 ) -> ReviewRefusal | None:
     """Why ``request_review`` would refuse ``reviewer`` on ``access_request`` at ``at``, or None.
 
     The one rule behind the service and the admin's hints, checked in the
     service's order: one's own request, eligibility for every role, a state
     other than pending (a pending request past its time to live included),
-    an earlier review by the same reviewer. ``eligible`` and ``reviewed`` are
-    for a caller that looked them up for many requests at once
-    (``review_refusals``); otherwise each costs one query, asked only when
+    an earlier review by the same reviewer, and for a role with
+    ``review_requires_mfa`` a second factor verified (``mfa_verified_at``,
+    from the reviewer's session or token) within ``mfa_fresh``'s 15 minutes.
+    ``eligible``, ``reviewed`` and ``requires_mfa`` are for a caller that
+    looked them up for many requests at once (``review_refusals``); otherwise
+    each costs one query (none with the roles prefetched), asked only when
     the earlier checks pass.
     """
     Code = ReviewRefusal.Code
@@ -407,10 +426,16 @@ def review_refusal(
         reviewed = Review.objects.filter(request=access_request, reviewer=reviewer).exists()
     if reviewed:
         return ReviewRefusal(Code.ALREADY_REVIEWED, "you have already reviewed this request", state)
+    if requires_mfa is None:
+        requires_mfa = any(role.review_requires_mfa for role in access_request.roles.all())
+    if requires_mfa and not mfa_fresh(mfa_verified_at, at=at):
+        return ReviewRefusal(Code.MFA_REQUIRED, MFA_REQUIRED_MESSAGE, state)
     return None
 
 
-def review_refusals(requests: list[AccessRequest], reviewer, *, at: datetime) -> dict:
+def review_refusals(
+    requests: list[AccessRequest], reviewer, *, at: datetime, mfa_verified_at: datetime | None = None
+) -> dict:
     """``review_refusal`` for each of ``requests`` (by primary key, refused ones only), in one query.
 
     Eligibility comes from ``AccessRequestQuerySet.reviewable_by``, the same
@@ -421,14 +446,23 @@ def review_refusals(requests: list[AccessRequest], reviewer, *, at: datetime) ->
         .annotate(
             eligible=Exists(AccessRequest.objects.reviewable_by(reviewer).filter(pk=OuterRef("pk"))),
             reviewed=Exists(Review.objects.filter(request=OuterRef("pk"), reviewer_id=reviewer.pk)),
+            requires_mfa=Exists(Role.objects.filter(access_requests=OuterRef("pk"), review_requires_mfa=True)),
         )
-        .values_list("pk", "eligible", "reviewed")
+        .values_list("pk", "eligible", "reviewed", "requires_mfa")
     )
-    known = {pk: (eligible, reviewed) for pk, eligible, reviewed in facts}
+    known = {pk: (eligible, reviewed, mfa) for pk, eligible, reviewed, mfa in facts}
     refusals = {}
     for access_request in requests:
-        eligible, reviewed = known.get(access_request.pk, (False, False))
-        refusal = review_refusal(access_request, reviewer, at=at, eligible=eligible, reviewed=reviewed)
+        eligible, reviewed, requires_mfa = known.get(access_request.pk, (False, False, False))
+        refusal = review_refusal(
+            access_request,
+            reviewer,
+            at=at,
+            eligible=eligible,
+            reviewed=reviewed,
+            mfa_verified_at=mfa_verified_at,
+            requires_mfa=requires_mfa,
+        )
         if refusal is not None:
             refusals[access_request.pk] = refusal
     return refusals
@@ -564,9 +598,15 @@ def request_review(
     decision: str,
     reason: str = "",
     duration: object = None,
+    mfa_verified_at: datetime | None = None,
     now: datetime | None = None,
 ) -> Review:
     """Record one reviewer's decision and resolve the request when a threshold is met.
+
+    ``mfa_verified_at`` is when the reviewer's session (or the session that
+    made their API token) last verified a second factor; a path that has
+    none (chat) passes nothing, and a role with ``review_requires_mfa``
+    refuses it (403, code ``mfa_required``, audited ``review.refused_mfa``).
 
     Only reviews whose reviewers are still eligible count toward the approval
     threshold, and the approving review re-checks that the requester may
@@ -596,7 +636,12 @@ def request_review(
             }
             facts = _review_facts(access_request, reviewer=reviewer, roles=roles)
             refusal = review_refusal(
-                access_request, reviewer, at=at, eligible=facts["eligible"], reviewed=facts["reviewed"]
+                access_request,
+                reviewer,
+                at=at,
+                eligible=facts["eligible"],
+                reviewed=facts["reviewed"],
+                mfa_verified_at=mfa_verified_at,
             )
             if refusal is not None and refusal.audit_action:
                 raise _Refusal(refusal.error, refusal.audit_action, audit_data)

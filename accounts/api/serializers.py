@@ -38,6 +38,7 @@ class RoleSerializer(serializers.ModelSerializer):
             "reason_pattern",
             "max_extensions",
             "auto_approve",
+            "review_requires_mfa",
             "pending_ttl",
             "reviewers",
         ]

@@ -59,6 +59,7 @@ ROLE_KEYS = (
     "ssh_permit_pty",
     "ssh_permit_port_forwarding",
     "ssh_permit_agent_forwarding",
+    "review_requires_mfa",
 )
 RESOURCE_KEYS = ("kind", "name", "address", "labels", "description")
 _SSH_FLAGS = ("ssh_permit_pty", "ssh_permit_port_forwarding", "ssh_permit_agent_forwarding")
@@ -426,6 +427,7 @@ def _parse_role(index: int, raw: object) -> _RoleSpec:
         "max_extensions": entry.count("max_extensions", default=1),
         "auto_approve": entry.flag("auto_approve", False),
         "pending_ttl": entry.duration("pending_ttl", timedelta(hours=24)),
+        "review_requires_mfa": entry.flag("review_requires_mfa", False),
         # Extensions of the SSH certificates signed for this role's grants.
         **{key: entry.flag(key, Role._meta.get_field(key).default) for key in _SSH_FLAGS},
     }

@@ -13,6 +13,7 @@ hold; each refusal is reported. Who sees what is ``accounts.capabilities``.
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -25,6 +26,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
 from accounts import capabilities
+from accounts.mfa import mfa_session_verified_at
 from jitportal.admin_display import RelatedOnlyFilterWithoutNone, clipped
 from jitportal.durations import duration_label
 from requests_app import services
@@ -157,12 +159,14 @@ _CHANGE_PAGE_NOTES = {
     _Code.INELIGIBLE: "You are not a reviewer for every role of this request.",
     _Code.NOT_PENDING: "This request is {state}; only pending requests can be reviewed.",
     _Code.ALREADY_REVIEWED: "You have already reviewed this request.",
+    _Code.MFA_REQUIRED: "Reviewing this request needs a second factor verified in the last 15 minutes.",
 }
 _CONFIRMATION_NOTES = {
     _Code.SELF: "your own request: will be refused",
     _Code.INELIGIBLE: "you are not a reviewer for every role: will be refused",
     _Code.NOT_PENDING: "it is {state}: will be refused",
     _Code.ALREADY_REVIEWED: "you have already reviewed it: will be refused",
+    _Code.MFA_REQUIRED: "needs a second factor verified in the last 15 minutes",
 }
 
 
@@ -329,7 +333,9 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         """
         if not self.has_review_permission(request):
             return None
-        refusal = services.review_refusal(obj, request.user, at=timezone.now())
+        refusal = services.review_refusal(
+            obj, request.user, at=timezone.now(), mfa_verified_at=mfa_session_verified_at(request)
+        )
         url = reverse("admin:requests_app_accessrequest_review")
         return {
             "note": _CHANGE_PAGE_NOTES[refusal.code].format(state=refusal.state) if refusal else "",
@@ -370,6 +376,14 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         pairs, ids = parse_ids(raw_ids, uuid.UUID)
         requests = requests_summarised(AccessRequest.objects.visible_to(request.user).filter(pk__in=ids))
         found = {r.pk: r for r in requests.order_by()}
+        refusals = services.review_refusals(
+            list(found.values()), request.user, at=timezone.now(), mfa_verified_at=mfa_session_verified_at(request)
+        )
+        if any(r.code == _Code.MFA_REQUIRED for r in refusals.values()):
+            # Verify, then come back to this confirmation page (a GET: a POSTed reason is asked again).
+            query = urlencode({"decision": decision, "next": next_url, "ids": [str(pk) for pk in ids]}, doseq=True)
+            back = f"{reverse('admin:requests_app_accessrequest_review')}?{query}"
+            return HttpResponseRedirect(f"{reverse('mfa-verify')}?{urlencode({'next': back})}")
         if form is not None and form.is_valid() and self._review_all(request, pairs, found, form):
             return HttpResponseRedirect(next_url)
         verb = "Approve" if decision == Review.Decision.APPROVE else "Deny"
@@ -384,13 +398,8 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
             next_url=next_url,
             action_url=reverse("admin:requests_app_accessrequest_review"),
             decision=decision,
-            notes=self._review_notes(request, list(found.values())),
+            notes={pk: _CONFIRMATION_NOTES[r.code].format(state=r.state) for pk, r in refusals.items()},
         )
-
-    def _review_notes(self, request, requests: list[AccessRequest]) -> dict:
-        """Why an item will be refused, for the confirmation page, in one query (the service decides)."""
-        refusals = services.review_refusals(requests, request.user, at=timezone.now())
-        return {pk: _CONFIRMATION_NOTES[r.code].format(state=r.state) for pk, r in refusals.items()}
 
     def _review_all(self, request, pairs, found, form: ReviewForm) -> bool:
         """Review each request through the service; False when the form itself was refused (shown again)."""
@@ -402,7 +411,12 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
             pairs,
             found,
             act=lambda r: services.request_review(
-                request=r, reviewer=request.user, decision=decision, reason=reason, duration=duration
+                request=r,
+                reviewer=request.user,
+                decision=decision,
+                reason=reason,
+                duration=duration,
+                mfa_verified_at=mfa_session_verified_at(request),
             ),
             label=request_label,
             missing=lambda raw: f"{raw}: no such request.",

@@ -11,6 +11,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from accounts import capabilities
+from accounts.mfa import mfa_request_verified_at
 from audit.models import AuditCheckpoint, AuditEvent
 from jitportal.errors import DomainError, PermissionRefused
 from jitportal.restricted import RestrictedAPIView, RestrictedViewSet
@@ -115,6 +116,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
                 decision=data.validated_data["decision"],
                 reason=data.validated_data["reason"],
                 duration=data.validated_data["duration"],
+                mfa_verified_at=mfa_request_verified_at(request),
             )
         except PermissionRefused:
             if not self.is_visible(access_request):

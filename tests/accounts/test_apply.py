@@ -844,3 +844,19 @@ roles:
     assert (role.reason_pattern, role.max_extensions) == ("(INC|CHG)-[0-9]+.*", 0)
     assert role.reason_matches("CHG-7 deploy") and not role.reason_matches("see CHG-7")
     assert apply(text, tmp_path=tmp_path) == "no changes\n"
+
+
+def test_review_requires_mfa_is_applied_and_checked():
+    text = """
+    groups: [engineers]
+    roles:
+      - {name: prod-root, resource_kinds: [node], review_requires_mfa: true}
+      - {name: prod-ssh, resource_kinds: [node]}
+    """
+    policy_apply(data=policy_load(textwrap.dedent(text)))
+    assert dict(Role.objects.values_list("name", "review_requires_mfa")) == {"prod-root": True, "prod-ssh": False}
+
+    with pytest.raises(DomainError) as exc:
+        policy_apply(data=policy_load(textwrap.dedent(text.replace("true}", '"yes"}'))))
+    assert exc.value.field == "roles[0].review_requires_mfa"
+    assert Role.objects.get(name="prod-root").review_requires_mfa is True

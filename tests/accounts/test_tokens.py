@@ -24,7 +24,7 @@ from tests.conftest import audit_sealed_verify, make_user
 pytestmark = pytest.mark.django_db
 
 TOKEN_URL = "/api/v1/auth/token/"
-PAYLOAD = {"user", "name", "expires_at", "can_check_access"}
+PAYLOAD = {"user", "name", "expires_at", "can_check_access", "mfa_verified_at"}
 
 
 def admin_url(view: str, *args) -> str:
@@ -56,6 +56,7 @@ def test_api_and_admin_make_and_revoke_tokens_with_one_audit_payload(admin_clien
         "name": "ci",
         "expires_at": ci.expiry.isoformat(),
         "can_check_access": False,
+        "mfa_verified_at": None,
     }
     assert events[0].data["name"] == "laptop" and events[2].data == events[0].data
     assert not ApiToken.objects.exists()

@@ -10,9 +10,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
 
+from accounts.mfa import totp_begin
+from accounts.models import TotpDevice
 from audit.models import AuditEvent
 from requests_app.credentials.ca import ssh_ca_init
 from requests_app.models import NotificationChannel, SSHCertificateAuthority
+from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +51,7 @@ def test_every_encrypted_value_is_re_encrypted_with_the_first_key_and_audited():
         )
         email = NotificationChannel.objects.create(name="mail", kind=NotificationChannel.Kind.EMAIL, events=[])
         private_key = SSHCertificateAuthority.objects.get().private_key
+        totp, _uri = totp_begin(user=make_user("alice"), verified_at=None)
 
     with override_settings(JITPORTAL_ENCRYPTION_KEYS=[NEW, OLD]):
         output = rotate()
@@ -56,6 +60,7 @@ def test_every_encrypted_value_is_re_encrypted_with_the_first_key_and_audited():
         (SSHCertificateAuthority, "private_key", ca.pk),
         (NotificationChannel, "url", hook.pk),
         (NotificationChannel, "secret", hook.pk),
+        (TotpDevice, "secret", totp.pk),
     ]:
         token = stored(model, field, pk)
         assert decrypts_with(NEW, token) and not decrypts_with(OLD, token)
@@ -64,14 +69,16 @@ def test_every_encrypted_value_is_re_encrypted_with_the_first_key_and_audited():
         assert SSHCertificateAuthority.objects.get().private_key == private_key
         hook.refresh_from_db()
         assert (hook.url, hook.secret) == ("https://hooks.example/T1", "s3cret")
+        assert TotpDevice.objects.get().secret == totp.secret
     event = AuditEvent.objects.get(action="encryption_keys.rotated")
     assert event.data["fields"] == {
+        "accounts.TotpDevice.secret": 1,
         "requests_app.NotificationChannel.url": 1,
         "requests_app.NotificationChannel.secret": 1,
         "requests_app.SSHCertificateAuthority.private_key": 1,
     }
-    assert event.data["total"] == 3
-    assert "3 value(s) now use the first key" in output
+    assert event.data["total"] == 4
+    assert "4 value(s) now use the first key" in output
 
 
 def test_a_value_no_key_decrypts_fails_the_command_and_changes_nothing():
