@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/", include("accounts.urls")),
+    path("auth/oidc/", include("accounts.oidc_urls")),
     path("", include("requests_app.ops_urls")),
     # The self-service pages last: "" is their root.
     path("", include("requests_app.urls")),
