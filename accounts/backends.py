@@ -47,6 +47,14 @@ class PasswordBackend(ModelBackend):
         user.break_glass = True
         return user
 
+    def get_user(self, user_id):
+        # A session signed in by password ends when password sign-in is turned off,
+        # except a break-glass superuser's: the switch takes effect at once, not at expiry.
+        user = super().get_user(user_id)
+        if user is None or password_login_enabled():
+            return user
+        return user if is_break_glass(user.username) and user.is_superuser else None
+
 
 class OidcBackend(ModelBackend):
     """Keeps the sessions the OIDC callback signs in; it never takes a password."""

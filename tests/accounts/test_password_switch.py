@@ -100,3 +100,17 @@ def test_the_login_page_shows_the_password_form_by_default(client):
 
     assert b'name="password"' in page.content
     assert b"/auth/oidc/login/" not in page.content
+
+
+def test_password_sessions_end_when_password_login_is_turned_off(settings):
+    make_user("bob")
+    make_user("root", is_superuser=True, is_staff=True)
+    _ok, bob, _response = attempt("/accounts/login/", "bob")
+    _ok, root, _response = attempt("/accounts/login/", "root")
+    assert bob.get("/").status_code == 200
+
+    settings.JITPORTAL_PASSWORD_LOGIN = False
+    settings.JITPORTAL_BREAK_GLASS_LOGIN = ["root"]
+
+    assert bob.get("/")["Location"].startswith("/accounts/login/")
+    assert root.get("/").status_code == 200
