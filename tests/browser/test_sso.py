@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
 from accounts import oidc
-from accounts.models import User
+from accounts.models import ApiToken, User
 from audit.models import AuditEvent
 from tests.browser.test_e2e import browser, shot  # noqa: F401 - the browser fixture
 from tests.oidc.idp import CLIENT_ID, CLIENT_SECRET, start_provider
@@ -45,6 +45,7 @@ def test_signing_in_through_the_provider_in_a_browser(live_server, browser, prov
     page = context.new_page()
 
     page.goto(f"{live_server.url}/requests/")
+    shot(page, "sso-0-portal-sign-in")
     page.get_by_role("link", name="Sign in with Example SSO").click()
     # The provider's own login page.
     page.wait_for_url(f"{provider.issuer}/**")
@@ -61,4 +62,19 @@ def test_signing_in_through_the_provider_in_a_browser(live_server, browser, prov
     alice = User.objects.get(username="alice")
     assert list(alice.groups.values_list("name", flat=True)) == ["engineers"]
     assert AuditEvent.objects.get(action="auth.login").data["method"] == "oidc"
+
+    # With no password to give `jit login`, alice makes a token on the API tokens page.
+    page.get_by_role("link", name="API tokens").click()
+    page.fill("#id_name", "laptop")
+    page.select_option("#id_lifetime", "7d")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#new-token-secret").inner_text()
+    shot(page, "sso-3-token-created")
+    assert secret.startswith("jit_")
+    assert ApiToken.objects.get(user=alice).name == "laptop"
+    page.goto(f"{live_server.url}/accounts/tokens/")
+    expect(page.locator("#new-token-secret")).to_have_count(0)
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.locator(".messages")).to_contain_text("revoked")
+    assert not ApiToken.objects.filter(user=alice).exists()
     context.close()

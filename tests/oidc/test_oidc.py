@@ -374,3 +374,9 @@ def test_a_token_response_without_an_id_token_is_refused(client, front):
 
     assert response.status_code == 400
     assert signed_in_as(client) is None
+
+
+def test_the_admin_sign_in_offers_sso_and_comes_back_to_the_admin(client, sso):
+    page = client.get("/admin/login/?next=/admin/")
+
+    assert b'href="/auth/oidc/login/?next=/admin/"' in page.content
