@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import ApiToken, OidcIdentity, User
@@ -253,6 +253,14 @@ def user_sign_in_oidc(*, issuer: str, claims: Mapping[str, Any]) -> User:
     """
     subject, username = _claim_identity(claims)
     wanted_names = _claim_groups(claims)
+    try:
+        return _oidc_sign_in(issuer=issuer, subject=subject, username=username, claims=claims, groups=wanted_names)
+    except IntegrityError as exc:
+        # Two first sign-ins of one person at once: the other created the user or bound the identity.
+        raise DomainError("a sign-in of the same account ran at the same moment; try again", code="conflict") from exc
+
+
+def _oidc_sign_in(*, issuer: str, subject: str, username: str, claims: Mapping[str, Any], groups: list[str]) -> User:
     with transaction.atomic():
         user, bound = _oidc_user_locked(issuer=issuer, subject=subject, username=username)
         created = user is None
@@ -275,7 +283,7 @@ def user_sign_in_oidc(*, issuer: str, claims: Mapping[str, Any]) -> User:
         user.save(update_fields=None if created else [*changed, "last_login"])
         if not bound:
             OidcIdentity.objects.create(user=user, issuer=issuer, subject=subject)
-        added, removed, unknown = _user_groups_set(user, wanted_names, created=created)
+        added, removed, unknown = _user_groups_set(user, groups, created=created)
         audit_record(
             action="auth.login",
             actor=user,

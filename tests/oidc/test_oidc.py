@@ -380,3 +380,28 @@ def test_the_admin_sign_in_offers_sso_and_comes_back_to_the_admin(client, sso):
     page = client.get("/admin/login/?next=/admin/")
 
     assert b'href="/auth/oidc/login/?next=/admin/"' in page.content
+
+
+def test_a_person_without_the_username_claim_is_refused_and_nothing_is_created(client, sso):
+    sso.set_user("nameless", email="nameless@example.com", groups=["engineers"])
+
+    response = sign_in(client, sso, login="nameless")
+
+    assert response.status_code == 400
+    assert signed_in_as(client) is None
+    assert not User.objects.exists()
+    assert failures()[-1] == {
+        **failures()[-1],
+        "method": "oidc",
+        "code": "oidc_claims_invalid",
+        "reason": "the 'preferred_username' claim is missing",
+    }
+
+
+def test_the_username_claim_is_configurable(client, sso, settings):
+    settings.JITPORTAL_OIDC_USERNAME_CLAIM = "email"
+    sso.set_user("alice", **alice_claims())
+
+    sign_in(client, sso)
+
+    assert signed_in_as(client) == "alice@example.com"
