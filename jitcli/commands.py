@@ -100,7 +100,7 @@ def _login_with_token(server: str, user: str | None) -> int:
     try:
         me = Api(server, token).get("me/")
     except ApiError as exc:
-        if exc.status == 401:
+        if exc.code in ("authentication_failed", "not_authenticated"):
             raise CliError(
                 f"{server} refused the token (wrong, revoked or expired); create one on its API tokens page",
                 exit_code=NOT_LOGGED_IN,
