@@ -405,3 +405,19 @@ def test_the_username_claim_is_configurable(client, sso, settings):
     sign_in(client, sso)
 
     assert signed_in_as(client) == "alice@example.com"
+
+
+def test_an_unsigned_id_token_is_refused(client, front):
+    front.provider.set_user("alice", **alice_claims())
+
+    def unsigned(id_token: str) -> str:
+        payload = id_token.split(".")[1]
+        return f"{_b64(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}.{payload}."
+
+    front.alter = unsigned
+
+    response = sign_in(client, front.provider)
+
+    assert response.status_code == 400
+    assert signed_in_as(client) is None
+    assert not User.objects.exists()
