@@ -5,7 +5,13 @@ Run as a real subprocess against a live portal, as the other CLI tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
+import subprocess
+import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -73,3 +79,36 @@ def test_password_login_where_it_is_off_says_to_use_a_token(alice, settings):
     line = one_line_error(result)
     assert "takes no passwords" in line and "jit login --server" in line and "--token" in line
     assert not ApiToken.objects.exists()
+
+
+def test_at_a_terminal_the_token_is_asked_without_echo(alice):
+    user = make_user("carol")
+    _token, secret = token_create(user=user, name="t", by=user)
+    master, replica = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jitcli", "login", "--server", alice.server, "--token"],
+        stdin=replica,
+        stdout=subprocess.PIPE,
+        stderr=replica,
+        env=alice.env,
+        cwd=alice.home,
+    )
+    os.close(replica)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"API token for" not in seen and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.5)[0]:
+            seen += os.read(master, 1024)
+    assert b"API token for" in seen, "no prompt at the terminal"
+    # The prompt comes once echo is off, so what is typed now must not come back.
+    os.write(master, secret.encode() + b"\n")
+    stdout, _ = process.communicate(timeout=30)
+    with contextlib.suppress(OSError):
+        while chunk := os.read(master, 1024):
+            seen += chunk
+    os.close(master)
+
+    assert process.returncode == 0, seen
+    assert b"as carol" in stdout
+    assert secret.encode() not in seen
+    assert json.loads(alice.config_path.read_text())["token"] == secret
