@@ -421,3 +421,23 @@ def test_an_unsigned_id_token_is_refused(client, front):
     assert response.status_code == 400
     assert signed_in_as(client) is None
     assert not User.objects.exists()
+
+
+def test_a_discovery_document_naming_another_issuer_is_refused(client, sso, settings):
+    # The same provider reached by another name: its document names 127.0.0.1, not localhost.
+    settings.JITPORTAL_OIDC_ISSUER = sso.issuer.replace("127.0.0.1", "localhost")
+
+    response = client.get("/auth/oidc/login/")
+
+    assert response.status_code == 502
+    assert "names issuer" in failures()[-1]["reason"]
+
+
+def test_an_unreachable_provider_is_a_clear_failure(client, sso, settings):
+    settings.JITPORTAL_OIDC_ISSUER = "http://127.0.0.1:9"
+
+    response = client.get("/auth/oidc/login/")
+
+    assert response.status_code == 502
+    assert b"Single sign-on failed" in response.content
+    assert "discovery document cannot be read" in failures()[-1]["reason"]
