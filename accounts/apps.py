@@ -7,6 +7,6 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self):
-        # Connects the sign-in receivers that write auth.failed / auth.locked, and the one
-        # that keeps the role scopes in step with the inventory's writes.
-        from accounts import scope, signin  # noqa: F401
+        # Connects the sign-in receivers that write auth.login / auth.failed / auth.locked, the one
+        # that keeps the role scopes in step with the inventory's writes, and the deploy checks.
+        from accounts import checks, scope, signin  # noqa: F401

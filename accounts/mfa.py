@@ -8,7 +8,7 @@ removing one. An API token made from a
 session carries that session's verification time (``ApiToken.mfa_verified_at``)
 under the same rule, so it stops counting 15 minutes after the verification.
 
-All use of pyotp and webauthn is here; the pages (``accounts.views``) only
+All use of pyotp and webauthn is here; the pages (``accounts.mfa_views``) only
 carry the WebAuthn challenge (base64url text) between its two requests in
 the session.
 """

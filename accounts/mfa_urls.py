@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accounts import views
+from accounts import mfa_views as views
 
 urlpatterns = [
     path("", views.security, name="mfa-security"),

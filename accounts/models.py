@@ -44,6 +44,27 @@ class User(AbstractUser):
         ]
 
 
+class OidcIdentity(models.Model):
+    """The identity provider's account (issuer and subject) a user signs in as.
+
+    Bound at the first OIDC sign-in; afterwards a different subject claiming
+    the same username is refused, so a renamed or reused name at the
+    provider cannot take over someone else's account.
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="oidc_identity")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "OIDC identity"
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="oidc_identity_unique_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"
+
+
 class RoleQuerySet(models.QuerySet):
     def requestable_by(self, user) -> RoleQuerySet:
         if not user.is_authenticated or not user.is_active:

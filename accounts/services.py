@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, OidcIdentity, User
 from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
 from inventory.services import label_key_clean, label_value_text
@@ -195,3 +198,135 @@ def tokens_delete_expired(*, batch_size: int = 500) -> int:
             )
             ApiToken.objects.filter(digest__in=[token.digest for token in batch]).delete()
         deleted += len(batch)
+
+
+# --- OIDC sign-in -----------------------------------------------------------------------
+
+_USERNAME_MAX = 150
+
+
+def _claim_text(claims: Mapping[str, Any], name: str, *, limit: int) -> str:
+    value = claims.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _claim_groups(claims: Mapping[str, Any]) -> list[str]:
+    """The groups claim as a list of names; absent is none (so every portal group is removed)."""
+    value = claims.get(settings.JITPORTAL_OIDC_GROUPS_CLAIM)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise DomainError(
+            f"the {settings.JITPORTAL_OIDC_GROUPS_CLAIM!r} claim is not a list", code="oidc_claims_invalid"
+        )
+    return [item for item in value if isinstance(item, str)]
+
+
+def _claim_identity(claims: Mapping[str, Any]) -> tuple[str, str]:
+    """The subject and the username the claims name, or a refusal saying which is missing."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise DomainError("the ID token has no subject", code="oidc_claims_invalid")
+    claim = settings.JITPORTAL_OIDC_USERNAME_CLAIM
+    username = claims.get(claim)
+    if not isinstance(username, str) or not username.strip():
+        raise DomainError(f"the {claim!r} claim is missing", code="oidc_claims_invalid")
+    username = username.strip()
+    if len(username) > _USERNAME_MAX:
+        raise DomainError(f"the {claim!r} claim is longer than {_USERNAME_MAX} characters", code="oidc_claims_invalid")
+    return subject, username
+
+
+def _oidc_user_locked(*, issuer: str, subject: str, username: str) -> tuple[User | None, bool]:
+    """The user this identity signs in as, locked (None: a new one), and whether the identity is bound yet."""
+    identity = OidcIdentity.objects.filter(issuer=issuer, subject=subject).first()
+    if identity is not None:
+        user = User.objects.select_for_update().get(pk=identity.user_id)
+        if user.username != username and User.objects.filter(username=username).exclude(pk=user.pk).exists():
+            raise DomainError(f"{username!r} belongs to another portal user", code="oidc_subject_mismatch")
+        return user, True
+    named = User.objects.select_for_update().filter(username=username).first()
+    if named is not None and OidcIdentity.objects.filter(user=named).exists():
+        raise DomainError(
+            f"{username!r} is bound to another account at the identity provider", code="oidc_subject_mismatch"
+        )
+    return named, False
+
+
+def _user_groups_set(user: User, names: list[str], *, created: bool) -> tuple[list[str], list[str], int]:
+    """Make the user's groups exactly the portal groups among ``names``: (added, removed, how many unknown)."""
+    wanted = dict(Group.objects.filter(name__in=names).values_list("name", "pk"))
+    held = {} if created else dict(user.groups.values_list("name", "pk"))
+    added = sorted(set(wanted) - set(held))
+    removed = sorted(set(held) - set(wanted))
+    if removed:
+        user.groups.remove(*(held[name] for name in removed))
+    if added:
+        user.groups.add(*(wanted[name] for name in added))
+    return added, removed, len(set(names) - set(wanted))
+
+
+def user_sign_in_oidc(*, issuer: str, claims: Mapping[str, Any]) -> User:
+    """Create or update the user the provider vouched for, set their groups, audit ``auth.login``.
+
+    ``claims`` are the verified ID token's (with the userinfo endpoint's
+    answer). The user's groups become exactly the portal groups named by the
+    groups claim: one the provider no longer lists is removed, one the
+    portal does not have is ignored. The identity (issuer, subject) is bound
+    to the user at the first sign-in, so another subject later claiming the
+    same username is refused. The user row is locked while it changes, so
+    two sign-ins at once leave one consistent set of groups.
+    """
+    subject, username = _claim_identity(claims)
+    wanted_names = _claim_groups(claims)
+    try:
+        return _oidc_sign_in(issuer=issuer, subject=subject, username=username, claims=claims, groups=wanted_names)
+    except IntegrityError as exc:
+        # Two first sign-ins of one person at once: the other created the user or bound the identity.
+        raise DomainError("a sign-in of the same account ran at the same moment; try again", code="conflict") from exc
+
+
+def _oidc_sign_in(*, issuer: str, subject: str, username: str, claims: Mapping[str, Any], groups: list[str]) -> User:
+    with transaction.atomic():
+        user, bound = _oidc_user_locked(issuer=issuer, subject=subject, username=username)
+        created = user is None
+        if user is None:
+            user = User(username=username)
+            user.set_unusable_password()
+        elif not user.is_active:
+            raise DomainError(f"{user.username!r} is deactivated", code="user_inactive")
+        changed = []
+        for field, value in (
+            ("username", username),
+            ("email", _claim_text(claims, "email", limit=254)),
+            ("first_name", _claim_text(claims, "given_name", limit=150)),
+            ("last_name", _claim_text(claims, "family_name", limit=150)),
+        ):
+            if getattr(user, field) != value:
+                setattr(user, field, value)
+                changed.append(field)
+        user.last_login = timezone.now()
+        user.save(update_fields=None if created else [*changed, "last_login"])
+        if not bound:
+            OidcIdentity.objects.create(user=user, issuer=issuer, subject=subject)
+        added, removed, unknown = _user_groups_set(user, groups, created=created)
+        audit_record(
+            action="auth.login",
+            actor=user,
+            target_type="user",
+            target_id=user.username,
+            data={
+                "method": "oidc",
+                "issuer": issuer,
+                "subject": subject,
+                "created": created,
+                "updated": [] if created else changed,
+                "groups_added": added,
+                "groups_removed": removed,
+                # Providers send every group a person is in; only the count of those the portal lacks is kept.
+                "groups_unknown": unknown,
+            },
+        )
+    return user

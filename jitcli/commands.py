@@ -73,12 +73,58 @@ def _read_password(args, username: str, server: str) -> str:
     return password
 
 
+# The token endpoint's code when the portal takes no passwords (SSO only).
+PASSWORD_LOGIN_DISABLED = "password_login_disabled"  # noqa: S105 - an error code, not a password
+
+
+def _read_token(server: str) -> str:
+    if _interactive():
+        token = getpass.getpass(f"API token for {server} (from its API tokens page): ")
+    else:
+        token = sys.stdin.read()
+    token = token.strip()
+    if not token:
+        raise CliError("the token is empty", exit_code=USAGE)
+    return token
+
+
+def _warn_plain_http(server: str, what: str) -> None:
+    host = urllib.parse.urlsplit(server).hostname or ""
+    if server.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+        err(f"warning: {server} is plain HTTP; {what} cross the network unencrypted")
+
+
+def _login_with_token(server: str, user: str | None) -> int:
+    """Check a token made on the portal (``GET me/``) and keep it as a password login keeps its own."""
+    token = _read_token(server)
+    try:
+        me = Api(server, token).get("me/")
+    except ApiError as exc:
+        if exc.code in ("authentication_failed", "not_authenticated"):
+            raise CliError(
+                f"{server} refused the token (wrong, revoked or expired); create one on its API tokens page",
+                exit_code=NOT_LOGGED_IN,
+            ) from None
+        raise CliError(f"login to {server} failed: {exc.message}") from None
+    if user and me["username"] != user:
+        raise CliError(f"the token belongs to {me['username']}, not {user}", exit_code=USAGE)
+    expiry = me.get("token_expires_at")
+    path = config_file.save(config_file.Config(server=server, token=token, username=me["username"], expires_at=expiry))
+    _warn_plain_http(server, "your token and requests")
+    until = f"; the token expires {local(expiry)} (in {time_left(expiry)})" if expiry else ""
+    print(f"Logged in to {server} as {me['username']} with an API token{until}.")
+    print(f"Saved in {path}.")
+    return 0
+
+
 def login(args) -> int:
     saved = config_file.load()
     server = args.server or saved.server
     if not server:
         raise CliError("give the portal's URL: jit login --server https://jit.example.com", exit_code=USAGE)
     server = normalize_server(server)
+    if getattr(args, "token", False):
+        return _login_with_token(server, args.user)
     username = args.user
     if not username:
         default = getpass.getuser()
@@ -93,6 +139,11 @@ def login(args) -> int:
             auth=False,
         )
     except ApiError as exc:
+        if exc.code == PASSWORD_LOGIN_DISABLED:
+            raise CliError(
+                f"{server} takes no passwords (single sign-on only): create a token on its API tokens page "
+                f"({server}/accounts/tokens/), then run: jit login --server {server} --token"
+            ) from None
         raise CliError(f"login to {server} failed: {exc.message}") from None
     on_file = _config_without_environment()
     path = config_file.save(
@@ -104,9 +155,7 @@ def login(args) -> int:
     if on_file.token and on_file.server == server and on_file.token != body["token"]:
         with contextlib.suppress(CliError):
             Api(server, on_file.token).delete("auth/token/")
-    host = urllib.parse.urlsplit(server).hostname or ""
-    if server.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
-        err(f"warning: {server} is plain HTTP; your password and token cross the network unencrypted")
+    _warn_plain_http(server, "your password and token")
     expiry = body.get("expires_at")
     until = f"; the token expires {local(expiry)} (in {time_left(expiry)})" if expiry else ""
     print(f"Logged in to {server} as {body['username']}{until}.")

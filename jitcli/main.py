@@ -53,8 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     login = command("login", "log in to a portal and keep a token in the config file", commands.login)
     login.add_argument("--server", help="the portal's URL, e.g. https://jit.example.com (default: the last one)")
     login.add_argument("--user", help="your portal username (default: asked, or your local username)")
-    login.add_argument(
+    how = login.add_mutually_exclusive_group()
+    how.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input (for scripts)"
+    )
+    how.add_argument(
+        "--token",
+        action="store_true",
+        help="use an API token from the portal's API tokens page, read from standard input "
+        "(asked without echo at a terminal); for portals where you sign in with SSO",
     )
 
     command("logout", "revoke the token on the portal and forget it", commands.logout)

@@ -148,10 +148,13 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # The lockout backend goes first: it refuses a locked-out username or client
-# before any password is checked.
+# before any password is checked. Passwords are checked by accounts.backends,
+# which honours JITPORTAL_PASSWORD_LOGIN; the OIDC backend never checks a
+# password and only keeps the sessions its callback signed in.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.PasswordBackend",
+    "accounts.backends.OidcBackend",
 ]
 
 LOGIN_URL = "login"
@@ -213,6 +216,22 @@ if not DEBUG:
 # How many proxies of ours append to X-Forwarded-For; 0: the header is not
 # trusted and the client is the connection's peer (jitportal/net.py).
 JITPORTAL_TRUSTED_PROXIES = env_int("JITPORTAL_TRUSTED_PROXIES", 0)
+
+# --- Sign-in: OpenID Connect and passwords ------------------------------------
+# SSO is on when the issuer, client id and secret are all set (accounts/oidc.py);
+# `manage.py check --deploy` names what is missing when only some are.
+JITPORTAL_OIDC_ISSUER = (env_str("JITPORTAL_OIDC_ISSUER", "") or "").rstrip("/")
+JITPORTAL_OIDC_CLIENT_ID = env_str("JITPORTAL_OIDC_CLIENT_ID") or ""
+JITPORTAL_OIDC_CLIENT_SECRET = env_str("JITPORTAL_OIDC_CLIENT_SECRET") or ""
+JITPORTAL_OIDC_SCOPES = env_str("JITPORTAL_OIDC_SCOPES") or "openid profile email groups"
+JITPORTAL_OIDC_USERNAME_CLAIM = env_str("JITPORTAL_OIDC_USERNAME_CLAIM") or "preferred_username"
+JITPORTAL_OIDC_GROUPS_CLAIM = env_str("JITPORTAL_OIDC_GROUPS_CLAIM") or "groups"
+JITPORTAL_OIDC_BUTTON_LABEL = env_str("JITPORTAL_OIDC_BUTTON_LABEL") or "Sign in with SSO"
+JITPORTAL_OIDC_TIMEOUT_SECONDS = env_int("JITPORTAL_OIDC_TIMEOUT_SECONDS", 10)
+# Off: no password sign-in on the portal, the admin or the token endpoint, except
+# for the local superusers named in JITPORTAL_BREAK_GLASS_LOGIN (each use audited).
+JITPORTAL_PASSWORD_LOGIN = env_bool("JITPORTAL_PASSWORD_LOGIN", True)
+JITPORTAL_BREAK_GLASS_LOGIN = env_list("JITPORTAL_BREAK_GLASS_LOGIN", [])
 
 # --- Sign-in lockout (django-axes) ------------------------------------------
 # Every password path (sign-in form, admin sign-in, token endpoint): 5

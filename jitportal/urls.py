@@ -18,6 +18,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("scim/v2/", include("accounts.scim.urls")),
     path("mfa/", include("accounts.mfa_urls")),
+    path("auth/oidc/", include("accounts.oidc_urls")),
     path("", include("requests_app.ops_urls")),
     # The self-service pages last: "" is their root.
     path("", include("requests_app.urls")),

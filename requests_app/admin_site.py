@@ -23,6 +23,7 @@ from django.utils import timezone
 from accounts import capabilities
 from accounts.lockout import LockoutAdminAuthenticationForm
 from accounts.mfa import staff_mfa_redirect
+from accounts.views import sign_in_options
 from requests_app.selectors import review_summary
 
 
@@ -73,6 +74,10 @@ class PortalAdminSite(admin.AdminSite):
             return inner(request, *args, **kwargs)
 
         return gate
+
+    def login(self, request, extra_context=None):
+        # The SSO button beside the password form (templates/admin/login.html).
+        return super().login(request, extra_context={**sign_in_options(), **(extra_context or {})})
 
     def index(self, request, extra_context=None):
         # A small summary for reviewers above the model list (templates/admin/index.html).

@@ -75,3 +75,6 @@ class MeSerializer(serializers.Serializer):
     capabilities = serializers.ListField(
         child=serializers.CharField(), help_text="audit, revoke, check_access, manage_oncall, scim: those held"
     )
+    token_expires_at = serializers.DateTimeField(
+        allow_null=True, help_text="when the API token of this call expires; null when signed in by session"
+    )

@@ -15,11 +15,13 @@ from accounts.api.serializers import (
     TokenResponseSerializer,
 )
 from accounts.auth import TokenAuthentication
+from accounts.backends import password_login_allowed
 from accounts.capabilities import capabilities_of
 from accounts.lockout import LOCKOUT_STATUS, is_locked_out, lockout_message, lockout_seconds
 from accounts.models import Role
 from accounts.selectors import resources_searchable_by, roles_requestable_by
 from accounts.services import token_create, token_revoke
+from accounts.signin import password_login_data
 from audit.services import audit_record
 from inventory.api.pagination import ResourcePagination
 from inventory.filters import ResourceFilterSet
@@ -56,6 +58,21 @@ class TokenView(RestrictedAPIView):
     def post(self, request):
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        if not password_login_allowed(data.validated_data["username"]):
+            audit_record(
+                action="token.refused",
+                target_type="user",
+                target_id=data.validated_data["username"][:64],
+                data={"reason": "password sign-in is turned off"},
+            )
+            return Response(
+                {
+                    "detail": "password sign-in is turned off on this portal: "
+                    "create an API token on its API tokens page and use that",
+                    "code": "password_login_disabled",
+                },
+                status=status.HTTP_403_FORBIDDEN,
+            )
         user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
         if is_locked_out(request):
             # Refused before the password was looked at; auth.failed / auth.locked are recorded.
@@ -70,6 +87,13 @@ class TokenView(RestrictedAPIView):
                 {"detail": "invalid username or password", "code": "invalid_credentials"},
                 status=status.HTTP_400_BAD_REQUEST,
             )
+        audit_record(
+            action="auth.login",
+            actor=user,
+            target_type="user",
+            target_id=user.username[:64],
+            data={**password_login_data(user), "client": client_address(request), "path": request.path},
+        )
         instance, token = token_create(user=user, name=data.validated_data.get("name", ""), by=user)
         body = {"token": token, "expires_at": instance.expiry, "username": user.username}
         return Response(TokenResponseSerializer(body).data, status=status.HTTP_201_CREATED)
@@ -99,6 +123,8 @@ class MeView(RestrictedAPIView):
             "is_staff": user.is_staff,
             "groups": sorted(user.groups.values_list("name", flat=True)),
             "capabilities": capabilities_of(user),
+            # When the token this call came with expires (none for a session): `jit login --token` shows it.
+            "token_expires_at": getattr(request.auth, "expiry", None),
         }
         return Response(MeSerializer(body).data)
 

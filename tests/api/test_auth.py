@@ -68,9 +68,9 @@ def test_password_exchange_returns_token_expiry_and_username(requester):
 
 
 def test_issued_token_authenticates_api_calls(requester):
-    token = obtain(APIClient(), "alice").json()["token"]
+    issued = obtain(APIClient(), "alice").json()
 
-    response = token_client(token).get("/api/v1/me/")
+    response = token_client(issued["token"]).get("/api/v1/me/")
 
     assert response.status_code == 200
     assert response.json() == {
@@ -79,6 +79,8 @@ def test_issued_token_authenticates_api_calls(requester):
         "is_staff": False,
         "groups": ["engineers"],
         "capabilities": [],
+        # The expiry of the token the call came with, as issued: what `jit login --token` shows.
+        "token_expires_at": issued["expires_at"],
     }
 
 

@@ -64,3 +64,49 @@ def test_hsts_preload_is_off_unless_asked_and_the_check_passes_either_way(produc
 
     assert shown.stdout.strip().splitlines()[-1] == f"{preload} {silenced}", shown.stderr
     assert manage(env, "check", "--deploy", "--fail-level", "WARNING").returncode == 0
+
+
+def test_a_complete_oidc_configuration_passes_the_deploy_check(production_env):
+    env = {
+        **production_env,
+        "JITPORTAL_OIDC_ISSUER": "https://idp.example.com",
+        "JITPORTAL_OIDC_CLIENT_ID": "jitportal",
+        "JITPORTAL_OIDC_CLIENT_SECRET": "s3cret-from-the-provider",
+        "JITPORTAL_PASSWORD_LOGIN": "0",
+    }
+
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"JITPORTAL_OIDC_ISSUER": "https://idp.example.com", "JITPORTAL_OIDC_CLIENT_ID": "jitportal"}, "E001"),
+        (
+            {
+                "JITPORTAL_OIDC_ISSUER": "http://idp.example.com",
+                "JITPORTAL_OIDC_CLIENT_ID": "jitportal",
+                "JITPORTAL_OIDC_CLIENT_SECRET": "s3cret",
+            },
+            "W002",
+        ),
+        (
+            {
+                "JITPORTAL_OIDC_ISSUER": "https://idp.example.com",
+                "JITPORTAL_OIDC_CLIENT_ID": "jitportal",
+                "JITPORTAL_OIDC_CLIENT_SECRET": "s3cret",
+                "JITPORTAL_OIDC_SCOPES": "profile email",
+            },
+            "E003",
+        ),
+        ({"JITPORTAL_PASSWORD_LOGIN": "0"}, "E004"),
+    ],
+    ids=["half-configured", "plain-http-issuer", "no-openid-scope", "no-way-to-sign-in"],
+)
+def test_the_deploy_check_names_an_incomplete_sign_in_configuration(production_env, extra, problem):
+    result = manage({**production_env, **extra}, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode != 0
+    assert f"jitportal.{problem}" in result.stderr
