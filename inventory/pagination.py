@@ -67,6 +67,17 @@ def count_capped(queryset: QuerySet, *, cap: int | None = None) -> tuple[int, bo
     return min(found, cap), found <= cap
 
 
+def few_first(queryset: QuerySet, *, at_most: int) -> QuerySet:
+    """The rows of ``queryset``, known to number at most ``at_most``, found before they are sorted.
+
+    Its page is then the sort of those few. Given the whole search, the
+    planner may instead walk the (kind, name) index and test every row on
+    the way, reading hundreds of thousands of rows for a page of a few
+    hundred matches whenever it overestimates how many there are.
+    """
+    return queryset.model._default_manager.filter(pk__in=queryset.order_by().values("pk")[: at_most + 1])
+
+
 @dataclass
 class KeysetPage:
     items: list = field(default_factory=list)
@@ -101,4 +112,6 @@ def keyset_page(queryset: QuerySet, *, position: Position | None, size: int) -> 
 
 
 def _key(resource) -> tuple[str, str]:
+    if isinstance(resource, dict):  # a row read with .values()
+        return resource["kind"], resource["name"]
     return resource.kind, resource.name
