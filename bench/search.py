@@ -246,7 +246,7 @@ def run_size(n: int, calls: int, *, kept: bool = False) -> dict[str, tuple]:
         if kept:
             # Whatever an interrupted load left: start from empty tables.
             connection.creation.destroy_test_db(connection.settings_dict["NAME"], verbosity=0, keepdb=False)
-            connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+            connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False, serialize=False)
         people = load(n)
     else:
         print(f"reusing the kept inventory of {n} resources", file=sys.stderr)
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
             connection.settings_dict["TEST"]["NAME"] = str(folder / f"search-{n}.sqlite3")
         elif args.keep:
             connection.settings_dict["TEST"]["NAME"] = f"{connection.settings_dict['NAME']}_search_{n}"
-        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep)
+        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep, serialize=False)
         try:
             by_size[n] = run_size(n, args.calls, kept=args.keep)
         finally:
