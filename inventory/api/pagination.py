@@ -17,7 +17,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from inventory.pagination import COUNT_CAP, count_capped, cursor_for, cursor_parse, few_first, keyset_page
+from inventory.pagination import COUNT_CAP, cursor_for, cursor_parse, few_first, keyset_page, matches_capped
 from jitportal.errors import DomainError
 
 
@@ -43,9 +43,9 @@ class ResourcePagination(BasePagination):
         if counting == "exact":
             self.count, self.count_exact = queryset.count(), True
         else:
-            self.count, self.count_exact = count_capped(queryset)
-        if self.count_exact and self.count <= COUNT_CAP:
-            queryset = few_first(queryset, at_most=COUNT_CAP)
+            self.count, self.count_exact, ids = matches_capped(queryset)
+            if self.count_exact:
+                queryset = few_first(queryset, ids)
         fields = getattr(view, "row_fields", None)
         if fields:
             # Plain rows for a view that builds its own (no model instances, no serializer per row).
