@@ -305,7 +305,9 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         text = request.GET.get(PAGE_VAR, "")
-        page = int(text) if text.isascii() and text.isdigit() else 1
+        # As the changelist reads it; a number too long to be a page is page 1 here (the
+        # changelist then refuses it as it would any page past the end).
+        page = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else 1
         cap = max(QUEUE_COUNT_CAP, (page + 1) * per_page)
         return CappedCountPaginator(
             queryset, per_page, cap=cap, orphans=orphans, allow_empty_first_page=allow_empty_first_page

@@ -631,6 +631,10 @@ def test_the_queue_count_stops_early_and_says_so(client, staff_reviewer, request
     assert [len(p) for p in pages] == [2, 2, 2]
     assert set().union(*pages) == {r.pk for r in waiting}
     assert waiting[0].pk in pages[2]  # the oldest comes last
+    # A page number no page could have is refused as Django refuses any page past the end.
+    for absurd in ("9" * 5000, "0", "x"):
+        response = client.get(QUEUE, {"p": absurd})
+        assert response.status_code in (200, 302), (absurd, response.status_code)
 
 
 def test_the_queue_still_holds_only_what_awaits_my_review(client, engineer_reviewer, queue, prod_ssh, web1):
