@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from knox.models import AbstractAuthToken
 
-from inventory.models import Resource, selector_q
+from inventory.models import Resource, selector_matches, selector_q
 from jitportal.crypto import EncryptedTextField
 
 MAX_ROLE_DURATION = timedelta(days=14)
@@ -139,6 +139,10 @@ class Role(models.Model):
 
     def matches(self, resource: Resource) -> bool:
         return resource.matches(self.resource_kinds, self.resource_labels)
+
+    def matches_row(self, kind: str, labels: dict[str, str]) -> bool:
+        """``matches`` for a resource read as plain values."""
+        return selector_matches(kind, labels, self.resource_kinds, self.resource_labels)
 
     def resource_q(self) -> Q:
         return selector_q(self.resource_kinds, self.resource_labels)

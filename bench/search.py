@@ -8,6 +8,7 @@ into a throwaway database and calls the real API in-process:
     python bench/search.py                          # SQLite: 10k and 100k
     DATABASE_URL=postgres://... python bench/search.py   # PostgreSQL: 10k, 100k and 1M
     python bench/search.py --sizes 10000 --calls 50
+    DATABASE_URL=postgres://... python bench/search.py --sizes 1000000 --keep
 
 Two floors are measured in the same run: the raw indexed SELECT of one page
 by primary key, and a trivial authenticated API view (``/api/v1/me/``).
@@ -212,7 +213,7 @@ def deep_cursor(user: User) -> tuple[str, int]:
     return (cursor_for(after) if after else ""), page
 
 
-def run_size(n: int, calls: int) -> dict[str, tuple]:
+def load(n: int) -> tuple[User, User]:
     started = time.perf_counter()
     if connection.vendor == "postgresql":
         load_postgresql(n)
@@ -228,6 +229,28 @@ def run_size(n: int, calls: int) -> dict[str, tuple]:
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
     print(f"loaded {n} resources and their role scopes in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return requester, staff
+
+
+def loaded(n: int) -> tuple[User, User] | None:
+    """The people of an inventory of ``n`` kept from an earlier run, or None when it is not all there."""
+    people = {user.username: user for user in User.objects.filter(username__in=["alice", "olga"])}
+    if len(people) == 2 and Resource.objects.count() == n and Role.objects.count() == 6 + TEAMS:
+        return people["alice"], people["olga"]
+    return None
+
+
+def run_size(n: int, calls: int, *, kept: bool = False) -> dict[str, tuple]:
+    people = loaded(n) if kept else None
+    if people is None:
+        if kept:
+            # Whatever an interrupted load left: start from empty tables.
+            connection.creation.destroy_test_db(connection.settings_dict["NAME"], verbosity=0, keepdb=False)
+            connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False, serialize=False)
+        people = load(n)
+    else:
+        print(f"reusing the kept inventory of {n} resources", file=sys.stderr)
+    requester, staff = people
 
     as_requester, as_staff = APIClient(), APIClient()
     as_requester.force_authenticate(requester)
@@ -287,6 +310,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", help="default: 10k 100k (SQLite), 10k 100k 1M (PostgreSQL)")
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each size's database (<name>_search_<N>) after the run and reuse it in the next one;"
+        " loading 1M resources takes minutes",
+    )
     args = parser.parse_args(argv)
     sizes = args.sizes or ([10_000, 100_000, 1_000_000] if connection.vendor == "postgresql" else [10_000, 100_000])
 
@@ -295,12 +324,16 @@ def main(argv: list[str] | None = None) -> None:
     for n in sizes:
         if connection.vendor == "sqlite":
             # A file, not shared memory: each size starts from an empty database.
-            connection.settings_dict["TEST"]["NAME"] = str(Path(tempfile.mkdtemp()) / f"search-{n}.sqlite3")
-        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+            folder = Path(tempfile.gettempdir()) / "jitportal-bench" if args.keep else Path(tempfile.mkdtemp())
+            folder.mkdir(exist_ok=True)
+            connection.settings_dict["TEST"]["NAME"] = str(folder / f"search-{n}.sqlite3")
+        elif args.keep:
+            connection.settings_dict["TEST"]["NAME"] = f"{connection.settings_dict['NAME']}_search_{n}"
+        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep, serialize=False)
         try:
-            by_size[n] = run_size(n, args.calls)
+            by_size[n] = run_size(n, args.calls, kept=args.keep)
         finally:
-            connection.creation.destroy_test_db(old_name, verbosity=0)
+            connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keep)
     report(by_size, args.calls)
 
 

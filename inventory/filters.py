@@ -8,6 +8,9 @@ from drf_spectacular.utils import extend_schema_field
 
 from inventory.models import Resource, text_q
 
+# The shortest text a trigram index serves.
+TRIGRAM = 3
+
 
 class LabelSelectorField(forms.Field):
     """``env=prod`` (repeatable, or comma-separated); ``key`` alone means the label is present."""
@@ -52,8 +55,9 @@ class LabelFilter(django_filters.Filter):
     field_class = LabelSelectorField
 
     def filter(self, qs, value):
+        by_row = getattr(self.parent, "text_narrows", False)
         for key, val in value or []:
-            qs = qs.with_label(key, val)
+            qs = qs.with_label(key, val, by_row=by_row)
         return qs
 
 
@@ -65,6 +69,13 @@ class ResourceFilterSet(django_filters.FilterSet):
     class Meta:
         model = Resource
         fields = ["kind", "label", "search"]
+
+    def filter_queryset(self, queryset):
+        # A text search of three characters or more is served by the trigram index, which
+        # leaves few rows; the labels are then best tested on those rows (models.label_q).
+        text = (self.form.cleaned_data.get("search") or "").strip()
+        self.text_narrows = len(text) >= TRIGRAM
+        return super().filter_queryset(queryset)
 
     def filter_search(self, queryset, name, value):
         value = value.strip()

@@ -60,11 +60,31 @@ def cursor_parse(text: str, *, field: str = "cursor") -> Position:
     return Position(kind, name, bool(backward))
 
 
-def count_capped(queryset: QuerySet, *, cap: int | None = None) -> tuple[int, bool]:
-    """(count, exact): the number of rows, or the cap (``COUNT_CAP``) and False when there are more."""
+def matches_capped(queryset: QuerySet, *, cap: int | None = None) -> tuple[int, bool, list[int]]:
+    """(count, exact, ids): the rows' number and ids, or the cap (``COUNT_CAP``) and False when there are more.
+
+    The capped count, read as ids: what finding the matches cost (a text
+    search's index, the scope's probes) is then not paid again for the page
+    when they are few (``few_first``). When there are more than ``cap``,
+    ``exact`` is False and the ids are only the first ``cap + 1`` found.
+    """
     cap = COUNT_CAP if cap is None else cap
-    found = queryset.order_by()[: cap + 1].count()
-    return min(found, cap), found <= cap
+    ids = list(queryset.order_by().values_list("pk", flat=True)[: cap + 1])
+    return min(len(ids), cap), len(ids) <= cap, ids
+
+
+def few_first(queryset: QuerySet, ids: list[int]) -> QuerySet:
+    """The rows ``ids``, every match of ``queryset`` (``matches_capped`` found at most the cap), to sort.
+
+    Their page is then the sort of those few by primary key. Given the whole
+    search, the planner may instead walk the (kind, name) index and test every
+    row on the way, reading hundreds of thousands of rows for a page of a few
+    hundred matches whenever it overestimates how many there are. Like the
+    count and the page before, the two reads are moments apart: a row that
+    left the search in between may be listed, as one that joined it may be
+    missed.
+    """
+    return queryset.model._default_manager.filter(pk__in=ids)
 
 
 @dataclass
@@ -101,4 +121,6 @@ def keyset_page(queryset: QuerySet, *, position: Position | None, size: int) -> 
 
 
 def _key(resource) -> tuple[str, str]:
+    if isinstance(resource, dict):  # a row read with .values()
+        return resource["kind"], resource["name"]
     return resource.kind, resource.name

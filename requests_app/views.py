@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from accounts import capabilities
 from accounts.selectors import resources_searchable_by, roles_matching, roles_requestable_by
 from inventory.filters import ResourceFilterSet
-from inventory.pagination import count_capped, cursor_for, cursor_parse, keyset_page
+from inventory.pagination import cursor_for, cursor_parse, few_first, keyset_page, matches_capped
 from jitportal.errors import DomainError
 from requests_app import selectors, services
 from requests_app.forms import AccessRequestForm, ExtendForm
@@ -60,8 +60,8 @@ class SearchPage:
 def _search_page(request: HttpRequest, queryset, roles) -> SearchPage:
     cursor = request.GET.get("cursor")
     position = cursor_parse(cursor) if cursor else None
-    count, exact = count_capped(queryset)
-    found = keyset_page(queryset, position=position, size=PAGE_SIZE)
+    count, exact, ids = matches_capped(queryset)
+    found = keyset_page(few_first(queryset, ids) if exact else queryset, position=position, size=PAGE_SIZE)
     params = request.GET.copy()
     params.pop("page", None)
 

@@ -4,7 +4,8 @@
 so following them costs the same on page 2000 as on page 1. ``page=N`` still
 works for clients that number pages (an offset: deeper pages cost more).
 ``count`` stops at ``COUNT_CAP`` with ``count_exact: false`` unless the
-caller asks ``count=exact``.
+caller asks ``count=exact``. A view with ``row_fields`` is given its page as
+dicts of those fields (``QuerySet.values``) rather than model instances.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from inventory.pagination import COUNT_CAP, count_capped, cursor_for, cursor_parse, keyset_page
+from inventory.pagination import COUNT_CAP, cursor_for, cursor_parse, few_first, keyset_page, matches_capped
 from jitportal.errors import DomainError
 
 
@@ -42,7 +43,13 @@ class ResourcePagination(BasePagination):
         if counting == "exact":
             self.count, self.count_exact = queryset.count(), True
         else:
-            self.count, self.count_exact = count_capped(queryset)
+            self.count, self.count_exact, ids = matches_capped(queryset)
+            if self.count_exact:
+                queryset = few_first(queryset, ids)
+        fields = getattr(view, "row_fields", None)
+        if fields:
+            # Plain rows for a view that builds its own (no model instances, no serializer per row).
+            queryset = queryset.values(*fields)
         page = request.query_params.get("page")
         if page is not None and "cursor" not in request.query_params:
             return self.paginate_by_number(queryset, page, size)

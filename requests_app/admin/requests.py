@@ -16,14 +16,20 @@ import uuid
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince, timeuntil
+from django.utils.translation import gettext
 
 from accounts import capabilities
 from accounts.mfa import mfa_session_verified_at
@@ -112,6 +118,12 @@ class ReviewQueueFilter(admin.SimpleListFilter):
     def value(self):
         return super().value() or self.default
 
+    @classmethod
+    def opens_on_awaiting(cls, request) -> bool:
+        """Whether this page is the "Awaiting my review" queue, before any filter is built."""
+        chosen = request.GET.get(cls.parameter_name)
+        return chosen == cls.AWAITING or (chosen is None and asked(request, capabilities.may_review_queue))
+
     def choices(self, changelist):
         for lookup, title in self.lookup_choices:
             yield {
@@ -124,7 +136,13 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         user = request.user
         match self.value():
             case self.AWAITING:
-                return requests_awaiting_review(user=user, at=timezone.now(), queryset=queryset)
+                # Started afresh rather than narrowing the visible requests it is given: what awaits
+                # one's review is always among them (reviewable implies visible, see
+                # AccessRequestQuerySet.visible_to), and testing both rules on every waiting request
+                # would double the cost of the queue's count and page. This filter comes first, so it
+                # is given the admin's own queryset and nothing else narrowed it before.
+                fresh = AccessRequest.objects.select_related("requester")
+                return requests_awaiting_review(user=user, at=timezone.now(), queryset=fresh)
             case self.REVIEWABLE:
                 return queryset.reviewable_by(user)
             case self.MINE:
@@ -170,6 +188,34 @@ _CONFIRMATION_NOTES = {
 }
 
 
+# The queue's count stops here (or one page past the page shown, whichever is more): counting
+# ten thousand waiting requests costs more than the page of them, to say nothing more useful.
+QUEUE_COUNT_CAP = 1000
+
+
+class CappedCountPaginator(Paginator):
+    """A paginator whose count stops at ``cap``; ``exact`` is False when there are more rows.
+
+    Every page up to the cap is offered, and the cap moves one page past the page asked for,
+    so "next" always leads on however deep one goes.
+    """
+
+    def __init__(self, object_list, per_page, *, cap: int, **kwargs):
+        super().__init__(object_list, per_page, **kwargs)
+        self.cap = cap
+        self.exact = True
+
+    @cached_property
+    def count(self) -> int:
+        found = self.object_list.order_by()[: self.cap + 1].count()
+        self.exact = found <= self.cap
+        return min(found, self.cap)
+
+
+# Stands for a row's id while the change page's URL is resolved once for a whole page.
+_URL_PROBE = uuid.UUID(int=0)
+
+
 class SummarisedChangeList(ChangeList):
     """The request list, with the summary (review counts, resources) read for the shown rows only.
 
@@ -177,12 +223,35 @@ class SummarisedChangeList(ChangeList):
     drill-down aggregate over each matching request, not just one page.
     """
 
+    def __init__(self, request, model, list_display, list_display_links, list_filter, date_hierarchy, *args):
+        # The queue holds only requests still within their time to live, so a drill-down by
+        # creation date has little to narrow, yet would cost two more passes over every
+        # waiting request (their date range, then their days). It stays for the history
+        # ("All requests" and the rest) and wherever a date was already chosen.
+        if ReviewQueueFilter.opens_on_awaiting(request) and not any(
+            key.startswith(f"{date_hierarchy}__") for key in request.GET
+        ):
+            date_hierarchy = None
+        super().__init__(request, model, list_display, list_display_links, list_filter, date_hierarchy, *args)
+
     def get_results(self, request):
         super().get_results(request)
+        # What the page says of the count: "1000+" when the paginator stopped counting there.
+        exact = getattr(self.paginator, "exact", True)
+        self.result_count_exact = exact
+        self.result_count_label = f"{self.result_count}" if exact else f"{self.result_count}+"
         # The page (still a lazy slice) becomes a subquery of the summary's one read, in the list's order.
         page = self.result_list.values("pk")
         ordering = self.result_list.query.order_by
         self.result_list = list(requests_summarised(AccessRequest.objects.filter(pk__in=page)).order_by(*ordering))
+
+    @cached_property
+    def _change_url_template(self) -> str:
+        return super().url_for_result(AccessRequest(pk=_URL_PROBE)).replace(str(_URL_PROBE), "{}")
+
+    def url_for_result(self, result) -> str:
+        # Resolved once per page, not once per row: each reverse() walks the URL patterns.
+        return self._change_url_template.format(quote(result.pk))
 
 
 @admin.register(AccessRequest)
@@ -240,6 +309,16 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     def get_changelist(self, request, **kwargs):
         return SummarisedChangeList
 
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        text = request.GET.get(PAGE_VAR, "")
+        # As the changelist reads it; a number too long to be a page is page 1 here (the
+        # changelist then refuses it as it would any page past the end).
+        page = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else 1
+        cap = max(QUEUE_COUNT_CAP, (page + 1) * per_page)
+        return CappedCountPaginator(
+            queryset, per_page, cap=cap, orphans=orphans, allow_empty_first_page=allow_empty_first_page
+        )
+
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)
         return None if obj is None else requests_summarised(AccessRequest.objects.filter(pk=obj.pk)).get()
@@ -248,6 +327,18 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         return asked(request, capabilities.may_review_queue)
 
     # --- columns
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: AccessRequest) -> str:
+        # Django's own renders a form widget through the template engine for each row, the
+        # costliest cell of the page; this is the same markup from one format string.
+        label = format_html(gettext("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            label,
+        )
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: AccessRequest) -> str:
@@ -317,7 +408,12 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
             context.setdefault("title", "Access requests awaiting my review")
             # Said instead of an empty table (and "0 access requests") when the queue is clear.
             context.setdefault("empty_queue_note", "Nothing awaits your review.")
-        return super().changelist_view(request, extra_context=context)
+        response = super().changelist_view(request, extra_context=context)
+        cl = getattr(response, "context_data", None) and response.context_data.get("cl")
+        if cl is not None and not cl.result_count_exact:
+            # Django words "select all" with the count, which stopped early here.
+            response.context_data["selection_note_all"] = f"All {cl.result_count_label} selected"
+        return response
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, unquote(object_id))

@@ -334,3 +334,36 @@ def test_role_detail_by_name_only_for_requestable_roles(api, requester, prod_ssh
     assert client.get("/api/v1/roles/prod-ssh/").json()["name"] == "prod-ssh"
     assert client.get("/api/v1/roles/dev-ssh/").status_code == 404
     assert client.get("/api/v1/roles/nope/").status_code == 404
+
+
+# --- rows built without the serializer; labels beside a text search --------------------
+
+
+def test_each_listed_row_is_the_detail_body_of_that_resource(api, requester, prod_ssh, wide_role, inventory):
+    make_resource("odd", labels={"env": "prod", "tier": "gold", "a/b.c": "x y"}, description='quote " and <tag>')
+    client = api(requester)
+
+    rows = client.get(RESOURCES).json()["results"]
+
+    assert {r["name"] for r in rows} == {"dev-1", "odd", "orders", "web-1", "web-2"}
+    for row in rows:
+        assert client.get(f"{RESOURCES}{row['id']}/").json() == row
+    assert {r["name"]: r["requestable_roles"] for r in rows}["web-1"] == ["prod-ssh", "wide"]
+
+
+def test_labels_narrow_a_text_search_the_same_whether_the_text_uses_the_index(api, requester, wide_role):
+    make_resource("web-a", labels={"env": "prod", "team": "web"})
+    make_resource("web-b", labels={"env": "dev", "team": "web"})
+    make_resource("web-c", labels={"env": "prod"})
+    make_resource("web-d", labels={"environment": "prod", "team": "api"})
+    make_resource("api-a", labels={"env": "prod", "team": "web"})
+    client = api(requester)
+
+    # Three characters or more: the text's index narrows and labels are tested on those rows.
+    assert names(client.get(RESOURCES, {"search": "web-", "label": "env=prod"})) == ["web-a", "web-c"]
+    assert names(client.get(RESOURCES, {"search": "web-", "label": "team"})) == ["web-a", "web-b", "web-d"]
+    assert names(client.get(RESOURCES, {"search": "web-", "label": ["env=prod", "team=web"]})) == ["web-a"]
+    assert names(client.get(RESOURCES, {"search": "web-", "label": "env"})) == ["web-a", "web-b", "web-c"]
+    # Shorter text: the labels' own index.
+    assert names(client.get(RESOURCES, {"search": "we", "label": "env=prod"})) == ["web-a", "web-c"]
+    assert names(client.get(RESOURCES, {"search": "we", "label": "team"})) == ["web-a", "web-b", "web-d"]

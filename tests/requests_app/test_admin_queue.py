@@ -600,3 +600,89 @@ def test_a_request_for_two_roles_is_reviewable_only_by_a_reviewer_of_both(reques
     )
     assert roleless.pk not in seen(lead_and_dba)[0] | seen(lead_and_dba)[1]
     assert roleless.pk in seen(requester)[0]
+
+
+# --- the queue at scale: a count that stops early, no date drill-down, rows built without templates -
+
+
+def test_the_queue_count_stops_early_and_says_so(client, staff_reviewer, requester, prod_ssh, monkeypatch):
+    from requests_app.admin import requests as request_admin
+
+    monkeypatch.setattr(request_admin, "QUEUE_COUNT_CAP", 3)
+    monkeypatch.setattr(request_admin.AccessRequestAdmin, "list_per_page", 2)
+    hosts = many_resources(1, prefix="h")
+    waiting = pending_requests(6, requester=requester, role=prod_ssh, resources=hosts)
+    AccessRequest.objects.filter(pk=waiting[0].pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    client.force_login(staff_reviewer)
+
+    first = client.get(QUEUE)
+    second = client.get(QUEUE, {"p": "2"})
+    third = client.get(QUEUE, {"p": "3"})
+
+    # Page 1 counts up to page 2's end (4 of 6): "4+", never a bare 4; each page holds its own rows.
+    assert (first.context["cl"].result_count, first.context["cl"].result_count_exact) == (4, False)
+    assert "4+ access requests" in text(first) and "4+ results" in text(first)
+    assert "Select all 4+ access requests" in text(first)
+    assert first.context["selection_note_all"] == "All 4+ selected"
+    # Deeper, the count reaches every row and is exact again.
+    assert (second.context["cl"].result_count, second.context["cl"].result_count_exact) == (6, True)
+    assert "6 access requests" in text(second) and "6+" not in text(second)
+    pages = [shown(first), shown(second), shown(third)]
+    assert [len(p) for p in pages] == [2, 2, 2]
+    assert set().union(*pages) == {r.pk for r in waiting}
+    assert waiting[0].pk in pages[2]  # the oldest comes last
+    # A page number no page could have is refused as Django refuses any page past the end.
+    for absurd in ("9" * 5000, "0", "x"):
+        response = client.get(QUEUE, {"p": absurd})
+        assert response.status_code in (200, 302), (absurd, response.status_code)
+
+
+def test_the_queue_still_holds_only_what_awaits_my_review(client, engineer_reviewer, queue, prod_ssh, web1):
+    mine = request_create(requester=engineer_reviewer, resources=[web1], reason="my own")
+    expired = request_create(requester=queue["first"].requester, resources=[web1], reason="too old")
+    now = timezone.now()
+    AccessRequest.objects.filter(pk=expired.pk).update(
+        created_at=now - timedelta(days=2), pending_expires_at=now - timedelta(minutes=1)
+    )
+    client.force_login(engineer_reviewer)
+
+    before = shown(client.get(QUEUE))
+    assert {queue["first"].pk, queue["second"].pk} <= before
+    assert not {mine.pk, expired.pk, queue["other_role"].pk, queue["decided"].pk} & before
+    request_review(request=queue["first"], reviewer=engineer_reviewer, decision="approve", reason="ok")
+    assert queue["first"].pk not in shown(client.get(QUEUE))
+    assert {mine.pk, expired.pk} <= shown(client.get(QUEUE, {"queue": "all"}))
+
+
+def test_the_queue_has_no_date_drill_down_unless_a_date_was_chosen(client, staff_reviewer, queue):
+    client.force_login(staff_reviewer)
+    year = str(timezone.now().year)
+
+    with CaptureQueriesContext(connection) as captured:
+        waiting = client.get(QUEUE)
+    dated = client.get(QUEUE, {"created_at__year": year})
+    everything = client.get(QUEUE, {"queue": "all"})
+
+    assert waiting.context["cl"].date_hierarchy is None
+    assert not [q for q in captured.captured_queries if re.match(r"SELECT (MIN|DISTINCT (DATE|django))", q["sql"])]
+    assert 'class="toplinks"' not in waiting.content.decode()
+    # A date chosen before switching to the queue still narrows it, and is shown.
+    assert dated.context["cl"].date_hierarchy == "created_at"
+    assert shown(dated) == {queue["first"].pk, queue["second"].pk}
+    assert everything.context["cl"].date_hierarchy == "created_at"
+    assert 'class="toplinks"' in everything.content.decode()
+
+
+def test_the_row_checkbox_is_djangos_own_markup(client, staff_reviewer, queue):
+    from django.contrib import admin
+    from django.contrib.admin import ModelAdmin
+
+    model_admin = admin.site._registry[AccessRequest]
+    request = queue["first"]
+    request.requester.username = 'a<b"c'
+
+    assert model_admin.action_checkbox(request) == ModelAdmin.action_checkbox(model_admin, request)
+    client.force_login(staff_reviewer)
+    page = client.get(QUEUE).content.decode()
+    assert f'name="_selected_action" value="{queue["first"].pk}" class="action-select"' in page
+    assert f'href="{change_url(queue["first"])}' in page
