@@ -18,7 +18,7 @@ from accounts.models import Role, User
 from audit.models import AuditEvent
 from audit.services import AUDIT_INSERT_COLUMNS, audit_record, audit_row
 from inventory.models import Resource
-from jitportal.errors import PermissionRefused, StateConflict
+from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from jitportal.statements import Statement
 from requests_app.credentials.ca import ssh_ca_signing_columns, ssh_ca_signing_read
 from requests_app.credentials.hosts import grant_ssh_principals
@@ -68,6 +68,7 @@ _GRANT_FIELDS = ("id", "request_id", "user_id", "role_id", "resource_id", "start
 _ROLE_FIELDS = ("name", "logins", "resource_kinds", "resource_labels", *ROLE_EXTENSIONS)
 _RESOURCE_FIELDS = ("kind", "name", "labels")
 _OWNER_FIELDS = ("username", "is_active")
+_ROLE_JSON = ("logins", "resource_kinds", "resource_labels")
 
 
 def _issuing_read(grant_id: int, at: datetime) -> QuerySet:
@@ -131,22 +132,55 @@ def certificate_issue(*, grant: Grant | int, user, public_key: str, at: datetime
     anything changed in between, the issue is decided again from a new read.
     """
     grant_id = grant.pk if isinstance(grant, Grant) else grant
+    remembered = True
     # 63 random bits make a repeated serial all but impossible, so no savepoint guards each insert; the
     # unique constraint is the backstop, and a collision rolls the whole issue back to be drawn again.
-    for _attempt in range(3):
+    for _attempt in range(4):
         try:
-            return _certificate_issue_once(grant_id=grant_id, user=user, public_key=public_key, at=at)
-        except (_SerialTaken, _GrantChanged):
+            return _certificate_issue_once(
+                grant_id=grant_id, user=user, public_key=public_key, at=at, remembered=remembered
+            )
+        except _SerialTaken:
             continue
+        except _GrantChanged:
+            remembered = False
     raise StateConflict("the grant changed while its certificate was being signed; try again", code="retry")
 
 
-def _certificate_issue_once(*, grant_id: int, user, public_key: str, at: datetime | None) -> IssuedCertificate:
+# On PostgreSQL, the row that decided the last certificate of a (grant, owner): the write confirms
+# everything in it that the next certificate would be made of (see ``_still_honoured_sql``), so the
+# next one needs no read. Anything that does not go through (a refusal, a change) is read afresh.
+_remembered: dict[tuple[int, int], dict] = {}
+_REMEMBERED_KEPT = 4096
+
+
+def _certificate_issue_once(
+    *, grant_id: int, user, public_key: str, at: datetime | None, remembered: bool
+) -> IssuedCertificate:
     decided_at = at or timezone.now()
-    rows = _ISSUING_READ.rows(grant_id=grant_id, at=decided_at)
-    if not rows or rows[0]["user_id"] != user.pk:
-        raise PermissionRefused(_NOT_OWNER_MESSAGE, code=NOT_OWNER)
-    row = rows[0]
+    key = (grant_id, user.pk)
+    row = _remembered.pop(key, None) if remembered else None
+    from_memory = row is not None
+    if row is None:
+        rows = _ISSUING_READ.rows(grant_id=grant_id, at=decided_at)
+        if not rows or rows[0]["user_id"] != user.pk:
+            raise PermissionRefused(_NOT_OWNER_MESSAGE, code=NOT_OWNER)
+        row = rows[0]
+    try:
+        issued = _certificate_made(row, user=user, public_key=public_key, at=at, decided_at=decided_at)
+    except DomainError:
+        if from_memory:  # a remembered row never refuses: the refusal is decided from a new read
+            raise _GrantChanged from None
+        raise
+    if connection.vendor == "postgresql" and row["resource_id"] is not None and row["signing_ca_id"] is not None:
+        if len(_remembered) >= _REMEMBERED_KEPT:
+            _remembered.clear()
+        _remembered[key] = row
+    return issued
+
+
+def _certificate_made(row: dict, *, user, public_key: str, at: datetime | None, decided_at: datetime):
+    """Decide from ``row``, sign, and write; the certificate as stored."""
     subject = public_key_parse(public_key)
     grant = _grant_from_row(row)
     _refuse_unless_usable(grant, eligible=row["owner_eligible"], at=decided_at)
@@ -200,7 +234,7 @@ def _certificate_issue_once(*, grant_id: int, user, public_key: str, at: datetim
         },
     }
     # The clock is read again for the write, so the grant's window is checked as of the lock, not the read.
-    _certificate_insert(issued, event=event, user_id=user.pk, at=at or timezone.now())
+    _certificate_insert(issued, event=event, row=row, user=user, at=at or timezone.now())
     return issued
 
 
@@ -247,27 +281,56 @@ def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _still_honoured_sql(*, lock: bool) -> str:
+def _still_honoured_sql(*, postgresql: bool) -> str:
     """A SELECT of the grant's id while it is still honoured as decided; ``%(name)s`` parameters.
 
     The same rules as the read (``grant_refusal``'s window, owner and
     eligibility; ``ssh_ca_signing_columns``' CA), asked again in the write's
-    own statement; with ``lock`` the grant row is locked first, so the answer
-    is as of the lock (a concurrent revocation is waited for and seen).
+    own statement. On PostgreSQL the grant row is locked first, so the answer
+    is as of the lock (a concurrent revocation is waited for and seen), and
+    everything the certificate is made of (the grant's role and resource, the
+    role's logins, selector and extensions, the resource's name and labels,
+    the owner's name, the CA's stored key) must still be what the decision read, so that decision
+    may come from a row remembered from the previous certificate.
     """
-    grant, user, ca = Grant._meta.db_table, User._meta.db_table, SSHCertificateAuthority._meta.db_table
-    user_groups = User.groups.through._meta.db_table
-    may_request = Role.requestable_by.through._meta.db_table
-    return (
-        f"SELECT g.id FROM {_q(grant)} g"  # noqa: S608 -- table names from the models; values are parameters
-        " WHERE g.id = %(grant_id)s AND g.user_id = %(user_id)s AND g.revoked_at IS NULL"
-        " AND g.starts_at <= %(at)s AND g.expires_at > %(at)s AND g.expires_at >= %(valid_before)s"
-        f" AND EXISTS (SELECT 1 FROM {_q(user)} u WHERE u.id = g.user_id AND u.is_active)"
-        f" AND EXISTS (SELECT 1 FROM {_q(may_request)} r JOIN {_q(user_groups)} ug ON ug.group_id = r.group_id"
-        " WHERE r.role_id = g.role_id AND ug.user_id = g.user_id)"
-        f" AND %(ca_id)s = (SELECT c.id FROM {_q(ca)} c WHERE c.retired_at IS NULL OR c.retired_at > %(at)s"
-        " ORDER BY c.created_at DESC, c.id DESC LIMIT 1)" + (" FOR UPDATE OF g" if lock else "")
-    )
+    tables = {
+        "grant": Grant,
+        "user": User,
+        "ca": SSHCertificateAuthority,
+        "role": Role,
+        "resource": Resource,
+        "user_groups": User.groups.through,
+        "may_request": Role.requestable_by.through,
+    }
+    quoted = {name: _q(model._meta.db_table) for name, model in tables.items()}
+    flags = "".join(f" AND o.{name} = %(role__{name})s" for name in ROLE_EXTENSIONS)
+    template = _STILL_HONOURED_POSTGRESQL if postgresql else _STILL_HONOURED
+    return template.format(**quoted, flags=flags)
+
+
+# Table names from the models, every value a parameter.
+_STILL_HONOURED = """SELECT g.id FROM {grant} g
+WHERE g.id = %(grant_id)s AND g.user_id = %(user_id)s AND g.revoked_at IS NULL
+AND g.starts_at <= %(at)s AND g.expires_at > %(at)s AND g.expires_at >= %(valid_before)s
+AND EXISTS (SELECT 1 FROM {user} u WHERE u.id = g.user_id AND u.is_active)
+AND EXISTS (SELECT 1 FROM {may_request} r JOIN {user_groups} ug ON ug.group_id = r.group_id
+    WHERE r.role_id = g.role_id AND ug.user_id = g.user_id)
+AND %(ca_id)s = (SELECT c.id FROM {ca} c WHERE c.retired_at IS NULL OR c.retired_at > %(at)s
+    ORDER BY c.created_at DESC, c.id DESC LIMIT 1)"""
+
+_STILL_HONOURED_POSTGRESQL = (
+    _STILL_HONOURED.replace("u.is_active)", "u.is_active AND u.username = %(username)s)")  # noqa: S608
+    + """
+AND g.request_id = %(request_id)s AND g.role_id = %(role_id)s
+AND EXISTS (SELECT 1 FROM {ca} k WHERE k.id = %(ca_id)s AND k.private_key = %(ca_key)s)
+AND EXISTS (SELECT 1 FROM {role} o WHERE o.id = g.role_id AND o.name = %(role__name)s
+    AND o.logins = %(role__logins)s::jsonb AND o.resource_kinds = %(role__resource_kinds)s::jsonb
+    AND o.resource_labels = %(role__resource_labels)s::jsonb{flags})
+AND (g.resource_id IS NULL AND %(resource_id)s::bigint IS NULL
+    OR EXISTS (SELECT 1 FROM {resource} s WHERE s.id = g.resource_id AND s.id = %(resource_id)s
+        AND s.kind = %(resource__kind)s AND s.name = %(resource__name)s AND s.labels = %(resource__labels)s::jsonb))
+FOR UPDATE OF g"""
+)
 
 
 @functools.cache
@@ -284,11 +347,11 @@ def _insert_sql(vendor: str) -> str:
         f"INSERT INTO {certificates} ({', '.join(_CERTIFICATE_COLUMNS)}) SELECT {selected('c_', _CERTIFICATE_COLUMNS)}"
     )
     if not postgresql:
-        return f"{insert} FROM ({_still_honoured_sql(lock=False)}) honoured RETURNING id"
+        return f"{insert} FROM ({_still_honoured_sql(postgresql=False)}) honoured RETURNING id"
     audit = _q(AuditEvent._meta.db_table)
     audited = selected("a_", {name: _AUDIT_TYPES[name] for name in AUDIT_INSERT_COLUMNS})
     return (
-        f"WITH honoured AS ({_still_honoured_sql(lock=True)}),"  # noqa: S608 -- as above
+        f"WITH honoured AS ({_still_honoured_sql(postgresql=True)}),"  # noqa: S608 -- as above
         f" issued AS ({insert} FROM honoured RETURNING id),"
         f" audited AS (INSERT INTO {audit} ({', '.join(AUDIT_INSERT_COLUMNS)})"
         f" SELECT {audited} FROM issued RETURNING id)"
@@ -296,16 +359,28 @@ def _insert_sql(vendor: str) -> str:
     )
 
 
-def _certificate_insert(issued: IssuedCertificate, *, event: dict, user_id: int, at: datetime) -> None:
-    """Store ``issued`` and its audit event if the grant is still honoured; sets ``issued.pk``."""
+def _certificate_insert(issued: IssuedCertificate, *, event: dict, row: dict, user, at: datetime) -> None:
+    """Store ``issued`` and its audit event if the grant is still as ``row`` read it; sets ``issued.pk``."""
     adapt = connection.ops.adapt_datetimefield_value
     params: dict = {
         "grant_id": issued.grant_id,
-        "user_id": user_id,
+        "user_id": user.pk,
         "at": adapt(at),
         "valid_before": adapt(issued.valid_before),
         "ca_id": issued.ca_id,
     }
+    if connection.vendor == "postgresql":
+        params.update(
+            username=user.username,
+            ca_key=row["signing_ca_key"],
+            request_id=row["request_id"],
+            role_id=row["role_id"],
+            resource_id=row["resource_id"],
+            **{f"role__{name}": row[f"role__{name}"] for name in ("name", *ROLE_EXTENSIONS)},
+            **{f"role__{name}": json.dumps(row[f"role__{name}"]) for name in _ROLE_JSON},
+            **{f"resource__{name}": row[f"resource__{name}"] for name in ("kind", "name")},
+            resource__labels=json.dumps(row["resource__labels"]),
+        )
     for name in _CERTIFICATE_COLUMNS:
         value = getattr(issued, name)
         params[f"c_{name}"] = (
@@ -319,18 +394,18 @@ def _certificate_insert(issued: IssuedCertificate, *, event: dict, user_id: int,
             # One statement is one transaction of its own (a savepoint when the caller has one open).
             with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
                 cursor.execute(sql, params)
-                row = cursor.fetchone()
+                written = cursor.fetchone()
         else:
             # SQLite takes its write lock at BEGIN (IMMEDIATE), so the check and both inserts are serialised.
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(sql, params)
-                row = cursor.fetchone()
-                if row is not None:
+                written = cursor.fetchone()
+                if written is not None:
                     audit_record(**event)
     except IntegrityError as error:
         # The window and the references are checked in the statement, so only the serial can clash.
         raise _SerialTaken from error
-    if row is None:
+    if written is None:
         raise _GrantChanged
-    issued.pk = row[0]
+    issued.pk = written[0]
     issued._state.adding = False
