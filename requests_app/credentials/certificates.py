@@ -19,7 +19,7 @@ from audit.models import AuditEvent
 from audit.services import AUDIT_INSERT_COLUMNS, audit_record, audit_row
 from inventory.models import Resource
 from jitportal.errors import DomainError, PermissionRefused, StateConflict
-from jitportal.statements import Statement
+from jitportal.statements import Statement, execute_prepared
 from requests_app.credentials.ca import ssh_ca_signing_columns, ssh_ca_signing_read
 from requests_app.credentials.hosts import grant_ssh_principals
 from requests_app.credentials.keys import certificate_sign, public_key_parse
@@ -393,8 +393,7 @@ def _certificate_insert(issued: IssuedCertificate, *, event: dict, row: dict, us
             params.update({f"a_{name}": value for name, value in zip(AUDIT_INSERT_COLUMNS, audit, strict=True)})
             # One statement is one transaction of its own (a savepoint when the caller has one open).
             with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                written = cursor.fetchone()
+                written = next(iter(execute_prepared(cursor, sql, params)), None)
         else:
             # SQLite takes its write lock at BEGIN (IMMEDIATE), so the check and both inserts are serialised.
             with transaction.atomic(), connection.cursor() as cursor:
