@@ -24,6 +24,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
+from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorDebugWrapper
@@ -125,10 +126,13 @@ def execute_prepared(cursor: Any, sql: str, params: Sequence[Any] | Mapping[str,
     prepares the statement once per connection (a new connection prepares it
     again) and later calls only bind and execute. Parameters are then typed by
     the server, so ``sql`` casts any value whose type its context does not fix.
+    ``JITPORTAL_DB_PREPARED_STATEMENTS=0`` turns this off, for a connection
+    pooler in transaction mode that cannot keep prepared statements (PgBouncer
+    before 1.21, or without ``max_prepared_statements``).
     Query logging and counting see it as the statement it is.
     """
     connection = cursor.db
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or not settings.JITPORTAL_DB_PREPARED_STATEMENTS:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
     logged = cursor.debug_sql(sql, params) if isinstance(cursor, CursorDebugWrapper) else nullcontext()
