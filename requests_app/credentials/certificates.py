@@ -130,6 +130,9 @@ def certificate_issue(*, grant: Grant | int, user, public_key: str, at: datetime
     one. So a revocation either comes first (no certificate) or after (the
     certificate's key is then listed by ``ssh_revoked_public_keys``). If
     anything changed in between, the issue is decided again from a new read.
+    On PostgreSQL that write also confirms everything else the certificate is
+    made of, so the next certificate for the same grant and owner reuses the
+    read behind the last one (``_remembered``) and costs the write alone.
     """
     grant_id = grant.pk if isinstance(grant, Grant) else grant
     remembered = True
