@@ -85,7 +85,7 @@ def audit_record(
 
 
 # Columns an insert fills; the seal columns (prev_mac, mac) start empty and only ``audit_seal`` writes them.
-_INSERT_COLUMNS = (
+AUDIT_INSERT_COLUMNS = _INSERT_COLUMNS = (
     "created_at",
     "actor_id",
     "actor_username",
@@ -106,13 +106,26 @@ def audit_record_many(entries: Iterable[dict], *, batch_size: int = 1000) -> int
     (no model instances, no ids read back); they share one ``created_at``,
     the time of the transaction that writes them.
     """
-    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = []
-    for entry in entries:
-        columns = {**_columns(**entry), "created_at": created_at, "prev_mac": "", "mac": ""}
-        rows.append(tuple(columns[name] for name in _INSERT_COLUMNS))
+    created_at = timezone.now()
+    rows = [audit_row(**entry, created_at=created_at) for entry in entries]
     insert_rows(table=AuditEvent._meta.db_table, columns=_INSERT_COLUMNS, rows=rows, batch_size=batch_size)
     return len(rows)
+
+
+def audit_row(*, created_at: datetime, **entry: Any) -> tuple:
+    """One unsealed event as stored, in the order of ``AUDIT_INSERT_COLUMNS``, for a caller's own INSERT.
+
+    ``entry`` takes the keyword arguments of ``audit_record``. For a write that
+    inserts its event in the same statement as the change it describes (one
+    round trip, one transaction), values already in database form.
+    """
+    columns = {
+        **_columns(**entry),
+        "created_at": connection.ops.adapt_datetimefield_value(created_at),
+        "prev_mac": "",
+        "mac": "",
+    }
+    return tuple(columns[name] for name in _INSERT_COLUMNS)
 
 
 # --- sealing ------------------------------------------------------------------------------

@@ -116,6 +116,9 @@ TEMPLATES = [
 WSGI_APPLICATION = "jitportal.wsgi.application"
 
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+# The hottest statements (the access check's read, a certificate's write) run as prepared statements on
+# PostgreSQL (``jitportal.statements.execute_prepared``); off behind a pooler that cannot keep them.
+JITPORTAL_DB_PREPARED_STATEMENTS = env_bool("JITPORTAL_DB_PREPARED_STATEMENTS", True)
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
@@ -136,6 +139,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Short OLTP queries: JIT compilation costs more than it saves (the
     # label-selector searches would otherwise spend ~10 ms compiling).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
+    if JITPORTAL_DB_PREPARED_STATEMENTS:
+        # Lets psycopg prepare what ``execute_prepared`` asks it to; Django's own queries bind on the
+        # client and are never prepared, whatever this says.
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

@@ -16,14 +16,18 @@ first call, never silently: such a statement cannot be cached this way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import psycopg
+from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import QuerySet
 
 # Kinds of values a placeholder may stand for.
@@ -108,7 +112,30 @@ class Statement:
         for position, name in compiled.slots:
             params[position] = self._adapt(name, values[name], connection)
         with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
-            fetched = cursor.fetchall()
+            fetched = execute_prepared(cursor, compiled.sql, params)
         rows = compiled.compiler.apply_converters(fetched, compiled.converters) if compiled.converters else fetched
         return [dict(zip(compiled.names, row, strict=True)) for row in rows]
+
+
+def execute_prepared(cursor: Any, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple]:
+    """Run ``sql`` on ``cursor``'s connection and return its rows; on PostgreSQL as a prepared statement.
+
+    The portal binds parameters on the client (Django's default), so the
+    server parses and plans every statement anew; for the few statements on
+    the hottest paths planning costs more than running them. Here psycopg
+    prepares the statement once per connection (a new connection prepares it
+    again) and later calls only bind and execute. Parameters are then typed by
+    the server, so ``sql`` casts any value whose type its context does not fix.
+    ``JITPORTAL_DB_PREPARED_STATEMENTS=0`` turns this off, for a connection
+    pooler in transaction mode that cannot keep prepared statements (PgBouncer
+    before 1.21, or without ``max_prepared_statements``).
+    Query logging and counting see it as the statement it is.
+    """
+    connection = cursor.db
+    if connection.vendor != "postgresql" or not settings.JITPORTAL_DB_PREPARED_STATEMENTS:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+    logged = cursor.debug_sql(sql, params) if isinstance(cursor, CursorDebugWrapper) else nullcontext()
+    with logged, connection.wrap_database_errors, psycopg.Cursor(connection.connection) as prepared:
+        prepared.execute(sql, params, prepare=True)
+        return prepared.fetchall() if prepared.description else []

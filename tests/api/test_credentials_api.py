@@ -92,8 +92,13 @@ def test_a_token_works_the_same_as_a_session(requester, grant):
     assert response.status_code == 201, response.content
 
 
-def test_a_certificate_over_the_api_costs_five_statements(requester, grant):
-    """The token, the owner's grant, the locked read (eligibility and signing CA with it), two inserts."""
+def test_a_certificate_over_the_api_costs_the_token_one_read_and_one_write(requester, grant):
+    """The token; the grant with its eligibility and signing CA; the certificate with its audit event.
+
+    On PostgreSQL the write is one statement (the grant locked, both rows inserted), and it confirms the
+    grant's row as the previous certificate read it, so that read is not repeated; SQLite reads each time and
+    inserts the audit event on its own.
+    """
     client = token_client(requester)
     body = {"public_key": openssh_public(ed25519_key())}
     assert client.post(certificate_url(grant), body, format="json").status_code == 201
@@ -105,7 +110,7 @@ def test_a_certificate_over_the_api_costs_five_statements(requester, grant):
     statements = [
         q["sql"] for q in captured.captured_queries if not re.match(r"\s*(SAVEPOINT|RELEASE|BEGIN|COMMIT)", q["sql"])
     ]
-    assert len(statements) == 5, statements
+    assert len(statements) == (2 if connection.vendor == "postgresql" else 4), statements
     # The caller's capabilities are never loaded: an owner's grant is visible to the owner whatever they hold.
     assert not [sql for sql in statements if "auth_permission" in sql]
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from django.db import IntegrityError, connection
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from inventory.models import Resource
-from jitportal.statements import Statement
+from jitportal.statements import Statement, execute_prepared
 from tests.conftest import make_resource
 
 pytestmark = pytest.mark.django_db
@@ -85,3 +86,37 @@ def test_every_value_is_required_and_no_other():
         statement.rows(kind="node", after=timezone.now())
     with pytest.raises(TypeError):
         statement.rows(kind="node", after=timezone.now(), name="web-1", extra=1)
+
+
+def _prepared_statements() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+@pytest.mark.parametrize("prepared", [True, False])
+def test_on_postgresql_a_statement_is_prepared_once_per_connection_unless_turned_off(inventory, prepared, settings):
+    settings.JITPORTAL_DB_PREPARED_STATEMENTS = prepared
+    statement = Statement(_build, kind=str, after=datetime, name=str)
+    since = timezone.now() - timedelta(days=1)
+    before = _prepared_statements()
+
+    first = statement.rows(kind="node", after=since, name="web-1")
+    again = statement.rows(kind="node", after=since, name="web-2")
+
+    # The same rows either way, with fresh values bound on each call.
+    assert [(r["name"], r["named"]) for r in first] == [("web-1", True), ("web-2", False)]
+    assert [(r["name"], r["named"]) for r in again] == [("web-1", False), ("web-2", True)]
+    after = _prepared_statements()
+    ours = [sql for sql in after if '"inventory_resource"' in sql and "$1" in sql]
+    if prepared:
+        assert len(ours) == 1, ours
+    else:
+        assert after == before
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_a_database_error_in_a_prepared_statement_is_djangos(db):
+    with connection.cursor() as cursor, pytest.raises(IntegrityError):
+        execute_prepared(cursor, "INSERT INTO inventory_resource (id) VALUES (%s)", [None])
