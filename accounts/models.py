@@ -66,6 +66,8 @@ class Role(models.Model):
     reason = models.CharField(max_length=16, choices=ReasonMode.choices, default=ReasonMode.OPTIONAL)
     reason_hint = models.CharField(max_length=255, blank=True)
     auto_approve = models.BooleanField(default=False)
+    # Emergency access: approved at once (a reason always required) and reviewed afterwards.
+    break_glass = models.BooleanField(default=False)
     pending_ttl = models.DurationField(default=timedelta(hours=24))
     # Extensions of the SSH certificates issued for this role's grants.
     ssh_permit_pty = models.BooleanField(default=True)

@@ -220,11 +220,32 @@ def request_create(
                 "suggested_reviewers": [u.username for u in reviewers],
             },
         )
-        if preview.auto_approve:
+        if preview.break_glass:
+            _break_glass(access_request, at=now)
+        elif preview.auto_approve:
             _approve(access_request, at=now, resolution="auto-approved by role policy", actor=requester, auto=True)
         else:
             notify(event=Event.REQUEST_CREATED, access_request=access_request)
     return access_request
+
+
+BREAK_GLASS_RESOLUTION = "break-glass: approved at once, to be reviewed afterwards"
+
+
+def _break_glass(access_request: AccessRequest, *, at: datetime) -> None:
+    """Approve a new break-glass request at once and ask its reviewers, urgently, to review it afterwards."""
+    access_request.break_glass = True
+    access_request.post_review = AccessRequest.PostReview.PENDING
+    access_request.post_review_announced_at = at
+    access_request.save(update_fields=["break_glass", "post_review", "post_review_announced_at"])
+    audit_record(
+        action="request.break_glass",
+        actor=access_request.requester,
+        target=access_request,
+        data={"requester": access_request.requester.username, "reason": access_request.reason},
+    )
+    _approve(access_request, at=at, resolution=BREAK_GLASS_RESOLUTION, actor=access_request.requester, auto=True)
+    notify(event=Event.REQUEST_BREAK_GLASS, access_request=access_request)
 
 
 # --- review -----------------------------------------------------------------
@@ -618,6 +639,8 @@ _MESSAGE_FIELDS = [
     "request__pending_expires_at",
     "request__approvals_required",
     "request__start_time",
+    "request__break_glass",
+    "request__post_review",
     "request__requester__username",
     "request__requester__first_name",
     "request__requester__last_name",
@@ -768,6 +791,222 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
             )
     grant.refresh_from_db()
     return grant
+
+
+# --- drop: the owner gives access back ---------------------------------------
+
+DROPPED = "given back by the owner"
+
+
+def _grants_end(
+    access_request: AccessRequest, grants: list[Grant], *, at: datetime, by, reason: str, action: str
+) -> None:
+    """End ``grants`` of the locked ``access_request`` now, audit each, and revoke the request once none is live.
+
+    One conditional update (only grants still live move), so a grant ended by
+    someone else meanwhile is never ended twice; the request row is locked by
+    the caller, so no other transition of it runs in between.
+    """
+    ids = [g.pk for g in grants]
+    Grant.objects.live(at=at).filter(pk__in=ids).update(revoked_at=at, revoked_by=by, revoke_reason=reason)
+    username = access_request.requester.username
+    audit_record_many(
+        {
+            "action": action,
+            "actor": by,
+            "target_type": "grant",
+            "target_id": str(g.pk),
+            "data": {"request": str(access_request.pk), "user": username, "reason": reason},
+        }
+        for g in grants
+    )
+    if access_request.state == AccessRequest.State.APPROVED and not access_request.grants.live(at=at).exists():
+        _resolve(
+            access_request,
+            state=AccessRequest.State.REVOKED,
+            reason=reason,
+            at=None,
+            actor=by,
+            action="request.revoked",
+            data={"by_owner": by is not None and by.pk == access_request.requester_id},
+        )
+
+
+def grant_drop(*, grant: Grant, user, reason: str = "", now: datetime | None = None) -> Grant:
+    """The grant's owner ends it now (``grant.dropped``); its certificates are listed as revoked at once.
+
+    Only the owner: staff end other people's grants with ``grant_revoke``. An
+    ended or already revoked grant is a 409.
+    """
+    reason = _clean_reason(reason) or DROPPED
+    if grant.user_id != user.pk:
+        raise PermissionRefused("only the grant's owner can give it back")
+    with transaction.atomic():
+        access_request = _lock(grant.request)
+        locked = Grant.objects.select_for_update().get(pk=grant.pk)
+        at = now or timezone.now()
+        if locked.revoked_at is not None:
+            raise StateConflict("the grant is already revoked", code="grant_ended")
+        if locked.expires_at <= at:
+            raise StateConflict("the grant has already ended", code="grant_ended")
+        _grants_end(access_request, [locked], at=at, by=user, reason=reason, action="grant.dropped")
+    grant.refresh_from_db()
+    return grant
+
+
+def request_drop(*, request: AccessRequest, user, reason: str = "", now: datetime | None = None) -> list[Grant]:
+    """The requester gives back every live grant of an approved request; returns the grants ended.
+
+    A request with nothing live (never approved, ended, dropped already) is a 409.
+    """
+    reason = _clean_reason(reason) or DROPPED
+    with transaction.atomic():
+        access_request = _lock(request)
+        at = now or timezone.now()
+        if access_request.requester_id != user.pk:
+            raise PermissionRefused("only the requester can give access back")
+        if access_request.state != AccessRequest.State.APPROVED:
+            raise StateConflict(
+                f"the request is {access_request.state_at(at)}; it has no access to give back", code="nothing_live"
+            )
+        grants = list(access_request.grants.live(at=at).select_for_update().order_by("pk"))
+        if not grants:
+            raise StateConflict("no grant of this request is still live", code="nothing_live")
+        _grants_end(access_request, grants, at=at, by=user, reason=reason, action="grant.dropped")
+    request.state = access_request.state
+    return grants
+
+
+# --- break-glass post-review ----------------------------------------------------
+
+
+class PostReviewDecision(StrEnum):
+    RATIFY = "ratify"
+    REJECT = "reject"
+
+
+_POST_REVIEW_OUTCOME = {
+    PostReviewDecision.RATIFY: AccessRequest.PostReview.RATIFIED,
+    PostReviewDecision.REJECT: AccessRequest.PostReview.REJECTED,
+}
+
+
+def request_post_review(
+    *, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None
+) -> AccessRequest:
+    """Ratify or reject break-glass access after the fact; ``reject`` ends every live grant at once.
+
+    Eligible reviewers of every role, never the requester (refusals audited
+    like a review's). 409 for a request that was not break-glass or has been
+    post-reviewed already. Allowed whatever the request's state: access given
+    back or ended still deserves its review.
+    """
+    if decision not in list(PostReviewDecision):
+        raise DomainError("must be 'ratify' or 'reject'", field="decision")
+    reason = _clean_reason(reason)
+    if decision == PostReviewDecision.REJECT and not reason:
+        raise DomainError(
+            "a reason is required to reject break-glass access; the requester is shown it", field="reason"
+        )
+    audit_data = {"decision": decision, "request": str(request.pk)}
+    try:
+        with transaction.atomic():
+            access_request = _lock(request)
+            at = now or timezone.now()
+            audit_data["requester"] = access_request.requester.username
+            if access_request.requester_id == reviewer.pk:
+                raise _Refusal(
+                    PermissionRefused("you cannot post-review your own break-glass access"),
+                    "review.refused_self",
+                    audit_data,
+                )
+            if not reviewer_is_eligible(reviewer=reviewer, roles=list(access_request.roles.all())):
+                raise _Refusal(
+                    PermissionRefused("you are not a reviewer for every role of this request"),
+                    "review.refused_ineligible",
+                    audit_data,
+                )
+            if not access_request.break_glass:
+                raise StateConflict("the request was not break-glass; it has no post-review", code="not_break_glass")
+            if access_request.post_review != AccessRequest.PostReview.PENDING:
+                raise StateConflict(
+                    f"the request has been post-reviewed already ({access_request.post_review})",
+                    code="already_post_reviewed",
+                )
+            access_request.post_review = _POST_REVIEW_OUTCOME[PostReviewDecision(decision)]
+            access_request.post_reviewed_by = reviewer
+            access_request.post_reviewed_at = at
+            access_request.post_review_reason = reason
+            access_request.save(
+                update_fields=["post_review", "post_reviewed_by", "post_reviewed_at", "post_review_reason"]
+            )
+            audit_record(
+                action="request.post_reviewed",
+                actor=reviewer,
+                target=access_request,
+                data={**audit_data, "reason": reason},
+            )
+            if decision == PostReviewDecision.REJECT:
+                live = list(access_request.grants.live(at=at).select_for_update().order_by("pk"))
+                if live:
+                    _grants_end(
+                        access_request,
+                        live,
+                        at=at,
+                        by=reviewer,
+                        reason=f"break-glass rejected: {reason}",
+                        action="grant.revoked",
+                    )
+    except _Refusal as refusal:
+        audit_record(
+            action=refusal.action,
+            actor=reviewer,
+            target=request,
+            data={**refusal.data, "message": refusal.error.message},
+        )
+        raise refusal.error from None
+    return access_request
+
+
+def requests_announce_post_review(*, now: datetime | None = None, every: timedelta | None = None) -> int:
+    """Announce again, once ``every`` (a day) since the last time, each break-glass request still awaiting review.
+
+    Claim-safe like the other sweeps: a batch locks due rows no other run holds
+    (SKIP LOCKED), claims them by moving ``post_review_announced_at`` with a
+    conditional update, audits ``request.post_review_reminded`` and queues the
+    urgent message, each day's under its own key so it is never queued twice.
+    """
+    now = now or timezone.now()
+    every = every or settings.JITPORTAL_POST_REVIEW_REANNOUNCE
+    due = AccessRequest.objects.filter(
+        post_review=AccessRequest.PostReview.PENDING, post_review_announced_at__lt=now - every
+    )
+    done = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                due.select_for_update(skip_locked=True, of=("self",))
+                .order_by("post_review_announced_at")
+                .values_list("pk", flat=True)[: settings.JITPORTAL_SWEEP_BATCH_SIZE]
+            )
+            if not ids:
+                return done
+            due.filter(pk__in=ids).update(post_review_announced_at=now)
+            batch = list(
+                AccessRequest.objects.filter(pk__in=ids, post_review_announced_at=now)
+                .select_related("requester")
+                .order_by("created_at")
+            )
+            audit_record_many(
+                {"action": "request.post_review_reminded", "target": r, "data": _request_audit_data(r)} for r in batch
+            )
+            notify_many(
+                event=Event.REQUEST_BREAK_GLASS,
+                subjects=[(r, None) for r in batch],
+                now=now,
+                key_suffix=f"@{now:%Y-%m-%dT%H:%M}",
+            )
+        done += len(batch)
 
 
 # --- access check -----------------------------------------------------------

@@ -13,4 +13,6 @@ urlpatterns = [
     path("requests/new/", views.request_new, name="request-new"),
     path("requests/<uuid:pk>/", views.request_detail, name="request-detail"),
     path("requests/<uuid:pk>/cancel/", views.request_cancel, name="request-cancel"),
+    path("requests/<uuid:pk>/drop/", views.request_drop, name="request-drop"),
+    path("grants/<int:pk>/drop/", views.grant_drop, name="grant-drop"),
 ]

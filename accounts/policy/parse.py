@@ -53,6 +53,7 @@ ROLE_KEYS = (
     "reason",
     "reason_hint",
     "auto_approve",
+    "break_glass",
     "pending_ttl",
     "ssh_permit_pty",
     "ssh_permit_port_forwarding",
@@ -415,6 +416,7 @@ def _parse_role(index: int, raw: object) -> _RoleSpec:
         "reason": str(reason),
         "reason_hint": entry.text("reason_hint", max_length=255),
         "auto_approve": entry.flag("auto_approve", False),
+        "break_glass": entry.flag("break_glass", False),
         "pending_ttl": entry.duration("pending_ttl", timedelta(hours=24)),
         # Extensions of the SSH certificates signed for this role's grants.
         **{key: entry.flag(key, Role._meta.get_field(key).default) for key in _SSH_FLAGS},

@@ -67,6 +67,9 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     state = serializers.SerializerMethodField()
     resolved_at = serializers.SerializerMethodField()
     resolution_reason = serializers.SerializerMethodField()
+    post_reviewed_by = serializers.CharField(
+        source="post_reviewed_by.username", read_only=True, allow_null=True, default=None
+    )
 
     class Meta:
         model = AccessRequest
@@ -88,9 +91,15 @@ class AccessRequestSerializer(serializers.ModelSerializer):
             "pending_expires_at",
             "resolved_at",
             "resolution_reason",
+            "break_glass",
+            "post_review",
+            "post_reviewed_by",
+            "post_reviewed_at",
+            "post_review_reason",
             "reviews",
             "grants",
         ]
+        read_only_fields = fields
 
     def _now(self):
         return self.context.setdefault("now", timezone.now())
@@ -145,6 +154,11 @@ class AccessRequestCreateSerializer(InputSerializer):
 
 class ReviewCreateSerializer(InputSerializer):
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
+
+
+class PostReviewSerializer(InputSerializer):
+    decision = serializers.ChoiceField(choices=[("ratify", "ratify"), ("reject", "reject")])
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
 
 

@@ -22,6 +22,7 @@ from requests_app.api.serializers import (
     AuditCheckpointSerializer,
     AuditEventSerializer,
     GrantSerializer,
+    PostReviewSerializer,
     ReasonSerializer,
     ReviewCreateSerializer,
     ReviewSerializer,
@@ -52,7 +53,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
     """Access requests: your own, those you may review, all of them for auditors."""
 
     queryset = (
-        AccessRequest.objects.select_related("requester")
+        AccessRequest.objects.select_related("requester", "post_reviewed_by")
         .prefetch_related(
             "roles",
             "resources",
@@ -131,6 +132,40 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
         services.request_cancel(request=access_request, user=request.user, reason=data.validated_data["reason"])
         return self._detail(access_request.pk)
 
+    @extend_schema(request=ReasonSerializer, responses={200: AccessRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def drop(self, request, pk=None):
+        """Give back every live grant of your own approved request, now."""
+        access_request = self.get_object()
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.request_drop(request=access_request, user=request.user, reason=data.validated_data["reason"])
+        return self._detail(access_request.pk)
+
+    @extend_schema(request=PostReviewSerializer, responses={200: AccessRequestSerializer})
+    @action(detail=True, methods=["post"], url_path="post-review")
+    def post_review(self, request, pk=None):
+        """Ratify or reject break-glass access after the fact; reject ends it at once.
+
+        Looked up like a review, so refused attempts are audited and a request
+        the caller may not see is answered as a missing one.
+        """
+        access_request = self.unrestricted_get(pk)
+        data = PostReviewSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.request_post_review(
+                request=access_request,
+                reviewer=request.user,
+                decision=data.validated_data["decision"],
+                reason=data.validated_data["reason"],
+            )
+        except PermissionRefused:
+            if not self.is_visible(access_request):
+                raise NotFound(self.not_found) from None
+            raise
+        return self._detail(access_request.pk)
+
     def get_object(self):
         # Without the list's prefetches: an action only needs the row.
         obj = self.restrict(AccessRequest.objects.all(), self.request.user).filter(pk=self.kwargs["pk"]).first()
@@ -159,6 +194,16 @@ class GrantViewSet(GrantCertificateMixin, mixins.ListModelMixin, mixins.Retrieve
         data = ReasonSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         grant = services.grant_revoke(grant=grant, by=request.user, reason=data.validated_data["reason"])
+        return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
+
+    @extend_schema(request=ReasonSerializer, responses={200: GrantSerializer})
+    @action(detail=True, methods=["post"])
+    def drop(self, request, pk=None):
+        """Give your own grant back now; its certificates are listed as revoked at once."""
+        grant = self.get_object()
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        grant = services.grant_drop(grant=grant, user=request.user, reason=data.validated_data["reason"])
         return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
 
 
