@@ -275,6 +275,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two inputs are named "decision" (a review's and a post-review's): each enum keeps a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "DecisionEnum": "requests_app.models.Review.Decision",
+        "PostReviewDecisionEnum": ["ratify", "reject"],
+    },
 }
 
 # Text by default; JITPORTAL_LOG_FORMAT=json makes each line one JSON object with

@@ -158,7 +158,7 @@ class ReviewCreateSerializer(InputSerializer):
 
 
 class PostReviewSerializer(InputSerializer):
-    decision = serializers.ChoiceField(choices=[("ratify", "ratify"), ("reject", "reject")])
+    decision = serializers.ChoiceField(choices=["ratify", "reject"])
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
 
 
