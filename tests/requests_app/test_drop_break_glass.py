@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -431,3 +435,128 @@ def test_the_announcement_sweep_runs_as_a_recorded_task(glass, settings):
     settings.JITPORTAL_POST_REVIEW_REANNOUNCE = timedelta(seconds=0)
     assert tasks.announce_post_reviews() == 1
     assert SweepRun.objects.get(name="announce-post-reviews").runs == 1
+
+
+# --- the portal ---------------------------------------------------------------------------------------------
+
+
+def page_text(response) -> str:
+    body = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", response.content.decode(), flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def test_portal_give_access_back_asks_first_then_drops_with_a_post(client, requester, approved):
+    client.force_login(requester)
+    detail = client.get(reverse("request-detail", args=[approved.pk]))
+    drop_url = reverse("request-drop", args=[approved.pk])
+    assert drop_url in detail.content.decode()
+
+    confirm = client.get(drop_url)
+
+    assert confirm.status_code == 200
+    assert "Give access back?" in page_text(confirm) and "node/web-1" in page_text(confirm)
+    assert not Grant.objects.filter(request=approved, revoked_at__isnull=False).exists()  # asking changes nothing
+
+    done = client.post(drop_url, {"reason": "finished early"}, follow=True)
+
+    assert "Access given back" in page_text(done)
+    approved.refresh_from_db()
+    assert approved.state == AccessRequest.State.REVOKED
+    assert set(approved.grants.values_list("revoke_reason", flat=True)) == {"finished early"}
+    # Nothing live is left: the page offers no button, and asking again says so.
+    assert drop_url not in client.get(reverse("request-detail", args=[approved.pk])).content.decode()
+    again = client.post(drop_url, {}, follow=True)
+    assert "Not given back" in page_text(again)
+
+
+def test_portal_gives_back_one_grant(client, requester, approved, web1, web2):
+    grant = approved.grants.get(resource=web1)
+    client.force_login(requester)
+    client.post(reverse("grant-drop", args=[grant.pk]), {})
+    assert set(Grant.objects.filter(revoked_at__isnull=False).values_list("resource", flat=True)) == {web1.pk}
+
+
+def test_portal_drop_needs_the_csrf_token_and_the_owner(requester, reviewer, approved, web1):
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(requester)
+    assert strict.post(reverse("request-drop", args=[approved.pk]), {}).status_code == 403
+    other = Client()
+    other.force_login(reviewer)  # may see the request, may not give it back
+    assert other.get(reverse("request-drop", args=[approved.pk])).status_code == 404
+    assert other.post(reverse("grant-drop", args=[approved.grants.get(resource=web1).pk]), {}).status_code == 404
+    assert not Grant.objects.filter(revoked_at__isnull=False).exists()
+
+
+def test_portal_detail_shows_break_glass_and_its_post_review(client, requester, reviewer, glass):
+    client.force_login(requester)
+    shown = page_text(client.get(reverse("request-detail", args=[glass.pk])))
+    assert "Break-glass post-review pending" in shown
+    request_post_review(request=glass, reviewer=reviewer, decision="ratify", reason="real outage")
+    shown = page_text(client.get(reverse("request-detail", args=[glass.pk])))
+    assert "post-review ratified by bob" in shown and "real outage" in shown
+
+
+# --- the admin ------------------------------------------------------------------------------------------------
+
+POST_REVIEW = "/admin/requests_app/accessrequest/post-review/"
+CHANGELIST = "/admin/requests_app/accessrequest/"
+
+
+def test_admin_lists_break_glass_awaiting_review_and_post_reviews_after_confirmation(
+    client, reviewer, requester, glass, approved, emergency, web1
+):
+    ratified = request_create(requester=requester, roles=[emergency], resources=[web1], reason="INC-11")
+    request_post_review(request=ratified, reviewer=reviewer, decision="ratify")
+    client.force_login(reviewer)
+
+    listed = client.get(CHANGELIST, {"queue": "all", "break_glass": "pending"})
+
+    assert listed.status_code == 200
+    shown = {str(r.pk) for r in listed.context["cl"].result_list}
+    assert shown == {str(glass.pk)}
+    assert "Break-glass awaiting review" in page_text(listed)
+
+    change = client.get(f"{CHANGELIST}{glass.pk}/change/")
+    assert f"{POST_REVIEW}?decision=reject&amp;ids={glass.pk}" in change.content.decode()
+    confirm = client.get(POST_REVIEW, {"decision": "reject", "ids": [str(glass.pk)]})
+    assert confirm.status_code == 200 and "Reject 1 break-glass request" in page_text(confirm)
+    assert 'value="Reject 1 request"' in confirm.content.decode()
+    glass.refresh_from_db()
+    assert glass.post_review == PostReview.PENDING  # the confirmation page changes nothing
+
+    # A rejection without a reason is shown again beside the field, nothing done.
+    refused = client.post(POST_REVIEW, {"decision": "reject", "ids": [str(glass.pk)], "reason": ""})
+    assert refused.status_code == 400
+    glass.refresh_from_db()
+    assert glass.post_review == PostReview.PENDING
+
+    done = client.post(
+        POST_REVIEW, {"decision": "reject", "ids": [str(glass.pk)], "reason": "no incident", "next": CHANGELIST}
+    )
+    assert done.status_code == 302
+    glass.refresh_from_db()
+    assert glass.post_review == PostReview.REJECTED and glass.state == AccessRequest.State.REVOKED
+
+
+def test_admin_post_review_refuses_ones_own_and_the_non_break_glass(client, requester, reviewer, glass, approved):
+    requester.groups.add(Group.objects.get(name="sre-leads"))
+    client.force_login(requester)
+    change = client.get(f"{CHANGELIST}{glass.pk}/change/")
+    assert "your own break-glass access" in page_text(change)
+    client.post(POST_REVIEW, {"decision": "ratify", "ids": [str(glass.pk)], "reason": "me"})
+    glass.refresh_from_db()
+    assert glass.post_review == PostReview.PENDING
+
+    client.force_login(reviewer)
+    page = client.post(POST_REVIEW, {"decision": "ratify", "ids": [str(approved.pk)], "reason": "x"}, follow=True)
+    assert "not break-glass" in page_text(page)
+    approved.refresh_from_db()
+    assert approved.post_review is None
+
+
+def test_admin_role_and_channel_pages_carry_the_new_flags(client, superuser, emergency):
+    client.force_login(superuser)
+    roles = client.get("/admin/accounts/role/", {"break_glass__exact": "1"})
+    assert [r.name for r in roles.context["cl"].result_list] == ["prod-emergency"]
+    add = client.get("/admin/requests_app/notificationchannel/add/")
+    assert 'name="urgent"' in add.content.decode()
