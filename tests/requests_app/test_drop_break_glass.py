@@ -382,6 +382,18 @@ def test_api_detail_shows_break_glass_and_post_review(api, glass, requester, rev
     assert again.status_code == 409 and again.json()["code"] == "already_post_reviewed"
 
 
+def test_api_lists_break_glass_awaiting_review(api, glass, reviewer, approved, requester, emergency, web1):
+    ratified = request_create(requester=requester, roles=[emergency], resources=[web1], reason="INC-12")
+    request_post_review(request=ratified, reviewer=reviewer, decision="ratify")
+
+    listed = api(reviewer).get("/api/v1/requests/", {"post_review": "pending", "scope": "reviewable"})
+
+    assert listed.status_code == 200
+    assert [r["id"] for r in listed.json()["results"]] == [str(glass.pk)]
+    bad = api(reviewer).get("/api/v1/requests/", {"post_review": "maybe"})
+    assert bad.status_code == 400 and "post_review" in bad.json()
+
+
 def test_api_post_review_refusals(api, glass, requester, outsider, reviewer, approved):
     url = f"/api/v1/requests/{glass.pk}/post-review/"
     assert api(requester).post(url, {"decision": "ratify"}, format="json").status_code == 403
