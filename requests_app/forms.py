@@ -102,7 +102,7 @@ class AccessRequestForm(forms.Form):
         needing = selection.reason_required_by
         reason = self.fields["reason"]
         reason.help_text = " ".join(selection.reason_hints)
-        if needing and not selection.choices:
+        if selection.break_glass or (needing and not selection.choices):
             reason.label = "Reason (required)"
             reason.widget.attrs["required"] = True
         elif needing:

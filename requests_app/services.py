@@ -162,8 +162,9 @@ def request_create(
     request and search. ``suggested_reviewers`` are usernames (or users) of
     eligible reviewers of the roles.
 
-    A request whose roles all auto-approve is approved at once (still audited);
-    no other path creates an approved request. The request returned holds its
+    A request whose roles are all break-glass is approved at once and awaits
+    its review afterwards (``post_review``); one whose roles all auto-approve
+    is approved at once (still audited); no other path creates an approved request. The request returned holds its
     roles, resources and suggested reviewers as written, so reading them
     costs no query.
     """

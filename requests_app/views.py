@@ -149,7 +149,11 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 # resources / roles without a field of their own: shown beside the selection.
                 context["other_errors"] = {error.field or "form": error.message}
         else:
-            if created.state == AccessRequest.State.APPROVED:
+            if created.break_glass:
+                messages.success(
+                    request, "Break-glass access granted. The role's reviewers have been told and will review it."
+                )
+            elif created.state == AccessRequest.State.APPROVED:
                 messages.success(request, "Approved automatically by the role's policy; your access is ready.")
             else:
                 messages.success(request, "Request sent. Reviewers have been asked; this page shows its progress.")

@@ -572,3 +572,19 @@ def test_admin_role_and_channel_pages_carry_the_new_flags(client, superuser, eme
     assert [r.name for r in roles.context["cl"].result_list] == ["prod-emergency"]
     add = client.get("/admin/requests_app/notificationchannel/add/")
     assert 'name="urgent"' in add.content.decode()
+
+
+def test_the_request_form_says_break_glass_and_requires_a_reason(client, requester, emergency, web1):
+    client.force_login(requester)
+    url = reverse("request-new") + "?role=prod-emergency"
+
+    form = client.get(url)
+
+    assert "Break-glass: access is granted at once" in page_text(form)
+    assert "Reason (required)" in page_text(form)
+    refused = client.post(url, {"reason": "", "duration": "3600"})
+    assert refused.status_code == 400 and "a reason is required for break-glass access" in page_text(refused)
+    assert not AccessRequest.objects.exists()
+    sent = client.post(url, {"reason": "INC-9 prod down", "duration": "3600"}, follow=True)
+    assert "Break-glass access granted" in page_text(sent)
+    assert AccessRequest.objects.get().post_review == PostReview.PENDING
