@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 import urllib.parse
+import uuid
 
 from jitcli import config as config_file
 from jitcli.api import Api, ApiError, normalize_server
@@ -489,7 +490,7 @@ def request_drop(args) -> int:
             if exc.code == "not_found":
                 raise CliError(f"no such grant: {args.grant}") from None
             raise
-        if grant.get("request") != args.id.strip().lower():
+        if grant.get("request") != str(uuid.UUID(args.id.strip())):
             raise CliError(f"grant {args.grant} is not part of request {args.id.strip()}")
         api.post(f"grants/{args.grant}/drop/", reason)
         print(f"Grant {args.grant} given back; it has ended.")
