@@ -106,7 +106,6 @@ class RoleAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
         "max_duration_display",
         "approvals",
         "auto_approve_display",
-        "break_glass_display",
         "requestable_by_display",
         "reviewers_display",
     )
@@ -140,10 +139,6 @@ class RoleAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
     @admin.display(description="auto", boolean=True, ordering="auto_approve")
     def auto_approve_display(self, obj: Role) -> bool:
         return obj.auto_approve
-
-    @admin.display(description="break-glass", boolean=True, ordering="break_glass")
-    def break_glass_display(self, obj: Role) -> bool:
-        return obj.break_glass
 
     @admin.display(description="logins")
     def logins_display(self, obj: Role) -> str:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, prefetch_related_objects
 from django.utils import timezone
@@ -105,20 +107,16 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
         audited; a refusal on a request the caller may not see is then
         answered as a missing one, so a review never tells which requests exist.
         """
-        access_request = self.unrestricted_get(pk)
+        access_request = self._review_target(pk)
         data = ReviewCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
+        with self._hidden_as_missing(access_request):
             review = services.request_review(
                 request=access_request,
                 reviewer=request.user,
                 decision=data.validated_data["decision"],
                 reason=data.validated_data["reason"],
             )
-        except PermissionRefused:
-            if not self.is_visible(access_request):
-                raise NotFound(self.not_found) from None
-            raise
         # The service leaves the request's state as it committed it.
         body = {**ReviewSerializer(review).data, "request_state": access_request.state}
         return Response(body, status=status.HTTP_201_CREATED)
@@ -150,21 +148,31 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
         Looked up like a review, so refused attempts are audited and a request
         the caller may not see is answered as a missing one.
         """
-        access_request = self.unrestricted_get(pk)
+        access_request = self._review_target(pk)
         data = PostReviewSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
+        with self._hidden_as_missing(access_request):
             services.request_post_review(
                 request=access_request,
                 reviewer=request.user,
                 decision=data.validated_data["decision"],
                 reason=data.validated_data["reason"],
             )
+        return self._detail(access_request.pk)
+
+    def _review_target(self, pk) -> AccessRequest:
+        """The request a review or post-review is about, visible or not, so the service audits a refusal."""
+        return self.unrestricted_get(pk)
+
+    @contextmanager
+    def _hidden_as_missing(self, access_request: AccessRequest):
+        """A refusal on a request the caller may not see is answered as a missing one: no existence oracle."""
+        try:
+            yield
         except PermissionRefused:
             if not self.is_visible(access_request):
                 raise NotFound(self.not_found) from None
             raise
-        return self._detail(access_request.pk)
 
     def get_object(self):
         # Without the list's prefetches: an action only needs the row.
