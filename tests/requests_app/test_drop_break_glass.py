@@ -8,7 +8,9 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -27,7 +29,7 @@ from requests_app.services import (
     request_review,
     requests_announce_post_review,
 )
-from tests.conftest import audit_sealed_verify, make_role, make_user
+from tests.conftest import audit_sealed_verify, make_resource, make_role, make_user
 from tests.ssh.keys import ed25519_key, openssh_public
 
 pytestmark = pytest.mark.django_db
@@ -588,3 +590,15 @@ def test_the_request_form_says_break_glass_and_requires_a_reason(client, request
     sent = client.post(url, {"reason": "INC-9 prod down", "duration": "3600"}, follow=True)
     assert "Break-glass access granted" in page_text(sent)
     assert AccessRequest.objects.get().post_review == PostReview.PENDING
+
+
+def test_dropping_a_request_costs_the_same_queries_for_two_grants_or_twenty(requester, reviewer, web_ssh):
+    def drop_queries(count: int) -> int:
+        nodes = [make_resource(f"n{count}-{i}", labels={"env": "prod"}) for i in range(count)]
+        made = request_create(requester=requester, roles=[web_ssh], resources=nodes, reason="INC-1")
+        request_review(request=made, reviewer=reviewer, decision="approve")
+        with CaptureQueriesContext(connection) as captured:
+            assert len(request_drop(request=made, user=requester)) == count
+        return len(captured)
+
+    assert drop_queries(2) == drop_queries(20)
