@@ -134,7 +134,7 @@ class RoleAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
         "requestable_by_display",
         "reviewers_display",
     )
-    list_filter = ("auto_approve", "review_requires_mfa", "reason")
+    list_filter = ("auto_approve", "break_glass", "review_requires_mfa", "reason")
     search_fields = ("name",)
     filter_horizontal = ("requestable_by", "reviewers")
     readonly_fields = ("created_at", "updated_at")

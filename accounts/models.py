@@ -102,6 +102,8 @@ class Role(models.Model):
     # How many extensions one approved request may have (pending and approved ones count); 0 forbids extending.
     max_extensions = models.PositiveSmallIntegerField(default=1)
     auto_approve = models.BooleanField(default=False)
+    # Emergency access: approved at once (a reason always required) and reviewed afterwards.
+    break_glass = models.BooleanField(default=False)
     pending_ttl = models.DurationField(default=timedelta(hours=24))
     # Extensions of the SSH certificates issued for this role's grants.
     ssh_permit_pty = models.BooleanField(default=True)

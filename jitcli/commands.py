@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 import urllib.parse
+import uuid
 
 from jitcli import config as config_file
 from jitcli.api import Api, ApiError, normalize_server
@@ -482,6 +483,10 @@ def request_show(args) -> int:
         print(f"Resolved:   {_resolution(r)}")
     if r["state"] == "revoked":
         print(f"Revoked:    {_revocation(r)}")
+    if r.get("break_glass"):
+        by = f" by {r['post_reviewed_by']}" if r.get("post_reviewed_by") else ""
+        why = f": {r['post_review_reason']}" if r.get("post_review_reason") else ""
+        print(f"Break-glass: post-review {r.get('post_review')}{by}{why}")
     if r.get("suggested_reviewers"):
         print(f"Suggested:  {', '.join(r['suggested_reviewers'])}")
     if r.get("reviews"):
@@ -539,6 +544,38 @@ def request_extend(args) -> int:
     _print_request(extension)
     if extension["state"] == "pending":
         print(f"It waits for review until {local(extension['pending_expires_at'])}, when your access ends.")
+    return 0
+
+
+def request_drop(args) -> int:
+    """Give access back now: every live grant of the request, or with --grant only that one."""
+    _, api = _session()
+    reason = {"reason": args.reason or ""}
+    if args.grant is not None:
+        _request_path(args.id)  # a malformed request ID is refused before any call
+        try:
+            grant = api.get(f"grants/{args.grant}/")
+        except ApiError as exc:
+            if exc.code == "not_found":
+                raise CliError(f"no such grant: {args.grant}") from None
+            raise
+        if grant.get("request") != str(uuid.UUID(args.id.strip())):
+            raise CliError(f"grant {args.grant} is not part of request {args.id.strip()}")
+        api.post(f"grants/{args.grant}/drop/", reason)
+        print(f"Grant {args.grant} given back; it has ended.")
+        return 0
+    r = _request_call(lambda: api.post(_request_path(args.id, "drop/"), reason), args.id)
+    print(f"Request {r['id']}: access given back; it is now {r['state']}.")
+    return 0
+
+
+def request_post_review(args) -> int:
+    """Ratify or reject someone's break-glass access after the fact."""
+    _, api = _session()
+    body = {"decision": args.decision, "reason": args.reason}
+    r = _request_call(lambda: api.post(_request_path(args.id, "post-review/"), body), args.id)
+    outcome = "its access has ended" if args.decision == "reject" else f"it stays {r['state']}"
+    print(f"Break-glass request {r['id']} {r['post_review']}; {outcome}.")
     return 0
 
 

@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     search.add_argument("text", nargs="?", default="", metavar="TEXT", help="matched in name, address, description")
 
-    request = command("request", "create, list, show, cancel, review and extend access requests", None)
+    request = command(
+        "request", "create, list, show, cancel, review, extend, drop and post-review access requests", None
+    )
     request_sub = request.add_subparsers(dest="request_command", metavar="SUBCOMMAND", parser_class=_Parser)
 
     def request_command(name: str, help_text: str, handler) -> argparse.ArgumentParser:
@@ -129,6 +131,18 @@ def _parser() -> argparse.ArgumentParser:
     extend.add_argument("id", metavar="ID")
     extend.add_argument("--duration", help="how much longer, e.g. 30m (default: the smaller of 1h and the cap)")
     extend.add_argument("--reason", help="why (required when the role requires one)")
+
+    drop = request_command("drop", "give access back now: end your request's live grants", commands.request_drop)
+    drop.add_argument("id", metavar="ID")
+    drop.add_argument("--grant", type=int, metavar="GRANT_ID", help="only this grant of the request")
+    drop.add_argument("--reason", help="why (optional)")
+
+    post_review = request_command(
+        "post-review", "ratify or reject someone's break-glass access afterwards", commands.request_post_review
+    )
+    post_review.add_argument("id", metavar="ID")
+    post_review.add_argument("decision", choices=["ratify", "reject"], help="reject ends the access at once")
+    post_review.add_argument("--reason", default="", help="why (required to reject)")
 
     ssh = command(
         "ssh",

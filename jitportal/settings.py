@@ -308,6 +308,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two inputs are named "decision" (a review's and a post-review's): each enum keeps a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "DecisionEnum": "requests_app.models.Review.Decision",
+        "PostReviewDecisionEnum": ["ratify", "reject"],
+    },
 }
 
 # Text by default; JITPORTAL_LOG_FORMAT=json makes each line one JSON object with
@@ -385,6 +390,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 JITPORTAL_SWEEP_INTERVAL_SECONDS = env_int("JITPORTAL_SWEEP_INTERVAL_SECONDS", 30)
 JITPORTAL_SWEEP_BATCH_SIZE = env_int("JITPORTAL_SWEEP_BATCH_SIZE", 500)
 JITPORTAL_REMINDER_BEFORE = timedelta(seconds=env_int("JITPORTAL_REMINDER_BEFORE_SECONDS", 600))
+# A break-glass request still awaiting its review is announced again this long after the last time.
+JITPORTAL_POST_REVIEW_REANNOUNCE = timedelta(seconds=env_int("JITPORTAL_POST_REVIEW_REANNOUNCE_SECONDS", 86400))
 JITPORTAL_NOTIFICATION_MAX_ATTEMPTS = env_int("JITPORTAL_NOTIFICATION_MAX_ATTEMPTS", 10)
 JITPORTAL_NOTIFICATION_BACKOFF_SECONDS = env_int("JITPORTAL_NOTIFICATION_BACKOFF_SECONDS", 30)
 JITPORTAL_NOTIFICATION_BACKOFF_MAX_SECONDS = env_int("JITPORTAL_NOTIFICATION_BACKOFF_MAX_SECONDS", 3600)
@@ -417,6 +424,12 @@ CELERY_BEAT_SCHEDULE = {
     },
     "remind-expiring-grants": {
         "task": "requests_app.tasks.remind_expiring_grants",
+        "schedule": _sweep,
+        "options": _sweep_options,
+    },
+    # Checked every interval (an indexed read of the few awaiting review); each is announced once a day.
+    "announce-post-reviews": {
+        "task": "requests_app.tasks.announce_post_reviews",
         "schedule": _sweep,
         "options": _sweep_options,
     },

@@ -19,10 +19,12 @@ class AccessRequestFilterSet(django_filters.FilterSet):
         method="filter_scope",
     )
     role = django_filters.CharFilter(field_name="roles__name", distinct=True)
+    # ?post_review=pending: break-glass access still awaiting its review after the fact.
+    post_review = django_filters.ChoiceFilter(choices=AccessRequest.PostReview.choices)
 
     class Meta:
         model = AccessRequest
-        fields = ["state", "scope", "role"]
+        fields = ["state", "scope", "role", "post_review"]
 
     def filter_state(self, queryset, name, value):
         # The state as derived from the timestamps, the one the API shows.

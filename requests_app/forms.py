@@ -102,7 +102,7 @@ class AccessRequestForm(forms.Form):
         needing = selection.reason_required_by
         reason = self.fields["reason"]
         reason.help_text = reason_help(list(selection.roles))
-        if needing and not selection.choices:
+        if selection.break_glass or (needing and not selection.choices):
             reason.label = "Reason (required)"
             reason.widget.attrs["required"] = True
         elif needing:
@@ -200,3 +200,24 @@ class RevokeForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "maxlength": MAX_REASON_LENGTH, "required": True}),
         help_text="Required; recorded in the audit log and shown to the user.",
     )
+
+
+class PostReviewForm(forms.Form):
+    """The admin's confirmation page for ratifying or rejecting break-glass access after the fact."""
+
+    decision = forms.ChoiceField(choices=[("ratify", "ratify"), ("reject", "reject")], widget=forms.HiddenInput)
+    reason = forms.CharField(
+        required=False,
+        strip=False,
+        label="Post-review reason",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "maxlength": MAX_REASON_LENGTH}),
+        help_text="Recorded with the post-review.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        decision = self.data.get("decision") if self.is_bound else self.initial.get("decision")
+        if decision == "reject":
+            # A hint for the browser; the service is what refuses a rejection without a reason.
+            self.fields["reason"].widget.attrs["required"] = True
+            self.fields["reason"].help_text = "Required to reject; the access ends at once."

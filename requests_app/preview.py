@@ -90,6 +90,11 @@ class RequestPreview:
     def auto_approve(self) -> bool:
         return all(r.auto_approve for r in self.roles)
 
+    @property
+    def break_glass(self) -> bool:
+        """Every role is break-glass: approved at once and reviewed afterwards. A mixed request is reviewed as usual."""
+        return bool(self.roles) and all(r.break_glass for r in self.roles)
+
     # --- duration
 
     @property
@@ -140,7 +145,14 @@ class RequestPreview:
 
     def reason_check(self, reason: str) -> None:
         """Refuse a blank reason when some role requires one, and one that some role's ``reason_pattern``
-        does not match in full, each with the hint of the roles at fault."""
+        does not match in full, each with the hint of the roles at fault.
+
+        Break-glass access always needs one: it is what the review afterwards weighs.
+        """
+        if not reason and self.break_glass:
+            raise DomainError(
+                "a reason is required for break-glass access; reviewers weigh it afterwards", field="reason"
+            )
         needing = self.reason_required_by
         if not reason and needing:
             hint = next((r.reason_hint for r in needing if r.reason_hint), "")

@@ -119,7 +119,7 @@ def request_detail_get(*, user, pk) -> AccessRequest | None:
         AccessRequest.objects.visible_to(user)
         .filter(pk=pk)
         .with_counts()
-        .select_related("requester")
+        .select_related("requester", "post_reviewed_by")
         .prefetch_related(
             "roles",
             "resources",

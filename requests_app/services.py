@@ -163,8 +163,9 @@ def request_create(
     request and search. ``suggested_reviewers`` are usernames (or users) of
     eligible reviewers of the roles.
 
-    A request whose roles all auto-approve is approved at once (still audited);
-    no other path creates an approved request. The request returned holds its
+    A request whose roles are all break-glass is approved at once and awaits
+    its review afterwards (``post_review``); one whose roles all auto-approve
+    is approved at once (still audited); no other path creates an approved request. The request returned holds its
     roles, resources and suggested reviewers as written, so reading them
     costs no query.
     """
@@ -221,7 +222,9 @@ def request_create(
                 "suggested_reviewers": [u.username for u in reviewers],
             },
         )
-        if preview.auto_approve:
+        if preview.break_glass:
+            _break_glass(access_request, at=now)
+        elif preview.auto_approve:
             _approve(access_request, at=now, resolution="auto-approved by role policy", actor=requester, auto=True)
         else:
             notify(event=Event.REQUEST_CREATED, access_request=access_request)
@@ -340,6 +343,25 @@ def request_extend(
         else:
             notify(event=Event.REQUEST_CREATED, access_request=extension)
     return extension
+
+
+BREAK_GLASS_RESOLUTION = "break-glass: approved at once, to be reviewed afterwards"
+
+
+def _break_glass(access_request: AccessRequest, *, at: datetime) -> None:
+    """Approve a new break-glass request at once and ask its reviewers, urgently, to review it afterwards."""
+    access_request.break_glass = True
+    access_request.post_review = AccessRequest.PostReview.PENDING
+    access_request.post_review_announced_at = at
+    access_request.save(update_fields=["break_glass", "post_review", "post_review_announced_at"])
+    audit_record(
+        action="request.break_glass",
+        actor=access_request.requester,
+        target=access_request,
+        data={"requester": access_request.requester.username, "reason": access_request.reason},
+    )
+    _approve(access_request, at=at, resolution=BREAK_GLASS_RESOLUTION, actor=access_request.requester, auto=True)
+    notify(event=Event.REQUEST_BREAK_GLASS, access_request=access_request)
 
 
 # --- review -----------------------------------------------------------------
@@ -911,6 +933,8 @@ _MESSAGE_FIELDS = [
     "request__pending_expires_at",
     "request__approvals_required",
     "request__start_time",
+    "request__break_glass",
+    "request__post_review",
     "request__requester__username",
     "request__requester__first_name",
     "request__requester__last_name",
@@ -1040,49 +1064,263 @@ def grant_revoke(*, grant: Grant, by, reason: str, now: datetime | None = None) 
             raise StateConflict("the grant is already revoked")
         if locked.expires_at <= now:
             raise StateConflict("the grant has already ended")
-        # Extensions continue this grant with grants of their own: revoking it ends those too, or
-        # access would come back when the next window starts.
-        root_id = access_request.extends_id or access_request.pk
-        continuing = list(
-            _chain_grants(root_id)
-            .live(at=now)
-            .filter(role_id=locked.role_id, resource_id=locked.resource_id, starts_at__gte=locked.starts_at)
-            .exclude(pk=locked.pk)
-            .select_for_update()
-            .order_by("starts_at", "pk")
-        )
-        requests = {access_request.pk: access_request}
-        others = {g.request_id for g in continuing} - set(requests)
-        for other in AccessRequest.objects.filter(pk__in=others).order_by("created_at", "pk"):
-            requests[other.pk] = _lock(other)
-        for revoked in [locked, *continuing]:
-            revoked.revoked_at = now
-            revoked.revoked_by = by
-            revoked.revoke_reason = reason
-            revoked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
-            audit_record(
-                action="grant.revoked",
-                actor=by,
-                target=revoked,
-                data={
-                    "request": str(revoked.request_id),
-                    "user": access_request.requester.username,
-                    "reason": reason,
-                    **({"continues": locked.pk} if revoked is not locked else {}),
-                },
-            )
-        for each in requests.values():
-            if each.state == AccessRequest.State.APPROVED and not each.grants.live(at=now).exists():
-                _resolve(
-                    each,
-                    state=AccessRequest.State.REVOKED,
-                    reason=reason,
-                    at=None,
-                    actor=by,
-                    action="request.revoked",
-                )
+        _grants_end(access_request, [locked], at=now, by=by, reason=reason, action="grant.revoked")
     grant.refresh_from_db()
     return grant
+
+
+# --- drop: the owner gives access back ---------------------------------------
+
+DROPPED = "given back by the owner"
+
+
+def _continuing(access_request: AccessRequest, grants: list[Grant], *, at: datetime) -> list[Grant]:
+    """The live grants of extensions that continue ``grants`` (same role and resource, later), locked.
+
+    Ending a grant ends these too, or access would come back when the next
+    window starts. The chain's first request is locked by the caller.
+    """
+    if not grants:
+        return []
+    same = Q()
+    for g in grants:
+        same |= Q(role_id=g.role_id, resource_id=g.resource_id, starts_at__gte=g.starts_at)
+    root_id = access_request.extends_id or access_request.pk
+    return list(
+        _chain_grants(root_id)
+        .live(at=at)
+        .filter(same)
+        .exclude(pk__in=[g.pk for g in grants])
+        .select_for_update()
+        .order_by("starts_at", "pk")
+    )
+
+
+def _grants_end(
+    access_request: AccessRequest, grants: list[Grant], *, at: datetime, by, reason: str, action: str
+) -> None:
+    """End ``grants`` of the locked ``access_request`` now, and the extension grants that continue them.
+
+    Audits each and revokes every request of the chain that has nothing live
+    left. One conditional update (only grants still live move), so a grant
+    ended by someone else meanwhile is never ended twice; the caller holds the
+    chain's lock (``_lock_with_chain``), so no other transition of it runs in
+    between.
+    """
+    continuing = _continuing(access_request, grants, at=at)
+    requests = {access_request.pk: access_request}
+    others = {g.request_id for g in continuing} - set(requests)
+    for other in AccessRequest.objects.filter(pk__in=others).order_by("created_at", "pk"):
+        requests[other.pk] = _lock(other)
+    ended = [*grants, *continuing]
+    Grant.objects.live(at=at).filter(pk__in=[g.pk for g in ended]).update(
+        revoked_at=at, revoked_by=by, revoke_reason=reason
+    )
+    username = access_request.requester.username
+    first = {(g.role_id, g.resource_id): g.pk for g in grants}
+    audit_record_many(
+        {
+            "action": action,
+            "actor": by,
+            "target_type": "grant",
+            "target_id": str(g.pk),
+            "data": {
+                "request": str(g.request_id),
+                "user": username,
+                "reason": reason,
+                **({"continues": first.get((g.role_id, g.resource_id))} if g in continuing else {}),
+            },
+        }
+        for g in ended
+    )
+    for each in requests.values():
+        if each.state == AccessRequest.State.APPROVED and not each.grants.live(at=at).exists():
+            _resolve(
+                each,
+                state=AccessRequest.State.REVOKED,
+                reason=reason,
+                at=None,
+                actor=by,
+                action="request.revoked",
+                data={"by_owner": by is not None and by.pk == each.requester_id},
+            )
+
+
+def grant_drop(*, grant: Grant, user, reason: str = "", now: datetime | None = None) -> Grant:
+    """The grant's owner ends it now (``grant.dropped``); its certificates are listed as revoked at once.
+
+    Only the owner: staff end other people's grants with ``grant_revoke``. An
+    ended or already revoked grant is a 409.
+    """
+    reason = _clean_reason(reason) or DROPPED
+    if grant.user_id != user.pk:
+        raise PermissionRefused("only the grant's owner can give it back")
+    with transaction.atomic():
+        access_request = _lock_with_chain(grant.request)
+        locked = Grant.objects.select_for_update().get(pk=grant.pk)
+        at = now or timezone.now()
+        if locked.revoked_at is not None:
+            raise StateConflict("the grant is already revoked", code="grant_ended")
+        if locked.expires_at <= at:
+            raise StateConflict("the grant has already ended", code="grant_ended")
+        _grants_end(access_request, [locked], at=at, by=user, reason=reason, action="grant.dropped")
+    grant.refresh_from_db()
+    return grant
+
+
+def request_drop(*, request: AccessRequest, user, reason: str = "", now: datetime | None = None) -> list[Grant]:
+    """The requester gives back every live grant of an approved request; returns the grants ended.
+
+    A request with nothing live (never approved, ended, dropped already) is a 409.
+    """
+    reason = _clean_reason(reason) or DROPPED
+    with transaction.atomic():
+        access_request = _lock_with_chain(request)
+        at = now or timezone.now()
+        if access_request.requester_id != user.pk:
+            raise PermissionRefused("only the requester can give access back")
+        if access_request.state != AccessRequest.State.APPROVED:
+            raise StateConflict(
+                f"the request is {access_request.state_at(at)}; it has no access to give back", code="nothing_live"
+            )
+        grants = list(access_request.grants.live(at=at).select_for_update().order_by("pk"))
+        if not grants:
+            raise StateConflict("no grant of this request is still live", code="nothing_live")
+        _grants_end(access_request, grants, at=at, by=user, reason=reason, action="grant.dropped")
+    request.state = access_request.state
+    return grants
+
+
+# --- break-glass post-review ----------------------------------------------------
+
+
+class PostReviewDecision(StrEnum):
+    RATIFY = "ratify"
+    REJECT = "reject"
+
+
+_POST_REVIEW_OUTCOME = {
+    PostReviewDecision.RATIFY: AccessRequest.PostReview.RATIFIED,
+    PostReviewDecision.REJECT: AccessRequest.PostReview.REJECTED,
+}
+
+
+def request_post_review(
+    *, request: AccessRequest, reviewer, decision: str, reason: str = "", now: datetime | None = None
+) -> AccessRequest:
+    """Ratify or reject break-glass access after the fact; ``reject`` ends every live grant at once.
+
+    Eligible reviewers of every role, never the requester (refusals audited
+    like a review's). 409 for a request that was not break-glass or has been
+    post-reviewed already. Allowed whatever the request's state: access given
+    back or ended still deserves its review.
+    """
+    if decision not in list(PostReviewDecision):
+        raise DomainError("must be 'ratify' or 'reject'", field="decision")
+    reason = _clean_reason(reason)
+    if decision == PostReviewDecision.REJECT and not reason:
+        raise DomainError(
+            "a reason is required to reject break-glass access; the requester is shown it", field="reason"
+        )
+    audit_data = {"decision": decision, "request": str(request.pk)}
+    try:
+        with transaction.atomic():
+            access_request = _lock_with_chain(request)
+            at = now or timezone.now()
+            audit_data["requester"] = access_request.requester.username
+            if access_request.requester_id == reviewer.pk:
+                raise _Refusal(
+                    PermissionRefused("you cannot post-review your own break-glass access"),
+                    "review.refused_self",
+                    audit_data,
+                )
+            if not reviewer_is_eligible(reviewer=reviewer, roles=list(access_request.roles.all())):
+                raise _Refusal(
+                    PermissionRefused("you are not a reviewer for every role of this request"),
+                    "review.refused_ineligible",
+                    audit_data,
+                )
+            if not access_request.break_glass:
+                raise StateConflict("the request was not break-glass; it has no post-review", code="not_break_glass")
+            if access_request.post_review != AccessRequest.PostReview.PENDING:
+                raise StateConflict(
+                    f"the request has been post-reviewed already ({access_request.post_review})",
+                    code="already_post_reviewed",
+                )
+            access_request.post_review = _POST_REVIEW_OUTCOME[PostReviewDecision(decision)]
+            access_request.post_reviewed_by = reviewer
+            access_request.post_reviewed_at = at
+            access_request.post_review_reason = reason
+            access_request.save(
+                update_fields=["post_review", "post_reviewed_by", "post_reviewed_at", "post_review_reason"]
+            )
+            audit_record(
+                action="request.post_reviewed",
+                actor=reviewer,
+                target=access_request,
+                data={**audit_data, "reason": reason},
+            )
+            if decision == PostReviewDecision.REJECT:
+                live = list(access_request.grants.live(at=at).select_for_update().order_by("pk"))
+                if live:
+                    _grants_end(
+                        access_request,
+                        live,
+                        at=at,
+                        by=reviewer,
+                        reason=f"break-glass rejected: {reason}",
+                        action="grant.revoked",
+                    )
+    except _Refusal as refusal:
+        audit_record(
+            action=refusal.action,
+            actor=reviewer,
+            target=request,
+            data={**refusal.data, "message": refusal.error.message},
+        )
+        raise refusal.error from None
+    return access_request
+
+
+def requests_announce_post_review(*, now: datetime | None = None, every: timedelta | None = None) -> int:
+    """Announce again, once ``every`` (a day) since the last time, each break-glass request still awaiting review.
+
+    Claim-safe like the other sweeps: a batch locks due rows no other run holds
+    (SKIP LOCKED), claims them by moving ``post_review_announced_at`` with a
+    conditional update, audits ``request.post_review_reminded`` and queues the
+    urgent message, each day's under its own key so it is never queued twice.
+    """
+    now = now or timezone.now()
+    every = every or settings.JITPORTAL_POST_REVIEW_REANNOUNCE
+    due = AccessRequest.objects.filter(
+        post_review=AccessRequest.PostReview.PENDING, post_review_announced_at__lt=now - every
+    )
+    done = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                due.select_for_update(skip_locked=True, of=("self",))
+                .order_by("post_review_announced_at")
+                .values_list("pk", flat=True)[: settings.JITPORTAL_SWEEP_BATCH_SIZE]
+            )
+            if not ids:
+                return done
+            due.filter(pk__in=ids).update(post_review_announced_at=now)
+            batch = list(
+                AccessRequest.objects.filter(pk__in=ids, post_review_announced_at=now)
+                .select_related("requester")
+                .order_by("created_at")
+            )
+            audit_record_many(
+                {"action": "request.post_review_reminded", "target": r, "data": _request_audit_data(r)} for r in batch
+            )
+            notify_many(
+                event=Event.REQUEST_BREAK_GLASS,
+                subjects=[(r, None) for r in batch],
+                now=now,
+                key_suffix=f"@{now:%Y-%m-%dT%H:%M}",
+            )
+        done += len(batch)
 
 
 # --- access check -----------------------------------------------------------

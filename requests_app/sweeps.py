@@ -39,6 +39,14 @@ def _grants_oldest_reminder(now: datetime) -> datetime | None:
     return oldest - before if oldest is not None else None
 
 
+def _post_reviews_oldest(now: datetime) -> datetime | None:
+    every = settings.JITPORTAL_POST_REVIEW_REANNOUNCE
+    oldest = AccessRequest.objects.filter(
+        post_review=AccessRequest.PostReview.PENDING, post_review_announced_at__lt=now - every
+    ).aggregate(oldest=Min("post_review_announced_at"))["oldest"]
+    return oldest + every if oldest is not None else None
+
+
 def _notifications_oldest(now: datetime) -> datetime | None:
     return notifications_oldest_due(now=now)
 
@@ -56,6 +64,7 @@ SWEEPS = {
         Sweep("expire-grants", _grants_oldest_end),
         Sweep("expire-pending-requests", _requests_oldest_expiry),
         Sweep("remind-expiring-grants", _grants_oldest_reminder),
+        Sweep("announce-post-reviews", _post_reviews_oldest),
         Sweep("retry-notifications", _notifications_oldest),
     )
 }

@@ -14,7 +14,12 @@ from django.conf import settings
 
 from requests_app.notifications.delivery import notification_deliver, notifications_deliver, notifications_due
 from requests_app.notifications.outbox import enqueue_deliveries
-from requests_app.services import grants_end_expired, grants_remind_expiring, request_expire_pending
+from requests_app.services import (
+    grants_end_expired,
+    grants_remind_expiring,
+    request_expire_pending,
+    requests_announce_post_review,
+)
 from requests_app.sweeps import sweep_run
 
 
@@ -31,6 +36,11 @@ def expire_pending_requests() -> int:
 @shared_task
 def remind_expiring_grants() -> int:
     return sweep_run(name="remind-expiring-grants", run=lambda now: grants_remind_expiring(now=now))
+
+
+@shared_task
+def announce_post_reviews() -> int:
+    return sweep_run(name="announce-post-reviews", run=lambda now: requests_announce_post_review(now=now))
 
 
 @shared_task

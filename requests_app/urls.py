@@ -14,4 +14,6 @@ urlpatterns = [
     path("requests/<uuid:pk>/", views.request_detail, name="request-detail"),
     path("requests/<uuid:pk>/cancel/", views.request_cancel, name="request-cancel"),
     path("requests/<uuid:pk>/extend/", views.request_extend, name="request-extend"),
+    path("requests/<uuid:pk>/drop/", views.request_drop, name="request-drop"),
+    path("grants/<int:pk>/drop/", views.grant_drop, name="grant-drop"),
 ]

@@ -149,7 +149,11 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 # resources / roles without a field of their own: shown beside the selection.
                 context["other_errors"] = {error.field or "form": error.message}
         else:
-            if created.state == AccessRequest.State.APPROVED:
+            if created.break_glass:
+                messages.success(
+                    request, "Break-glass access granted. The role's reviewers have been told and will review it."
+                )
+            elif created.state == AccessRequest.State.APPROVED:
                 messages.success(request, "Approved automatically by the role's policy; your access is ready.")
             else:
                 messages.success(request, "Request sent. Reviewers have been asked; this page shows its progress.")
@@ -207,6 +211,8 @@ def request_detail(request: HttpRequest, pk) -> HttpResponse:
         "now": now,
         "is_requester": is_requester,
         "can_cancel": is_requester and state == AccessRequest.State.PENDING,
+        # Offered on the owner's live grants; the service decides again when it is confirmed.
+        "droppable": {g.pk for g in grants if is_requester and g.revoked_at is None and g.expires_at > now},
         "connect": connect,
         "review_url": review_url,
         "grant_states": Grant.State,
@@ -261,3 +267,51 @@ def request_extend(request: HttpRequest, pk) -> HttpResponse:
             return redirect("request-detail", pk=extension.pk)
     context = {"req": access_request, "form": form, "until": until, "now": now}
     return render(request, "portal/request_extend.html", context, status=400 if form.errors else 200)
+
+
+def _drop_page(request: HttpRequest, *, access_request: AccessRequest, grants: list[Grant], action_url: str, drop):
+    """Confirm (GET), then give back (POST) through ``drop(reason)``, which calls the drop service."""
+    if request.method == "POST":
+        try:
+            drop(request.POST.get("reason", ""))
+        except DomainError as error:
+            messages.error(request, f"Not given back: {error.message}.")
+        else:
+            messages.success(request, "Access given back. It has ended, and its certificates are revoked.")
+        return redirect("request-detail", pk=access_request.pk)
+    now = timezone.now()
+    live = [g for g in grants if g.revoked_at is None and g.expires_at > now]
+    context = {"req": access_request, "grants": live, "action_url": action_url, "now": now}
+    return render(request, "portal/drop_confirm.html", context)
+
+
+@login_required
+def request_drop(request: HttpRequest, pk) -> HttpResponse:
+    """*Give access back* for every live grant of one's own request."""
+    access_request = AccessRequest.objects.filter(requester=request.user, pk=pk).select_related("requester").first()
+    if access_request is None:
+        raise Http404("no such request")
+    return _drop_page(
+        request,
+        access_request=access_request,
+        grants=list(access_request.grants.select_related("role", "resource").order_by("pk")),
+        action_url=reverse("request-drop", args=[pk]),
+        drop=lambda reason: services.request_drop(request=access_request, user=request.user, reason=reason),
+    )
+
+
+@login_required
+def grant_drop(request: HttpRequest, pk: int) -> HttpResponse:
+    """*Give access back* for one of one's own grants."""
+    grant = (
+        Grant.objects.filter(user=request.user, pk=pk).select_related("request__requester", "role", "resource").first()
+    )
+    if grant is None:
+        raise Http404("no such grant")
+    return _drop_page(
+        request,
+        access_request=grant.request,
+        grants=[grant],
+        action_url=reverse("grant-drop", args=[pk]),
+        drop=lambda reason: services.grant_drop(grant=grant, user=request.user, reason=reason),
+    )

@@ -55,6 +55,7 @@ ROLE_KEYS = (
     "reason_pattern",
     "max_extensions",
     "auto_approve",
+    "break_glass",
     "pending_ttl",
     "ssh_permit_pty",
     "ssh_permit_port_forwarding",
@@ -426,6 +427,7 @@ def _parse_role(index: int, raw: object) -> _RoleSpec:
         "reason_pattern": _shared_rule(entry, role_clean_reason_pattern, entry.text("reason_pattern", max_length=500)),
         "max_extensions": entry.count("max_extensions", default=1),
         "auto_approve": entry.flag("auto_approve", False),
+        "break_glass": entry.flag("break_glass", False),
         "pending_ttl": entry.duration("pending_ttl", timedelta(hours=24)),
         "review_requires_mfa": entry.flag("review_requires_mfa", False),
         # Extensions of the SSH certificates signed for this role's grants.

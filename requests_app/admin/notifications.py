@@ -53,7 +53,17 @@ class NotificationChannelForm(forms.ModelForm):
 
     class Meta:
         model = NotificationChannel
-        fields = ("name", "kind", "enabled", "webhook_url", "signing_secret", "email_to", "events", "roles")
+        fields = (
+            "name",
+            "kind",
+            "enabled",
+            "urgent",
+            "webhook_url",
+            "signing_secret",
+            "email_to",
+            "events",
+            "roles",
+        )
         help_texts = {"roles": "Only requests for these roles; none selected means every role."}
 
     def __init__(self, *args, **kwargs):
@@ -109,8 +119,8 @@ class NotificationChannelForm(forms.ModelForm):
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
     form = NotificationChannelForm
-    list_display = ("name", "kind", "enabled", "destination", "events_display", "roles_display")
-    list_filter = ("kind", "enabled")
+    list_display = ("name", "kind", "enabled", "urgent", "destination", "events_display", "roles_display")
+    list_filter = ("kind", "enabled", "urgent")
     search_fields = ("name",)
     filter_horizontal = ("roles",)
     # Shown instead of the write-only inputs to those who may only look.
@@ -118,6 +128,7 @@ class NotificationChannelAdmin(ConfigurationAdminMixin, admin.ModelAdmin):
         "name",
         "kind",
         "enabled",
+        "urgent",
         "destination",
         "secret_status",
         "email_to",

@@ -53,7 +53,7 @@ from requests_app.admin.base import (
     selected_ids,
     short_id,
 )
-from requests_app.forms import ReviewForm
+from requests_app.forms import PostReviewForm, ReviewForm
 from requests_app.models import AccessRequest, Grant, Review
 from requests_app.selectors import (
     RESOURCES_SHOWN,
@@ -164,6 +164,26 @@ class RequestRoleFilter(RelatedOnlyFilterWithoutNone):
         return field.get_choices(include_blank=False, ordering=ordering, limit_choices_to=Q(Exists(used)))
 
 
+class BreakGlassFilter(admin.SimpleListFilter):
+    """Break-glass requests, first of all those still awaiting their review after the fact."""
+
+    title = "break-glass"
+    parameter_name = "break_glass"
+
+    def lookups(self, request, model_admin):
+        return [
+            (AccessRequest.PostReview.PENDING, "Break-glass awaiting review"),
+            (AccessRequest.PostReview.RATIFIED, "Break-glass ratified"),
+            (AccessRequest.PostReview.REJECTED, "Break-glass rejected"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value in AccessRequest.PostReview.values:
+            return queryset.filter(break_glass=True, post_review=value)
+        return queryset
+
+
 class RequestStateFilter(DerivedStateFilter):
     """Past its time to live a pending request is expired, whether or not the sweep has run."""
 
@@ -272,13 +292,13 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
     )
     # Only the roles of requests one may see (a reviewer does not learn other teams' roles here),
     # and no "-" entry: every request has a role.
-    list_filter = (ReviewQueueFilter, RequestStateFilter, ("roles", RequestRoleFilter))
+    list_filter = (ReviewQueueFilter, BreakGlassFilter, RequestStateFilter, ("roles", RequestRoleFilter))
     search_fields = ("requester__username", "reason", "resources__name")
     date_hierarchy = "created_at"
     list_per_page = QUEUE_PAGE
     # "N results" counts the filtered rows only; a second COUNT of every visible request is not worth it.
     show_full_result_count = False
-    actions = ["approve_selected", "deny_selected"]
+    actions = ["approve_selected", "deny_selected", "ratify_selected", "reject_selected"]
     fields = (
         "id",
         "requester_display",
@@ -296,6 +316,11 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         "pending_expires_at",
         "resolved_at",
         "resolution_reason",
+        "break_glass",
+        "post_review",
+        "post_reviewed_by",
+        "post_reviewed_at",
+        "post_review_reason",
     )
     readonly_fields = fields
     inlines = (ReviewInline, GrantInline)
@@ -420,6 +445,7 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
         context = dict(extra_context or {})
         if obj is not None:
             context["review"] = self._review_buttons(request, obj)
+            context["post_review"] = self._post_review_buttons(request, obj)
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def _review_buttons(self, request, obj: AccessRequest) -> dict | None:
@@ -439,10 +465,102 @@ class AccessRequestAdmin(ReadOnlyModelAdmin):
             "deny_url": f"{url}?decision=deny&ids={obj.pk}",
         }
 
+    def _post_review_buttons(self, request, obj: AccessRequest) -> dict | None:
+        """Ratify / Reject on a break-glass request awaiting its review; the service decides again on confirm."""
+        if obj.post_review != AccessRequest.PostReview.PENDING or not self.has_review_permission(request):
+            return None
+        url = reverse("admin:requests_app_accessrequest_post_review")
+        note = ""
+        if obj.requester_id == request.user.pk:
+            note = "This is your own break-glass access; another reviewer reviews it."
+        elif not services.reviewer_is_eligible(reviewer=request.user, roles=list(obj.roles.all())):
+            note = "You are not a reviewer for every role of this request."
+        return {
+            "note": note,
+            "ratify_url": f"{url}?decision=ratify&ids={obj.pk}",
+            "reject_url": f"{url}?decision=reject&ids={obj.pk}",
+        }
+
     def get_urls(self):
         review = path("review/", self.admin_site.admin_view(self.review_view), name="requests_app_accessrequest_review")
+        post_review = path(
+            "post-review/",
+            self.admin_site.admin_view(self.post_review_view),
+            name="requests_app_accessrequest_post_review",
+        )
         # Before the defaults: "<path:object_id>/" would otherwise take "review/".
-        return [review, *super().get_urls()]
+        return [review, post_review, *super().get_urls()]
+
+    # --- break-glass post-review
+
+    @admin.action(description="Ratify selected break-glass access…", permissions=["review"])
+    def ratify_selected(self, request, queryset):
+        ids = selected_ids(request, queryset)
+        return self._post_review_page(request, ids, "ratify", next_url=request.get_full_path())
+
+    @admin.action(description="Reject selected break-glass access (ends it)…", permissions=["review"])
+    def reject_selected(self, request, queryset):
+        ids = selected_ids(request, queryset)
+        return self._post_review_page(request, ids, "reject", next_url=request.get_full_path())
+
+    def post_review_view(self, request: HttpRequest) -> HttpResponse:
+        """The confirmation page (GET, from the change page's buttons) and the post-reviews themselves (POST)."""
+        if not self.has_review_permission(request):
+            raise PermissionDenied("You review only as a member of a role's reviewers group.")
+        data = request.POST if request.method == "POST" else request.GET
+        decision = data.get("decision", "")
+        if decision not in ("ratify", "reject"):
+            return HttpResponseBadRequest("decision must be ratify or reject")
+        form = PostReviewForm(request.POST) if request.method == "POST" else None
+        return self._post_review_page(request, data.getlist("ids"), decision, next_url=data.get("next"), form=form)
+
+    def _post_review_page(
+        self, request, raw_ids: list[str], decision: str, *, next_url, form: PostReviewForm | None = None
+    ):
+        next_url = safe_next(request, next_url, reverse("admin:requests_app_accessrequest_changelist"))
+        pairs, ids = parse_ids(raw_ids, uuid.UUID)
+        requests = requests_summarised(AccessRequest.objects.visible_to(request.user).filter(pk__in=ids))
+        found = {r.pk: r for r in requests.order_by()}
+        if form is not None and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            done = apply_each(
+                request,
+                form,
+                pairs,
+                found,
+                act=lambda r: services.request_post_review(
+                    request=r, reviewer=request.user, decision=decision, reason=reason
+                ),
+                label=request_label,
+                missing=lambda raw: f"{raw}: no such request.",
+            )
+            if done is not None:
+                if done:
+                    verb = "Ratified" if decision == "ratify" else "Rejected (access ended)"
+                    messages.success(request, f"{verb}: {listing([request_label(r) for r in done])}.")
+                return HttpResponseRedirect(next_url)
+        notes = {
+            pk: f"post-review is {r.post_review or 'not applicable'}: will be refused"
+            for pk, r in found.items()
+            if r.post_review != AccessRequest.PostReview.PENDING
+        }
+        notes |= {
+            pk: "your own request: will be refused" for pk, r in found.items() if r.requester_id == request.user.pk
+        }
+        verb = "Ratify" if decision == "ratify" else "Reject"
+        return confirmation(
+            self,
+            request,
+            template="admin/requests_app/post_review_confirm.html",
+            title=f"{verb} {count_of(len(pairs), 'break-glass request')}",
+            form=form or PostReviewForm(initial={"decision": decision}),
+            pairs=pairs,
+            found=found,
+            next_url=next_url,
+            action_url=reverse("admin:requests_app_accessrequest_post_review"),
+            decision=decision,
+            notes=notes,
+        )
 
     # --- approve / deny
 

@@ -69,6 +69,9 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     state = serializers.SerializerMethodField()
     resolved_at = serializers.SerializerMethodField()
     resolution_reason = serializers.SerializerMethodField()
+    post_reviewed_by = serializers.CharField(
+        source="post_reviewed_by.username", read_only=True, allow_null=True, default=None
+    )
 
     class Meta:
         model = AccessRequest
@@ -91,9 +94,15 @@ class AccessRequestSerializer(serializers.ModelSerializer):
             "pending_expires_at",
             "resolved_at",
             "resolution_reason",
+            "break_glass",
+            "post_review",
+            "post_reviewed_by",
+            "post_reviewed_at",
+            "post_review_reason",
             "reviews",
             "grants",
         ]
+        read_only_fields = fields
 
     def _now(self):
         return self.context.setdefault("now", timezone.now())
@@ -164,6 +173,11 @@ class ExtendSerializer(InputSerializer):
         default=None,
         help_text="how much longer: seconds, or a Go-style string such as 30m; absent for the default",
     )
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
+
+
+class PostReviewSerializer(InputSerializer):
+    decision = serializers.ChoiceField(choices=["ratify", "reject"])
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_REASON_LENGTH)
 
 

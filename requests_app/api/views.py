@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, prefetch_related_objects
 from django.utils import timezone
@@ -24,6 +26,7 @@ from requests_app.api.serializers import (
     AuditEventSerializer,
     ExtendSerializer,
     GrantSerializer,
+    PostReviewSerializer,
     ReasonSerializer,
     ReviewCreateSerializer,
     ReviewSerializer,
@@ -54,7 +57,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
     """Access requests: your own, those you may review, all of them for auditors."""
 
     queryset = (
-        AccessRequest.objects.select_related("requester")
+        AccessRequest.objects.select_related("requester", "post_reviewed_by")
         .prefetch_related(
             "roles",
             "resources",
@@ -106,10 +109,10 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
         audited; a refusal on a request the caller may not see is then
         answered as a missing one, so a review never tells which requests exist.
         """
-        access_request = self.unrestricted_get(pk)
+        access_request = self._review_target(pk)
         data = ReviewCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
+        with self._hidden_as_missing(access_request):
             review = services.request_review(
                 request=access_request,
                 reviewer=request.user,
@@ -118,10 +121,6 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
                 duration=data.validated_data["duration"],
                 mfa_verified_at=mfa_request_verified_at(request),
             )
-        except PermissionRefused:
-            if not self.is_visible(access_request):
-                raise NotFound(self.not_found) from None
-            raise
         # The service leaves the request's state as it committed it.
         body = {**ReviewSerializer(review).data, "request_state": access_request.state}
         return Response(body, status=status.HTTP_201_CREATED)
@@ -149,6 +148,50 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Res
             reason=data.validated_data["reason"],
         )
         return Response(self._detail(extension.pk).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ReasonSerializer, responses={200: AccessRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def drop(self, request, pk=None):
+        """Give back every live grant of your own approved request, now."""
+        access_request = self.get_object()
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.request_drop(request=access_request, user=request.user, reason=data.validated_data["reason"])
+        return self._detail(access_request.pk)
+
+    @extend_schema(request=PostReviewSerializer, responses={200: AccessRequestSerializer})
+    @action(detail=True, methods=["post"], url_path="post-review")
+    def post_review(self, request, pk=None):
+        """Ratify or reject break-glass access after the fact; reject ends it at once.
+
+        Looked up like a review, so refused attempts are audited and a request
+        the caller may not see is answered as a missing one.
+        """
+        access_request = self._review_target(pk)
+        data = PostReviewSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with self._hidden_as_missing(access_request):
+            services.request_post_review(
+                request=access_request,
+                reviewer=request.user,
+                decision=data.validated_data["decision"],
+                reason=data.validated_data["reason"],
+            )
+        return self._detail(access_request.pk)
+
+    def _review_target(self, pk) -> AccessRequest:
+        """The request a review or post-review is about, visible or not, so the service audits a refusal."""
+        return self.unrestricted_get(pk)
+
+    @contextmanager
+    def _hidden_as_missing(self, access_request: AccessRequest):
+        """A refusal on a request the caller may not see is answered as a missing one: no existence oracle."""
+        try:
+            yield
+        except PermissionRefused:
+            if not self.is_visible(access_request):
+                raise NotFound(self.not_found) from None
+            raise
 
     def get_object(self):
         # Without the list's prefetches: an action only needs the row.
@@ -178,6 +221,16 @@ class GrantViewSet(GrantCertificateMixin, mixins.ListModelMixin, mixins.Retrieve
         data = ReasonSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         grant = services.grant_revoke(grant=grant, by=request.user, reason=data.validated_data["reason"])
+        return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
+
+    @extend_schema(request=ReasonSerializer, responses={200: GrantSerializer})
+    @action(detail=True, methods=["post"])
+    def drop(self, request, pk=None):
+        """Give your own grant back now; its certificates are listed as revoked at once."""
+        grant = self.get_object()
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        grant = services.grant_drop(grant=grant, user=request.user, reason=data.validated_data["reason"])
         return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
 
 

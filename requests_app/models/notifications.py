@@ -26,6 +26,7 @@ class NotificationChannel(models.Model):
         REQUEST_EXPIRED = "request.expired", "Request expired (to the requester)"
         GRANT_EXPIRING = "grant.expiring", "Grant ends soon (to the requester)"
         GRANT_ENDED = "grant.ended", "Grant ended (to the requester)"
+        REQUEST_BREAK_GLASS = "request.break_glass", "Break-glass access taken, review it (to reviewers, urgent)"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -35,6 +36,10 @@ class NotificationChannel(models.Model):
     secret = EncryptedTextField(blank=True)
     email_to = models.TextField(blank=True, help_text="Comma-separated addresses (email channels).")
     events = models.JSONField(default=list, blank=True)
+    # An urgent channel gets every break-glass announcement whatever its events say.
+    urgent = models.BooleanField(
+        default=False, help_text="Also send every break-glass announcement here, whatever the events."
+    )
     # Empty means every role.
     roles = models.ManyToManyField(Role, blank=True, related_name="notification_channels")
     created_at = models.DateTimeField(default=timezone.now)

@@ -87,6 +87,11 @@ class AccessRequest(models.Model):
         EXPIRED = "expired"
         REVOKED = "revoked"
 
+    class PostReview(models.TextChoices):
+        PENDING = "pending"
+        RATIFIED = "ratified"
+        REJECTED = "rejected"
+
     FINAL_STATES = {State.DENIED, State.CANCELLED, State.EXPIRED, State.REVOKED}
     PENDING_TTL_PASSED = "pending time to live passed"
 
@@ -111,6 +116,17 @@ class AccessRequest(models.Model):
     pending_expires_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution_reason = models.TextField(blank=True)
+    # Fixed when the request is made: every role was break-glass, so it was approved at once
+    # and awaits a review after the fact (post_review null for every other request).
+    break_glass = models.BooleanField(default=False)
+    post_review = models.CharField(max_length=16, choices=PostReview.choices, null=True, blank=True)
+    post_reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    post_reviewed_at = models.DateTimeField(null=True, blank=True)
+    post_review_reason = models.TextField(blank=True)
+    # When the pending post-review was last announced; the daily sweep announces it again a day later.
+    post_review_announced_at = models.DateTimeField(null=True, blank=True)
 
     objects = AccessRequestQuerySet.as_manager()
 
@@ -123,11 +139,21 @@ class AccessRequest(models.Model):
             models.CheckConstraint(
                 condition=Q(pending_expires_at__gt=F("created_at")), name="request_pending_expiry_after_creation"
             ),
+            models.CheckConstraint(
+                condition=Q(break_glass=False, post_review__isnull=True)
+                | Q(break_glass=True, post_review__isnull=False),
+                name="request_post_review_only_break_glass",
+            ),
         ]
         indexes = [
             models.Index(fields=["requester", "-created_at"], name="request_requester_idx"),
             models.Index(fields=["state", "pending_expires_at"], name="request_state_expiry_idx"),
             models.Index(fields=["state", "-created_at"], name="request_state_created_idx"),
+            models.Index(
+                fields=["post_review_announced_at"],
+                condition=Q(post_review="pending"),
+                name="request_post_review_due_idx",
+            ),
         ]
 
     def __str__(self) -> str:

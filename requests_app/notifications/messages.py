@@ -137,33 +137,17 @@ def _request_facts(access_request: AccessRequest) -> tuple[str, list[tuple[str, 
     return what, facts, data
 
 
-def build_message(*, event: str, access_request: AccessRequest, grant: Grant | None, now: datetime) -> Message:
-    """Who, what, why, how long, and the link: the same facts for every platform."""
-    requester = access_request.requester
-    who = _person(requester)
-    admin_link = request_admin_url(access_request)
-    # Reviewers act in the admin queue; requesters read their own page.
-    link = admin_link if event == Event.REQUEST_CREATED else request_page_url(access_request)
-    request_data = {
-        "id": str(access_request.pk),
-        "url": admin_link,
-        "requester": requester.username,
-        "reason": access_request.reason,
-        "state": access_request.state,
-        "duration": int(access_request.duration.total_seconds()),
-    }
-    facts: list[tuple[str, str]] = [("Requester", who), *_extension_facts(access_request, request_data)]
-    if grant is None:
-        what, request_facts, more_data = _request_facts(access_request)
-        facts += request_facts
-        request_data |= more_data
-    else:
-        what = f"{_grant_target(grant)} ({grant.role.name})"
-        facts += [
-            ("Access", what),
-            ("Until", _when(grant.expires_at)),
-        ]
-
+def _headline(
+    event: str,
+    *,
+    access_request: AccessRequest,
+    grant: Grant | None,
+    who: str,
+    what: str,
+    facts: list[tuple[str, str]],
+    now: datetime,
+) -> str:
+    """The message's title for ``event``; adds the facts only that event has to ``facts``."""
     duration = format_duration(access_request.duration)
     resolution = access_request.resolution_reason
     match event:
@@ -180,13 +164,19 @@ def build_message(*, event: str, access_request: AccessRequest, grant: Grant | N
             title = f"Denied: {who}'s request for {what}"
             if resolution:
                 facts.append(("Decision", resolution))
+        case Event.REQUEST_BREAK_GLASS:
+            # The first announcement goes out as the request is made; later ones are the daily reminders.
+            again = access_request.post_review_announced_at not in (None, access_request.created_at)
+            prefix = "Still awaiting review" if again else "URGENT"
+            title = f"{prefix}: {who} took break-glass access to {what} for {duration}; review it afterwards"
+            facts.append(("Post-review", access_request.post_review or ""))
         case Event.REQUEST_EXPIRED:
             title = f"Expired: {who}'s request for {what} was not decided in time"
         case Event.GRANT_EXPIRING:
             left = format_duration(max(grant.expires_at - now, timedelta(seconds=1)))
             title = f"Ending in {left}: {who}'s access to {what}"
-            # The reminder's link is where the requester asks for more time.
-            link = _extend_link(access_request, facts, request_data) or link
+        case Event.GRANT_ENDED if grant.revoked_at is not None and grant.revoked_by_id == grant.user_id:
+            title = f"Given back: {who}'s access to {what}"
         case Event.GRANT_ENDED if grant.revoked_at is not None:
             by = grant.revoked_by.username if grant.revoked_by_id else "staff"
             title = f"Revoked: {who}'s access to {what} (by {by})"
@@ -195,6 +185,44 @@ def build_message(*, event: str, access_request: AccessRequest, grant: Grant | N
             title = f"Ended: {who}'s access to {what}"
         case _:
             raise ValueError(f"unknown event {event!r}")
+    return title
+
+
+def build_message(*, event: str, access_request: AccessRequest, grant: Grant | None, now: datetime) -> Message:
+    """Who, what, why, how long, and the link: the same facts for every platform."""
+    requester = access_request.requester
+    who = _person(requester)
+    admin_link = request_admin_url(access_request)
+    # Reviewers act in the admin queue; requesters read their own page.
+    link = (
+        admin_link if event in (Event.REQUEST_CREATED, Event.REQUEST_BREAK_GLASS) else request_page_url(access_request)
+    )
+    request_data = {
+        "id": str(access_request.pk),
+        "url": admin_link,
+        "requester": requester.username,
+        "reason": access_request.reason,
+        "state": access_request.state,
+        "duration": int(access_request.duration.total_seconds()),
+        "break_glass": access_request.break_glass,
+        "post_review": access_request.post_review,
+    }
+    facts: list[tuple[str, str]] = [("Requester", who), *_extension_facts(access_request, request_data)]
+    if grant is None:
+        what, request_facts, more_data = _request_facts(access_request)
+        facts += request_facts
+        request_data |= more_data
+    else:
+        what = f"{_grant_target(grant)} ({grant.role.name})"
+        facts += [
+            ("Access", what),
+            ("Until", _when(grant.expires_at)),
+        ]
+
+    title = _headline(event, access_request=access_request, grant=grant, who=who, what=what, facts=facts, now=now)
+    if event == Event.GRANT_EXPIRING:
+        # The reminder's link is where the requester asks for more time.
+        link = _extend_link(access_request, facts, request_data) or link
 
     data = {
         "event": event,

@@ -46,6 +46,9 @@ REQUESTER_EVENTS = {
     Event.GRANT_ENDED,
 }
 
+# Events every channel marked urgent gets, and gets whatever roles it is limited to.
+URGENT_EVENTS = {Event.REQUEST_BREAK_GLASS}
+
 # --- queueing, in the event's transaction --------------------------------------------------
 
 # What a queued row sets; the rest keep their column defaults (NULL lease, hand-off and delivery time).
@@ -62,11 +65,16 @@ _OUTBOX_COLUMNS = (
 )
 
 
+def _takes(channel: NotificationChannel, event: str) -> bool:
+    # An urgent channel takes every break-glass announcement, whatever its events list.
+    return event in (channel.events or []) or (event in URGENT_EVENTS and channel.urgent)
+
+
 def _channels_for(event: str) -> list[NotificationChannel]:
     # Channels are few: filtering the events list in Python works on every database.
     # Queueing never needs the URL or secret, so they are not even decrypted.
     enabled = NotificationChannel.objects.filter(enabled=True).defer("url", "secret")
-    channels = [c for c in enabled if event in (c.events or [])]
+    channels = [c for c in enabled if _takes(c, event)]
     prefetch_related_objects(channels, "roles")
     return channels
 
@@ -104,11 +112,14 @@ def _render(channel: NotificationChannel, message: Message, access_request: Acce
     return None
 
 
-def _subject_key(access_request: AccessRequest, grant: Grant | None) -> str:
-    return f"grant:{grant.pk}" if grant is not None else f"request:{access_request.pk}"
+def _subject_key(access_request: AccessRequest, grant: Grant | None, suffix: str = "") -> str:
+    key = f"grant:{grant.pk}" if grant is not None else f"request:{access_request.pk}"
+    return f"{key}{suffix}"
 
 
-def _wants(channel: NotificationChannel, access_request: AccessRequest, grant: Grant | None) -> bool:
+def _wants(channel: NotificationChannel, access_request: AccessRequest, grant: Grant | None, event: str) -> bool:
+    if event in URGENT_EVENTS and channel.urgent:
+        return True
     role_ids = {r.pk for r in channel.roles.all()}
     if not role_ids:
         return True
@@ -123,9 +134,16 @@ def notify(*, event: str, access_request: AccessRequest, grant: Grant | None = N
 
 
 def notify_many(
-    *, event: str, subjects: Iterable[tuple[AccessRequest, Grant | None]], now: datetime | None = None
+    *,
+    event: str,
+    subjects: Iterable[tuple[AccessRequest, Grant | None]],
+    now: datetime | None = None,
+    key_suffix: str = "",
 ) -> int:
     """Queue ``event`` for many subjects at once; returns how many messages it queued.
+
+    ``key_suffix`` tells a repeated announcement (the daily break-glass one)
+    from the first, which the once-per-subject constraint would otherwise drop.
 
     Call it inside the event's transaction. A constant number of queries
     whatever the number of subjects (grants need ``request__requester``,
@@ -150,12 +168,12 @@ def notify_many(
     for access_request, grant in subjects:
         message = build_message(event=event, access_request=access_request, grant=grant, now=now)
         for channel in channels:
-            if not _wants(channel, access_request, grant):
+            if not _wants(channel, access_request, grant, event):
                 continue
             payload = _render(channel, message, access_request)
             if payload is None:
                 continue
-            key = _subject_key(access_request, grant)
+            key = _subject_key(access_request, grant, key_suffix)
             keys.add(key)
             rows.append((channel.pk, event, key, json.dumps(payload), pending, 0, at, "", at))
     if not rows:

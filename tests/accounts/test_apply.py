@@ -671,6 +671,21 @@ def test_role_ssh_extension_must_be_a_boolean(tmp_path):
     assert not Role.objects.exists()
 
 
+def test_role_break_glass_is_set_by_the_file_and_must_be_a_boolean(tmp_path):
+    glass = POLICY.replace("    approvals: 2\n", "    approvals: 2\n    break_glass: true\n")
+    apply(glass, tmp_path=tmp_path)
+    assert Role.objects.get(name="prod-ssh").break_glass is True
+    # Left out again, it goes back to the default: a role is break-glass only when the file says so.
+    assert apply(POLICY, tmp_path=tmp_path).splitlines()[0] == "updated role prod-ssh (break_glass)"
+    assert Role.objects.get(name="prod-ssh").break_glass is False
+
+    bad = POLICY.replace("    approvals: 2\n", "    approvals: 2\n    break_glass: sometimes\n")
+    with pytest.raises(CommandError) as exc:
+        apply(bad, tmp_path=tmp_path)
+    assert str(exc.value) == "roles[0] (prod-ssh).break_glass: must be true or false"
+    assert Role.objects.get(name="prod-ssh").break_glass is False
+
+
 # --- capabilities: held by groups or users, declared in the file ---------------------------
 
 

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from requests_app.models import AccessRequest, Grant
+from requests_app.services import request_create, request_review
 from tests.conftest import make_resource, make_role, make_user
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -153,4 +154,44 @@ def test_request_two_reviews_and_access_on_the_dashboard(live_server, browser, p
     for i in range(2):
         expect(grants.nth(i)).to_contain_text("expires in")
     shot(page, "11-requester-dashboard-active")
+    requester.close()
+
+
+def test_give_access_back_from_the_dashboard_and_the_request_page(live_server, browser, people):
+    alice, bob, carol = people
+    made = request_create(
+        requester=alice, resources=["node/web-1", "node/web-2"], reason="INC-5 deploy", duration="30m"
+    )
+    for reviewer in (bob, carol):
+        request_review(request=made, reviewer=reviewer, decision="approve", reason="ok")
+
+    requester, page = sign_in(browser, f"{live_server.url}/", "alice")
+    grants = page.locator("section[aria-labelledby=grants-title] li")
+    expect(grants).to_have_count(2)
+
+    # One grant back from the dashboard: a confirmation page first, then a POST.
+    grants.filter(has_text="web-1").locator("text=give back…").click()
+    expect(page.locator("h1")).to_have_text("Give access back?")
+    expect(page.locator("#drop-grants")).to_contain_text("node/web-1")
+    expect(page.locator("#drop-grants")).not_to_contain_text("node/web-2")
+    shot(page, "12-requester-give-back-confirm")
+    page.fill("#drop-reason", "web-1 done")
+    page.click("#drop-form button[type=submit]")
+    expect(page.locator(".messages")).to_contain_text("Access given back")
+    expect(page.locator("section[aria-labelledby=grants-title] tr", has_text="web-1")).to_contain_text("revoked")
+    assert Grant.objects.get(resource__name="web-1").revoke_reason == "web-1 done"
+    assert Grant.objects.get(resource__name="web-2").revoked_at is None
+
+    # The rest from the request's page: the request ends, nothing is left to give back.
+    page.click("#give-back")
+    expect(page.locator("#drop-grants li")).to_have_count(1)
+    page.click("#drop-form button[type=submit]")
+    expect(page.locator(".messages")).to_contain_text("Access given back")
+    expect(page.locator("h1 .badge")).to_have_text("Revoked")
+    expect(page.locator("#give-back")).to_have_count(0)
+    shot(page, "13-requester-given-back")
+    made.refresh_from_db()
+    assert made.state == AccessRequest.State.REVOKED
+    page.goto(f"{live_server.url}/")
+    expect(page.locator("section[aria-labelledby=grants-title] li")).to_have_count(0)
     requester.close()

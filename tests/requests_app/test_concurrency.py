@@ -23,9 +23,12 @@ from audit.models import AuditEvent
 from jitportal.errors import StateConflict
 from requests_app.models import AccessRequest, Grant, Review
 from requests_app.services import (
+    grant_drop,
     request_cancel,
     request_create,
+    request_drop,
     request_expire_pending,
+    request_post_review,
     request_review,
 )
 from tests.conftest import audit_sealed_verify, make_resource, make_role, make_user
@@ -250,3 +253,58 @@ def test_a_review_waiting_for_the_lock_is_stamped_after_it_is_released(requester
     req.refresh_from_db()
     assert review_made.created_at >= released_at
     assert req.resolved_at >= released_at
+
+
+# --- drop and break-glass post-review ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_a_rejecting_post_review_racing_a_drop_ends_the_access_once(requester, reviewers, round_):
+    role = make_role("prod-emergency", break_glass=True)
+    resources = [make_resource(f"db-{i}", labels={"env": "prod"}) for i in range(3)]
+    req = request_create(requester=requester, resources=resources, roles=[role], reason="INC-7 outage")
+    assert req.state == State.APPROVED
+    calls = [
+        lambda: request_drop(request=req, user=requester, reason="done"),
+        lambda: request_post_review(request=req, reviewer=reviewers[0], decision="reject", reason="no incident"),
+        lambda: grant_drop(grant=req.grants.order_by("pk").first(), user=requester),
+    ]
+    calls = calls[round_:] + calls[:round_]
+
+    results = run_at_once(calls)
+
+    # The post-review always goes through (access given back still gets its review); the drops
+    # that came after the access had ended are refused, and no grant is ended twice.
+    post_review = results[(1 - round_) % 3]
+    assert not isinstance(post_review, BaseException), post_review
+    req.refresh_from_db()
+    assert req.state == State.REVOKED and req.post_review == AccessRequest.PostReview.REJECTED
+    grants = list(Grant.objects.filter(request=req))
+    assert all(g.revoked_at is not None for g in grants)
+    ended = Counter(
+        AuditEvent.objects.filter(action__in=("grant.dropped", "grant.revoked")).values_list("target_id", flat=True)
+    )
+    assert set(ended) == {str(g.pk) for g in grants} and set(ended.values()) == {1}
+    assert AuditEvent.objects.filter(action="request.revoked", target_id=str(req.pk)).count() == 1
+    assert audit_sealed_verify().ok
+
+
+def test_two_post_reviews_at_once_record_one(requester, reviewers):
+    role = make_role("prod-emergency", break_glass=True)
+    req = request_create(requester=requester, roles=[role], reason="INC-8 outage")
+    calls = [
+        lambda r=r, d=("ratify" if i % 2 else "reject"): request_post_review(
+            request=req, reviewer=r, decision=d, reason="looked"
+        )
+        for i, r in enumerate(reviewers[:6])
+    ]
+
+    succeeded, failed = split(run_at_once(calls))
+
+    assert len(succeeded) == 1 and len(failed) == 5
+    assert {e.code for e in failed} == {"already_post_reviewed"}
+    req.refresh_from_db()
+    assert AuditEvent.objects.filter(action="request.post_reviewed", target_id=str(req.pk)).count() == 1
+    expected = State.REVOKED if req.post_review == AccessRequest.PostReview.REJECTED else State.APPROVED
+    assert req.state == expected
+    assert audit_sealed_verify().ok

@@ -12,9 +12,11 @@ from jitportal.errors import DomainError, PermissionRefused, StateConflict
 from requests_app.models import AccessRequest, Grant
 from requests_app.services import (
     extension_offer,
+    grant_drop,
     grant_revoke,
     request_cancel,
     request_create,
+    request_drop,
     request_extend,
     request_review,
 )
@@ -171,6 +173,27 @@ def test_revoking_the_original_grant_ends_its_extension_too(requester, reviewer,
     extension.refresh_from_db()
     original.refresh_from_db()
     assert (original.state, extension.state) == (State.REVOKED, State.REVOKED)
+
+
+@pytest.mark.parametrize("give_back", ["grant", "request"])
+def test_giving_the_original_back_ends_its_extension_too(requester, reviewer, ops, give_back):
+    original = approved(requester, reviewer, roles=[ops])
+    extension = request_extend(request=original, requester=requester, duration="30m")
+    request_review(request=extension, reviewer=reviewer, decision="approve")
+    if give_back == "grant":
+        grant_drop(grant=original.grants.get(), user=requester, reason="done early")
+    else:
+        request_drop(request=original, user=requester, reason="done early")
+    (continued,) = extension.grants.all()
+    # The extension's window has not started yet: left alone, access would come back with it.
+    assert continued.starts_at > timezone.now()
+    assert continued.revoked_at is not None and continued.revoked_by == requester
+    extension.refresh_from_db()
+    original.refresh_from_db()
+    assert (original.state, extension.state) == (State.REVOKED, State.REVOKED)
+    dropped = AuditEvent.objects.filter(action="grant.dropped").order_by("id")
+    assert [e.target_id for e in dropped] == [str(original.grants.get().pk), str(continued.pk)]
+    assert dropped[1].data["continues"] == original.grants.get().pk
 
 
 def test_an_extension_approved_after_the_original_was_revoked_is_refused(requester, reviewer, revoker, ops):

@@ -432,6 +432,7 @@ def test_each_sweep_task_records_its_run_and_the_lag_of_its_oldest_row(requester
     assert (before - oldest).total_seconds() <= run.max_lag_seconds <= (after - oldest).total_seconds()
     tasks.expire_pending_requests()
     tasks.remind_expiring_grants()
+    tasks.announce_post_reviews()
     tasks.retry_notifications()
     assert set(SweepRun.objects.values_list("name", flat=True)) == set(SWEEPS)
     # Every lifecycle sweep is scheduled; beat's other entries keep their own records (the token table,
@@ -524,6 +525,7 @@ def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
         "requests_app.tasks.expire_grants",
         "requests_app.tasks.expire_pending_requests",
         "requests_app.tasks.remind_expiring_grants",
+        "requests_app.tasks.announce_post_reviews",
         "requests_app.tasks.retry_notifications",
         "accounts.tasks.delete_expired_tokens",
         "audit.tasks.seal_audit",
@@ -540,6 +542,7 @@ def test_beat_runs_every_sweep_and_each_run_expires_before_the_next(settings):
         ("requests_app.tasks.expire_grants", "sweeps"),
         ("requests_app.tasks.expire_pending_requests", "sweeps"),
         ("requests_app.tasks.remind_expiring_grants", "sweeps"),
+        ("requests_app.tasks.announce_post_reviews", "sweeps"),
         ("requests_app.tasks.retry_notifications", "sweeps"),
         ("audit.tasks.seal_audit", "sweeps"),
         ("audit.tasks.checkpoint_audit", "sweeps"),

@@ -256,6 +256,8 @@ def test_logout_revokes_the_token_on_the_portal_and_forgets_it(alice, lab_role):
         ["request", "show"],
         ["request", "cancel"],
         ["request", "review"],
+        ["request", "drop"],
+        ["request", "post-review"],
         ["ssh"],
     ],
     ids=lambda c: " ".join(c) or "jit",
@@ -558,6 +560,53 @@ def test_the_requester_cannot_review_their_own_request_from_the_cli(alice, lab_r
 
     assert result.returncode == 1
     assert one_line_error(result) == "jit: you cannot review your own request"
+
+
+def test_request_drop_gives_one_grant_or_all_of_them_back(alice, lab_role, live_server):
+    lab = [make_resource(f"lab-{i}", labels={"env": "lab"}) for i in (1, 2)]
+    made = services.request_create(requester=User.objects.get(username="alice"), resources=lab, reason="INC-3")
+    for name in ("bob", "carol"):
+        services.request_review(request=made, reviewer=User.objects.get(username=name), decision="approve")
+    first = made.grants.get(resource=lab[0])
+    alice.login("alice")
+
+    one = alice("request", "drop", str(made.pk), "--grant", str(first.pk), "--reason", "lab-1 done")
+    rest = alice("request", "drop", str(made.pk))
+    again = alice("request", "drop", str(made.pk))
+
+    assert one.returncode == 0 and one.stdout.strip() == f"Grant {first.pk} given back; it has ended."
+    assert rest.returncode == 0
+    assert rest.stdout.strip() == f"Request {made.pk}: access given back; it is now revoked."
+    first.refresh_from_db()
+    assert first.revoke_reason == "lab-1 done"
+    made.refresh_from_db()
+    assert made.state == AccessRequest.State.REVOKED
+    assert again.returncode == 1
+    assert one_line_error(again) == "jit: the request is revoked; it has no access to give back"
+
+
+def test_request_post_review_ratifies_or_rejects_break_glass(alice, lab_role, tmp_path, live_server):
+    glass = make_role("lab-emergency", break_glass=True, resource_labels={"env": ["lab"]}, logins=[LOGIN])
+    make_resource("lab-1", labels={"env": "lab"})
+    alice.login("alice")
+    created = alice("request", "create", "--role", glass.name, "--reason", "INC-9 lab down")
+    made = AccessRequest.objects.get()
+    bob = Jit(tmp_path / "bob", live_server.url)
+    bob.login("bob")
+
+    own = alice("request", "post-review", str(made.pk), "ratify", "--reason", "me")
+    shown = bob("request", "show", str(made.pk))
+    rejected = bob("request", "post-review", str(made.pk), "reject", "--reason", "no incident")
+    twice = bob("request", "post-review", str(made.pk), "ratify")
+
+    assert created.returncode == 0 and "approved" in created.stdout
+    assert own.returncode == 1 and one_line_error(own) == "jit: you cannot post-review your own break-glass access"
+    assert "Break-glass: post-review pending" in shown.stdout
+    assert rejected.returncode == 0
+    assert rejected.stdout.strip() == f"Break-glass request {made.pk} rejected; its access has ended."
+    assert twice.returncode == 1 and "post-reviewed already" in one_line_error(twice)
+    made.refresh_from_db()
+    assert made.post_review == AccessRequest.PostReview.REJECTED and made.state == AccessRequest.State.REVOKED
 
 
 # --- jit ssh ------------------------------------------------------------------------------------------
