@@ -494,6 +494,54 @@ def test_a_reminder_window_missed_entirely_is_recorded_when_the_grant_ends(reque
     assert audit_sealed_verify().ok
 
 
+@pytest.mark.parametrize("micro", [0, 7], ids=["whole second", "with a fraction"])
+def test_the_ended_and_missed_events_hold_the_times_as_isoformat_writes_them(
+    requester, reviewer, ops, web1, micro, settings
+):
+    # PostgreSQL formats these in SQL; they must read exactly as Python's isoformat() of the stored times.
+    at = (timezone.now() - timedelta(hours=3)).replace(microsecond=micro)
+    grant = approved(requester, reviewer, ops, at=at, duration="1h", resources=[web1]).grants.get()
+    Grant.objects.filter(pk=grant.pk).update(starts_at=at, expires_at=at + timedelta(hours=1))
+    grant.refresh_from_db()
+
+    assert grants_end_expired() == 1
+
+    ended = AuditEvent.objects.get(action="grant.ended")
+    assert ended.data["expires_at"] == grant.expires_at.isoformat()
+    assert ("." in ended.data["expires_at"]) == bool(micro)
+    assert ended.data["resource"] == f"node/{web1.name}" and ended.data["user"] == requester.username
+    missed = AuditEvent.objects.get(action="grant.reminder_missed")
+    assert (missed.target_type, missed.target_id, missed.actor_username) == ("grant", str(grant.pk), "")
+    assert missed.data == {
+        "user": requester.username,
+        "due_at": (grant.expires_at - settings.JITPORTAL_REMINDER_BEFORE).isoformat(),
+    }
+    # Ended first, then the missed reminder, as one grant's pair.
+    assert list(AuditEvent.objects.filter(target_type="grant").order_by("id").values_list("action", flat=True)) == [
+        "grant.ended",
+        "grant.reminder_missed",
+    ]
+    assert audit_sealed_verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@postgres_only
+def test_claim_statements_racing_with_no_channel_end_and_audit_each_grant_once(requester, reviewer, ops, settings):
+    # No channel: each batch is the single claim-and-audit statement and nothing else.
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 25
+    grants = expired_grants(400, requester=requester, reviewer=reviewer, role=ops)
+
+    results = run_at_once([grants_end_expired] * 6)
+
+    assert sum(results) == 400, results
+    assert Counter(ended_events()) == Counter({str(g.pk): 1 for g in grants})
+    missed = Counter(AuditEvent.objects.filter(action="grant.reminder_missed").values_list("target_id", flat=True))
+    assert missed == Counter({str(g.pk): 1 for g in grants})
+    assert not Grant.objects.filter(ended_at__isnull=True).exists()
+    assert audit_sealed_verify().ok
+
+
 # --- audit_record_many ------------------------------------------------------------------------------
 
 
