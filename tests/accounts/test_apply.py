@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -904,3 +905,33 @@ def test_the_loader_refuses_what_yaml_would_drop_naming_the_line(text, expected)
         policy_load(text)
 
     assert exc.value.message.endswith(expected)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        # Plain entries, built from the events: every scalar as YAML 1.1 reads it.
+        "{kind: node, name: web-1, port: 22, ratio: 1.5, on: yes, off: No, none: ~, empty: null, when: 2024-01-02}",
+        "{name: '22', quoted: \"true\", octal: 0o17, hex: 0x1F, exp: 1e3, inf: .inf, sexagesimal: 1:30}",
+        "literal: |\n      two\n      lines\n    folded: >\n      one\n      line\n    kind: 'db'",
+        "{labels: {env: prod, n: 7}, list: [a, 1, [b, {c: d}]], blank: , '': empty-key, 3: int-key}",
+        # Not plain: composed and constructed as usual from the same events.
+        "{tagged: !!str 123, name: x}",
+        "{<<: {name: merged, kind: db}, kind: node}",
+        "&anchored {kind: node, name: y}",
+        "{set: !!set {a, b}, bin: !!binary aGk=}",
+    ],
+)
+def test_the_entry_by_entry_loader_reads_each_entry_as_yaml_does(entry):
+    text = f"resources:\n  - {entry}\n  - {{kind: node, name: after}}\n"
+
+    assert policy_load(text) == yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+def test_a_duplicate_key_deep_in_a_plain_entry_is_refused_naming_its_line():
+    text = "resources:\n  - kind: node\n    labels:\n      env: prod\n      env: dev\n"
+
+    with pytest.raises(DomainError) as exc:
+        policy_load(text)
+
+    assert exc.value.message.endswith("(line 5, column 7): found duplicate key 'env'")
