@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from inventory.models import Resource, ResourceLabel, resource_content_hash
 from inventory.signals import resources_changed
+from jitportal.db import insert_rows
 from jitportal.errors import DomainError
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
@@ -262,7 +264,7 @@ def _write(*, created: list[Resource], updated: list[Resource], relabel: list[Re
 
 
 def _insert(model: type[models.Model], names: tuple[str, ...], objs: Sequence[models.Model]) -> None:
-    """One prepared INSERT run for every object: bulk_create builds its SQL value by value, ten times slower."""
+    """COPY on PostgreSQL; elsewhere one prepared INSERT for every object (bulk_create builds SQL value by value)."""
     if not objs:
         return
     fields = [f for f in model._meta.concrete_fields if f.name in names]
@@ -273,6 +275,16 @@ def _insert(model: type[models.Model], names: tuple[str, ...], objs: Sequence[mo
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             for obj in objs:
                 field.pre_save(obj, add=True)
+    if connection.vendor == "postgresql":
+        # COPY: a first apply's thousands of rows in one stream, not one statement each. Its text
+        # format takes the plain values (JSON as its text), so no field prepares them one by one.
+        names_json = [(f.attname, isinstance(f, models.JSONField)) for f in fields]
+        rows = [
+            tuple(json.dumps(getattr(obj, name)) if is_json else getattr(obj, name) for name, is_json in names_json)
+            for obj in objs
+        ]
+        insert_rows(table=model._meta.db_table, columns=[f.column for f in fields], rows=rows)
+        return
     params = [[f.get_db_prep_save(f.value_from_object(obj), connection) for f in fields] for obj in objs]
     with connection.cursor() as cursor:
         # Table and column names come from the model, values are parameters.
