@@ -42,7 +42,7 @@ class AuditEventQuerySet(models.QuerySet):
         return super().update(**kwargs)
 
     def _seal_rows(self, rows: list[tuple[int, str, str, int]]) -> int:
-        """``_seal_update`` for a batch: ``(seq, prev_mac, mac, id)`` per event, one prepared UPDATE for all.
+        """``_seal_update`` for a batch: ``(seq, prev_mac, mac, id)`` per event, one UPDATE for all.
 
         Each row is sealed only if still unsealed; returns how many were.
         The ORM would build a CASE per column over the whole batch, which
@@ -51,6 +51,16 @@ class AuditEventQuerySet(models.QuerySet):
         connection = connections[self.db]
         table = connection.ops.quote_name(self.model._meta.db_table)
         with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # One statement for the batch: four arrays unnested into rows, instead of a round trip per event.
+                seqs, prev_macs, macs, ids = (list(column) for column in zip(*rows, strict=True)) if rows else ([],) * 4
+                cursor.execute(
+                    f"UPDATE {table} e SET seq = v.seq, prev_mac = v.prev_mac, mac = v.mac "  # noqa: S608
+                    "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS v(seq, prev_mac, mac, id) "
+                    "WHERE e.id = v.id AND e.seq IS NULL",
+                    [seqs, prev_macs, macs, ids],
+                )
+                return cursor.rowcount
             # The table name comes from the model; values are parameters.
             cursor.executemany(
                 f"UPDATE {table} SET seq = %s, prev_mac = %s, mac = %s WHERE id = %s AND seq IS NULL",  # noqa: S608
@@ -104,6 +114,9 @@ class AuditEvent(models.Model):
             models.Index(fields=["action", "-id"], name="audit_action_idx"),
             models.Index(fields=["actor_username", "-id"], name="audit_actor_idx"),
             models.Index(fields=["created_at"], name="audit_created_idx"),
+            # The sealer's "oldest unsealed first": without it each batch walks the primary key past
+            # every sealed event, so sealing a backlog cost the square of its size.
+            models.Index(fields=["id"], condition=models.Q(seq__isnull=True), name="audit_unsealed_idx"),
         ]
 
     def __str__(self) -> str:

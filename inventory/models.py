@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import reduce
 from operator import or_
 
@@ -96,6 +98,20 @@ def selector_matches(kind: str, labels: dict[str, str], kinds: list[str], select
     return True
 
 
+# What a resource's content hash covers: everything a policy file sets but its key (kind, name).
+CONTENT_FIELDS = ("address", "labels", "description")
+
+
+def resource_content_hash(*, address: str, labels: dict, description: str) -> str:
+    """A digest of a resource's content, as stored: equal digests mean equal content.
+
+    ``apply`` compares it with the file's resources from one read of (kind,
+    name, digest) instead of reading and comparing every column of every row.
+    """
+    payload = json.dumps([address, labels, description], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
 class Resource(models.Model):
     """A server, database, cluster, app or desktop that access can be granted to."""
 
@@ -113,6 +129,10 @@ class Resource(models.Model):
     # so that selectors and searches use an index on every database.
     labels = models.JSONField(default=dict, blank=True)
     description = models.TextField(blank=True)
+    # resource_content_hash of address, labels and description, set by save() and by the bulk writes
+    # in inventory.services (the only other writers). Null (rows older than the column) means unknown:
+    # apply then compares the columns themselves and fills it in.
+    content_hash = models.CharField(max_length=32, null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # What text search reads: one column, so PostgreSQL answers a substring
@@ -144,6 +164,15 @@ class Resource(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.content_hash = resource_content_hash(
+            address=self.address, labels=self.labels, description=self.description
+        )
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and set(update_fields) & set(CONTENT_FIELDS):
+            kwargs["update_fields"] = [*update_fields, "content_hash"]
+        super().save(*args, **kwargs)
 
     @property
     def ref(self) -> str:

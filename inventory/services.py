@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,8 +10,9 @@ from dataclasses import dataclass
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from inventory.models import Resource, ResourceLabel
+from inventory.models import Resource, ResourceLabel, resource_content_hash
 from inventory.signals import resources_changed
+from jitportal.db import insert_rows
 from jitportal.errors import DomainError
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
@@ -121,6 +123,25 @@ class ResourceRow:
 UPSERT_CHUNK = 900
 
 
+def _unchanged(rows: Sequence[ResourceRow]) -> set[int]:
+    """Indexes of the rows stored exactly as given, from one read of every resource's key and content hash."""
+    stored = {
+        (kind, name): digest
+        for kind, name, digest in Resource.objects.order_by()
+        .filter(content_hash__isnull=False)
+        .values_list("kind", "name", "content_hash")
+        .iterator(chunk_size=10_000)
+    }
+    if not stored:
+        return set()
+    return {
+        i
+        for i, row in enumerate(rows)
+        if stored.get((row.kind, row.name))
+        == resource_content_hash(address=row.address, labels=row.labels, description=row.description)
+    }
+
+
 def resources_upsert_many(*, rows: Sequence[ResourceRow], chunk_size: int = UPSERT_CHUNK) -> list[list[str] | None]:
     """Create or update many resources by (kind, name), set-based; one answer per row, in order.
 
@@ -131,10 +152,16 @@ def resources_upsert_many(*, rows: Sequence[ResourceRow], chunk_size: int = UPSE
     again under the lock), and writes the creations, the updates and the label
     index rows with a few statements. All of it runs in one transaction.
     """
-    answers: list[list[str] | None] = []
+    answers: list[list[str] | None] = [[] for _ in rows]
     with transaction.atomic():
-        for start in range(0, len(rows), chunk_size):
-            answers += _upsert_chunk(rows[start : start + chunk_size])
+        # Rows whose stored hash matches are neither read again, locked nor written; the rest are compared
+        # column by column (a concurrent writer may change them until they are locked).
+        unchanged = _unchanged(rows)
+        rest = [i for i in range(len(rows)) if i not in unchanged]
+        for start in range(0, len(rest), chunk_size):
+            chunk = rest[start : start + chunk_size]
+            for i, answer in zip(chunk, _upsert_chunk([rows[i] for i in chunk]), strict=True):
+                answers[i] = answer
     return answers
 
 
@@ -142,7 +169,7 @@ def _stored(rows: Sequence[ResourceRow], *, lock: bool) -> dict[tuple[str, str],
     query = Resource.objects.filter(name__in={row.name for row in rows})
     if lock:
         query = query.select_for_update()
-    values = query.order_by().values_list("kind", "name", "pk", *_RESOURCE_FIELDS)
+    values = query.order_by().values_list("kind", "name", "pk", *_RESOURCE_FIELDS, "content_hash")
     return {(kind, name): rest for kind, name, *rest in values}
 
 
@@ -150,7 +177,7 @@ _RESOURCE_FIELDS = ("address", "labels", "description")
 
 
 def _differences(row: ResourceRow, stored: tuple) -> list[str]:
-    return [field for field, value in zip(_RESOURCE_FIELDS, stored[1:], strict=True) if getattr(row, field) != value]
+    return [field for field, value in zip(_RESOURCE_FIELDS, stored[1:-1], strict=True) if getattr(row, field) != value]
 
 
 def _clean(row: ResourceRow) -> ResourceRow:
@@ -179,15 +206,25 @@ def _upsert_chunk(rows: Sequence[ResourceRow]) -> list[list[str] | None]:
     created: list[Resource] = []
     updated: list[Resource] = []
     relabel: list[Resource] = []
+    rehash: list[Resource] = []
     now = timezone.now()
     for row in rows:
         current = stored.get((row.kind, row.name))
         changed = None if current is None else _differences(row, current)
         answers.append(changed)
+        digest = resource_content_hash(address=row.address, labels=row.labels, description=row.description)
         if changed == []:
+            if current is not None and current[-1] != digest:
+                # As wanted but its hash unknown (or stale): fill it in, which is no change to report.
+                rehash.append(Resource(pk=current[0], content_hash=digest))
             continue
         resource = Resource(
-            kind=row.kind, name=row.name, address=row.address, labels=row.labels, description=row.description
+            kind=row.kind,
+            name=row.name,
+            address=row.address,
+            labels=row.labels,
+            description=row.description,
+            content_hash=digest,
         )
         if current is None:
             created.append(resource)
@@ -198,17 +235,23 @@ def _upsert_chunk(rows: Sequence[ResourceRow]) -> list[list[str] | None]:
                 relabel.append(resource)
     fields = sorted({field for answer in answers if answer for field in answer})
     _write(created=created, updated=updated, relabel=relabel, fields=fields)
+    if rehash:
+        Resource.objects.bulk_update(rehash, fields=["content_hash"])
     return answers
 
 
 def _write(*, created: list[Resource], updated: list[Resource], relabel: list[Resource], fields: list[str]) -> None:
     if created:
-        _insert(Resource, ("kind", "name", "address", "labels", "description", "created_at", "updated_at"), created)
+        _insert(
+            Resource,
+            ("kind", "name", "address", "labels", "description", "content_hash", "created_at", "updated_at"),
+            created,
+        )
         ids = _stored([ResourceRow(r.kind, r.name, "", {}, "") for r in created], lock=False)
         for resource in created:
             resource.pk = ids[resource.kind, resource.name][0]
     if updated:
-        Resource.objects.bulk_update(updated, fields=[*fields, "updated_at"])
+        Resource.objects.bulk_update(updated, fields=[*fields, "content_hash", "updated_at"])
     if relabel:
         ResourceLabel.objects.filter(resource__in=[r.pk for r in relabel]).delete()
     labels = [
@@ -221,7 +264,7 @@ def _write(*, created: list[Resource], updated: list[Resource], relabel: list[Re
 
 
 def _insert(model: type[models.Model], names: tuple[str, ...], objs: Sequence[models.Model]) -> None:
-    """One prepared INSERT run for every object: bulk_create builds its SQL value by value, ten times slower."""
+    """COPY on PostgreSQL; elsewhere one prepared INSERT for every object (bulk_create builds SQL value by value)."""
     if not objs:
         return
     fields = [f for f in model._meta.concrete_fields if f.name in names]
@@ -232,6 +275,16 @@ def _insert(model: type[models.Model], names: tuple[str, ...], objs: Sequence[mo
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             for obj in objs:
                 field.pre_save(obj, add=True)
+    if connection.vendor == "postgresql":
+        # COPY: a first apply's thousands of rows in one stream, not one statement each. Its text
+        # format takes the plain values (JSON as its text), so no field prepares them one by one.
+        names_json = [(f.attname, isinstance(f, models.JSONField)) for f in fields]
+        rows = [
+            tuple(json.dumps(getattr(obj, name)) if is_json else getattr(obj, name) for name, is_json in names_json)
+            for obj in objs
+        ]
+        insert_rows(table=model._meta.db_table, columns=[f.column for f in fields], rows=rows)
+        return
     params = [[f.get_db_prep_save(f.value_from_object(obj), connection) for f in fields] for obj in objs]
     with connection.cursor() as cursor:
         # Table and column names come from the model, values are parameters.

@@ -14,14 +14,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, prefetch_related_objects
 from django.utils import timezone
 
 from accounts import capabilities
 from accounts.mfa import mfa_fresh
-from accounts.models import Role
+from accounts.models import Role, User
 from accounts.selectors import resources_searchable_by, reviewers_of, roles_matching, roles_requestable_by
+from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from inventory.models import Resource
 from inventory.selectors import resource_lookup, resources_resolve
@@ -968,6 +969,8 @@ def grants_end_expired(*, now: datetime | None = None) -> int:
     """
     now = now or timezone.now()
     before = settings.JITPORTAL_REMINDER_BEFORE
+    if connection.vendor == "postgresql":
+        return _end_expired_by_statement(now=now, before=before)
 
     def handle(ids: list[int]) -> None:
         rows = (
@@ -1013,6 +1016,91 @@ def grants_end_expired(*, now: datetime | None = None) -> int:
         _notify_grants(event=Event.GRANT_ENDED, ids=ids, now=now)
 
     return _sweep_grants(due=Grant.objects.due_to_end(at=now), claim={"ended_at": now}, handle=handle)
+
+
+def _isoformat_sql(column: str) -> str:
+    """SQL giving a timestamptz as Python's ``isoformat()`` of it in UTC (no fraction when it has none)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+        f"|| CASE WHEN date_trunc('second', {utc}) = {utc} THEN '' ELSE to_char({utc}, '.US') END || '+00:00'"
+    )
+
+
+def _end_expired_sql(*, claim_sql: str) -> str:
+    """One statement per batch: claim due grants (SKIP LOCKED), mark them ended, write their audit rows.
+
+    Every value of an event is built by the database from the claimed rows, so
+    no grant crosses into Python; only the ids come back, for the outbox.
+    The audit rows are the ones ``grants_end_expired`` writes on other
+    databases, in the same order (by expiry, ended before reminder_missed).
+    """
+    q = connection.ops.quote_name
+    grant, request = q(Grant._meta.db_table), q(AccessRequest._meta.db_table)
+    user, role = q(User._meta.db_table), q(Role._meta.db_table)
+    resource, event = q(Resource._meta.db_table), q(AuditEvent._meta.db_table)
+    expires, due_at = _isoformat_sql("c.expires_at"), _isoformat_sql("(c.expires_at - %(before)s)")
+    # Identifiers come from the models, the claim from the ORM; every value is a parameter.
+    return f"""
+        WITH claimed AS (
+            UPDATE {grant} g SET ended_at = %(now)s
+            WHERE g.id = ANY(ARRAY({claim_sql})) AND g.ended_at IS NULL
+            RETURNING g.id, g.request_id, g.role_id, g.resource_id, g.starts_at, g.expires_at,
+                      g.revoked_at, g.reminded_at
+        ), audited AS (
+            INSERT INTO {event} (created_at, actor_id, actor_username, action, target_type, target_id,
+                                 data, prev_mac, mac)
+            SELECT %(created_at)s, NULL, '', e.action, 'grant', c.id::text, e.data, '', ''
+            FROM claimed c
+            JOIN {request} r ON r.id = c.request_id
+            JOIN {user} u ON u.id = r.requester_id
+            JOIN {role} ro ON ro.id = c.role_id
+            LEFT JOIN {resource} re ON re.id = c.resource_id
+            CROSS JOIN LATERAL (
+                SELECT 0 AS n, 'grant.ended' AS action, jsonb_build_object(
+                    'request', c.request_id::text, 'user', u.username, 'role', ro.name,
+                    'resource', CASE WHEN re.id IS NULL THEN NULL ELSE re.kind || '/' || re.name END,
+                    'expires_at', {expires},
+                    'why', CASE WHEN c.revoked_at IS NULL THEN 'expired' ELSE 'revoked' END
+                ) AS data
+                UNION ALL
+                SELECT 1, 'grant.reminder_missed', jsonb_build_object('user', u.username, 'due_at', {due_at})
+                WHERE c.reminded_at IS NULL AND c.revoked_at IS NULL AND c.expires_at - c.starts_at > %(before)s
+            ) e
+            ORDER BY c.expires_at, c.id, e.n
+        )
+        SELECT id FROM claimed ORDER BY expires_at, id
+    """  # noqa: S608
+
+
+def _end_expired_by_statement(*, now: datetime, before: timedelta) -> int:
+    """``grants_end_expired`` on PostgreSQL: one claim-and-audit statement per batch, then the outbox.
+
+    Two sweeps never claim one grant: the subquery locks rows no one else
+    holds (SKIP LOCKED) and the UPDATE re-checks ``ended_at`` under that lock.
+    """
+    batch = max(settings.JITPORTAL_SWEEP_BATCH_SIZE, 1)
+    done = 0
+    while True:
+        with transaction.atomic():
+            claim = (
+                Grant.objects.due_to_end(at=now)
+                .select_for_update(skip_locked=True)
+                .order_by("expires_at")
+                .values("pk")[:batch]
+            )
+            claim_sql, claim_params = claim.query.sql_with_params()
+            # The claim's positional parameters are bound by name around it, so the whole runs as one statement.
+            names = {f"claim{i}": value for i, value in enumerate(claim_params)}
+            claim_sql = claim_sql % tuple(f"%({name})s" for name in names)
+            params = {**names, "now": now, "before": before, "created_at": timezone.now()}
+            with connection.cursor() as cursor:
+                cursor.execute(_end_expired_sql(claim_sql=claim_sql), params)
+                ids = [row[0] for row in cursor.fetchall()]
+            if not ids:
+                return done
+            _notify_grants(event=Event.GRANT_ENDED, ids=ids, now=now)
+        done += len(ids)
 
 
 def grants_remind_expiring(*, now: datetime | None = None, before: timedelta | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -14,8 +15,16 @@ from django.core.validators import validate_email
 from yaml._yaml import CParser
 from yaml.composer import Composer, ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent
-from yaml.resolver import Resolver
+from yaml.events import (
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import ScalarNode
+from yaml.resolver import BaseResolver, Resolver
 
 from accounts.capabilities import Capability
 from accounts.models import MAX_ROLE_DURATION, Role, User
@@ -105,6 +114,91 @@ class _PolicyLoader(Composer, CParser, SafeConstructor, Resolver):
     def construct_one(self) -> Any:
         return self.construct_document(self.compose_node(None, None))
 
+    def construct_entry(self) -> Any:
+        """One entry of a top-level list, built straight from libyaml's events when it is plain YAML.
+
+        Plain means no tag, anchor, alias or merge key: then a mapping, list or
+        text needs no node tree, and only a scalar that may be something else
+        than text (a number, a boolean, null, a date) goes through the
+        constructor. Anything else is composed and constructed as usual from
+        the same events, so both paths read it alike (duplicate keys included).
+        """
+        get = self.get_event
+        first = get()
+        events = [first]
+        append = events.append
+        kind = type(first)
+        plain = kind in _NODE_EVENTS and first.anchor is None and first.tag is None
+        depth = 1 if kind in _START_EVENTS else 0
+        while depth:
+            event = get()
+            append(event)
+            kind = type(event)
+            if kind in _END_EVENTS:
+                depth -= 1
+                continue
+            if kind in _START_EVENTS:
+                depth += 1
+            if kind not in _NODE_EVENTS or event.anchor is not None or event.tag is not None:
+                plain = False  # an alias, an anchor or a tag
+        if plain:
+            try:
+                return self._build(events, 0)[0]
+            except _NotPlain:
+                pass
+        return self._replay(events)
+
+    def _build(self, events: list, i: int) -> tuple[Any, int]:
+        event = events[i]
+        kind = type(event)
+        if kind is ScalarEvent:
+            return self._scalar(event), i + 1
+        if kind is MappingStartEvent:
+            mapping: dict = {}
+            i += 1
+            while type(events[i]) is not MappingEndEvent:
+                key_event = events[i]
+                if type(key_event) is not ScalarEvent:
+                    raise _NotPlain  # a list or mapping as a key: the constructor reports it
+                key = self._scalar(key_event, key=True)
+                value, i = self._build(events, i + 1)
+                if key in mapping:
+                    _duplicate_key(event.start_mark, key, key_event.start_mark)
+                mapping[key] = value
+            return mapping, i + 1
+        if kind is SequenceStartEvent:
+            items = []
+            i += 1
+            while type(events[i]) is not SequenceEndEvent:
+                item, i = self._build(events, i)
+                items.append(item)
+            return items, i + 1
+        raise _NotPlain
+
+    def _scalar(self, event: ScalarEvent, *, key: bool = False) -> Any:
+        value = event.value
+        if not event.implicit[0]:  # quoted, literal or folded: text, as the resolver decides
+            return value
+        if value and value[0] not in self._implicit_first:
+            return value
+        tag = self.resolve(ScalarNode, value, (True, False))
+        if tag == _STR:
+            return value
+        if tag == _MERGE:
+            raise _NotPlain
+        return self.construct_object(ScalarNode(tag, value, event.start_mark, event.end_mark))
+
+    def _replay(self, events: list) -> Any:
+        # The composer reads events through these three; for one entry they read the list instead.
+        queue = deque(events)
+        self.get_event = queue.popleft  # type: ignore[method-assign]
+        self.peek_event = lambda: queue[0]  # type: ignore[method-assign]
+        self.check_event = lambda *choices: bool(queue) and (not choices or isinstance(queue[0], choices))  # type: ignore[method-assign]
+        try:
+            return self.construct_one()
+        finally:
+            del self.get_event, self.peek_event, self.check_event
+
     def load_document(self) -> Any:
         """The single document of the stream, top-level lists read entry by entry."""
         self.get_event()  # stream start
@@ -145,13 +239,26 @@ class _PolicyLoader(Composer, CParser, SafeConstructor, Resolver):
                 self.get_event()
                 items = []
                 while not self.check_event(SequenceEndEvent):
-                    items.append(self.construct_one())
+                    items.append(self.construct_entry())
                 self.get_event()
                 data[key] = items
             else:
                 data[key] = self.construct_one()
         self.get_event()
         return data
+
+
+class _NotPlain(Exception):
+    """An entry the event path leaves to the composer."""
+
+
+_START_EVENTS = frozenset({MappingStartEvent, SequenceStartEvent})
+_END_EVENTS = frozenset({MappingEndEvent, SequenceEndEvent})
+_NODE_EVENTS = frozenset({MappingStartEvent, SequenceStartEvent, ScalarEvent})
+_STR = BaseResolver.DEFAULT_SCALAR_TAG
+_MERGE = "tag:yaml.org,2002:merge"
+# First characters of a plain scalar that some implicit resolver (int, bool, null, ...) may claim.
+_PolicyLoader._implicit_first = frozenset(k for k in Resolver.yaml_implicit_resolvers if k)
 
 
 def _duplicate_key(mapping_mark, key: object, key_mark) -> NoReturn:

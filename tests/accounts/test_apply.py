@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -142,6 +143,92 @@ def test_second_apply_reports_no_changes_and_writes_nothing(tmp_path):
     assert out == "no changes\n"
     assert writes(queries.captured_queries) == []
     assert snapshot() == before
+
+
+def inventory(n: int, *, changed: int | None = None, field: str = "description") -> str:
+    lines = ["resources:"]
+    for i in range(n):
+        address, env, description = f"10.0.0.{i}:22", "prod", f"host {i}"
+        if i == changed:
+            address, env, description = {
+                "address": (f"10.9.9.{i}:22", env, description),
+                "labels": (address, "dev", description),
+                "description": (address, env, f"host {i} (moved)"),
+            }[field]
+        lines.append(
+            f"  - {{kind: node, name: web-{i}, address: '{address}', labels: {{env: {env}, n: {i}}},"
+            f" description: '{description}'}}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def test_a_no_change_apply_reads_the_inventory_once_by_content_hash_and_writes_nothing(tmp_path):
+    apply(inventory(40), tmp_path=tmp_path)
+    before = snapshot()
+
+    with CaptureQueriesContext(connection) as queries:
+        out = apply(inventory(40), tmp_path=tmp_path)
+
+    assert out == "no changes\n"
+    assert writes(queries.captured_queries) == []
+    assert snapshot() == before
+    reads = [q["sql"] for q in queries.captured_queries if "inventory_resource" in q["sql"]]
+    # One read of keys and hashes: no stored address, labels or description crossed over to be compared.
+    assert len(reads) == 1 and "content_hash" in reads[0]
+    assert '"labels"' not in reads[0] and '"description"' not in reads[0]
+
+
+@pytest.mark.parametrize("field", ["address", "labels", "description"])
+def test_one_changed_resource_among_many_is_found_and_only_it_is_written(tmp_path, field):
+    apply(inventory(40), tmp_path=tmp_path)
+    audited = AuditEvent.objects.count()
+
+    with CaptureQueriesContext(connection) as queries:
+        out = apply(inventory(40, changed=17, field=field), tmp_path=tmp_path)
+
+    assert out.splitlines() == [f"updated resource node/web-17 ({field})", "0 created, 1 updated, 0 deleted"]
+    web17 = Resource.objects.get(name="web-17")
+    assert (web17.address, web17.labels["env"], web17.description) == {
+        "address": ("10.9.9.17:22", "prod", "host 17"),
+        "labels": ("10.0.0.17:22", "dev", "host 17"),
+        "description": ("10.0.0.17:22", "prod", "host 17 (moved)"),
+    }[field]
+    assert AuditEvent.objects.count() == audited + 1
+    updates = [sql for sql in writes(queries.captured_queries) if sql.lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 1
+    # Applying the changed file again is no change: the stored hash followed the write.
+    assert apply(inventory(40, changed=17, field=field), tmp_path=tmp_path) == "no changes\n"
+
+
+def test_a_resource_edited_outside_the_file_is_put_back_by_the_next_apply(tmp_path):
+    apply(POLICY, tmp_path=tmp_path)
+    orders = Resource.objects.get(name="orders")
+    # As the admin writes it: save() keeps the content hash in step, so apply sees the edit.
+    orders.description = "edited by hand"
+    orders.save(update_fields=["description", "updated_at"])
+
+    out = apply(POLICY, tmp_path=tmp_path)
+
+    assert out.splitlines() == ["updated resource db/orders (description)", "0 created, 1 updated, 0 deleted"]
+    assert Resource.objects.get(name="orders").description == "Orders"
+
+
+def test_resources_stored_without_a_hash_are_compared_column_by_column_and_given_one(tmp_path):
+    apply(inventory(10), tmp_path=tmp_path)
+    # As rows written before the column existed.
+    Resource.objects.update(content_hash=None)
+    audited = AuditEvent.objects.count()
+
+    with CaptureQueriesContext(connection) as queries:
+        out = apply(inventory(10), tmp_path=tmp_path)
+
+    assert out == "no changes\n"
+    assert AuditEvent.objects.count() == audited
+    assert all(sql.lstrip().upper().startswith("UPDATE") for sql in writes(queries.captured_queries))
+    assert not Resource.objects.filter(content_hash__isnull=True).exists()
+    with CaptureQueriesContext(connection) as queries:
+        assert apply(inventory(10), tmp_path=tmp_path) == "no changes\n"
+    assert writes(queries.captured_queries) == []
 
 
 def test_user_groups_become_exactly_the_listed_ones(tmp_path):
@@ -875,3 +962,33 @@ def test_review_requires_mfa_is_applied_and_checked():
         policy_apply(data=policy_load(textwrap.dedent(text.replace("true}", '"yes"}'))))
     assert exc.value.field == "roles[0].review_requires_mfa"
     assert Role.objects.get(name="prod-root").review_requires_mfa is True
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        # Plain entries, built from the events: every scalar as YAML 1.1 reads it.
+        "{kind: node, name: web-1, port: 22, ratio: 1.5, on: yes, off: No, none: ~, empty: null, when: 2024-01-02}",
+        "{name: '22', quoted: \"true\", octal: 0o17, hex: 0x1F, exp: 1e3, inf: .inf, sexagesimal: 1:30}",
+        "literal: |\n      two\n      lines\n    folded: >\n      one\n      line\n    kind: 'db'",
+        "{labels: {env: prod, n: 7}, list: [a, 1, [b, {c: d}]], blank: , '': empty-key, 3: int-key}",
+        # Not plain: composed and constructed as usual from the same events.
+        "{tagged: !!str 123, name: x}",
+        "{<<: {name: merged, kind: db}, kind: node}",
+        "&anchored {kind: node, name: y}",
+        "{set: !!set {a, b}, bin: !!binary aGk=}",
+    ],
+)
+def test_the_entry_by_entry_loader_reads_each_entry_as_yaml_does(entry):
+    text = f"resources:\n  - {entry}\n  - {{kind: node, name: after}}\n"
+
+    assert policy_load(text) == yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+def test_a_duplicate_key_deep_in_a_plain_entry_is_refused_naming_its_line():
+    text = "resources:\n  - kind: node\n    labels:\n      env: prod\n      env: dev\n"
+
+    with pytest.raises(DomainError) as exc:
+        policy_load(text)
+
+    assert exc.value.message.endswith("(line 5, column 7): found duplicate key 'env'")

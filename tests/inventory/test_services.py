@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.policy.parse import parse_document
 from accounts.services import role_clean_selector
-from inventory.models import Resource, ResourceLabel
+from inventory.models import Resource, ResourceLabel, resource_content_hash
 from inventory.services import UPSERT_CHUNK, ResourceRow, resource_upsert, resources_upsert_many, validate_labels
 from jitportal.errors import DomainError
 
@@ -91,8 +91,8 @@ def test_an_unchanged_row_is_not_written_and_a_changed_one_names_its_fields():
 def test_a_second_write_of_the_same_rows_only_reads(django_assert_num_queries):
     resources_upsert_many(rows=rows(6))
 
-    # One read per chunk, whatever the chunk holds (plus the transaction's savepoint pair).
-    with django_assert_num_queries(3 + 2):
+    # One read of every stored key and content hash, whatever the chunks (plus the transaction's savepoint pair).
+    with django_assert_num_queries(1 + 2):
         assert resources_upsert_many(rows=rows(6), chunk_size=2) == [[]] * 6
 
 
@@ -110,8 +110,10 @@ def test_one_chunk_costs_the_same_queries_for_ten_rows_as_for_a_full_chunk():
         return math.ceil(n / connection.ops.bulk_batch_size(fields, [None] * n))
 
     assert queries(renamed(rows(UPSERT_CHUNK), "b-")) == queries(renamed(rows(10), "a-"))
-    pk, labels, updated_at = (Resource._meta.get_field(name) for name in ("id", "labels", "updated_at"))
-    updates = statements([pk, pk, labels, updated_at], UPSERT_CHUNK) - 1
+    pk, labels, digest, updated_at = (
+        Resource._meta.get_field(name) for name in ("id", "labels", "content_hash", "updated_at")
+    )
+    updates = statements([pk, pk, labels, digest, updated_at], UPSERT_CHUNK) - 1
     assert (
         queries(renamed(rows(UPSERT_CHUNK, env="dev"), "b-")) == queries(renamed(rows(10, env="dev"), "a-")) + updates
     )
@@ -123,3 +125,30 @@ def test_many_resources_refuse_an_unclean_row_naming_the_field():
 
     assert error.field == "kind"
     assert not Resource.objects.exists()
+
+
+def test_the_content_hash_follows_every_content_field_and_not_the_order_of_labels():
+    base = {"address": "10.0.0.1:22", "labels": {"env": "prod", "team": "web"}, "description": "web"}
+    digest = resource_content_hash(**base)
+
+    assert resource_content_hash(**{**base, "labels": {"team": "web", "env": "prod"}}) == digest
+    others = [
+        {**base, "address": "10.0.0.2:22"},
+        {**base, "labels": {"env": "prod"}},
+        {**base, "labels": {"env": "prod", "team": "web2"}},
+        {**base, "description": "web "},
+        # Moving text from one field to the next is a different resource, not the same bytes.
+        {**base, "address": "10.0.0.1:22web", "description": ""},
+    ]
+    assert len({resource_content_hash(**other) for other in others} | {digest}) == len(others) + 1
+
+
+def test_every_write_of_a_resource_stores_the_hash_of_what_it_wrote():
+    resource, _ = resource_upsert(kind="node", name="web-1", address="10.0.0.1:22", labels={"env": "prod"})
+    resources_upsert_many(rows=[ResourceRow("node", "web-2", "", {"env": "dev"}, "two")])
+    resource.description = "edited"
+    resource.save(update_fields=["description"])
+
+    for stored in Resource.objects.all():
+        expected = resource_content_hash(address=stored.address, labels=stored.labels, description=stored.description)
+        assert stored.content_hash == expected

@@ -188,10 +188,12 @@ def test_each_batch_of_the_sweep_costs_the_same_few_queries(requester, reviewer,
         return len(ctx.captured_queries)
 
     one, two, three = swept_with_queries(40), swept_with_queries(80), swept_with_queries(120)
-    # Savepoint, lock, claim, read, one audit insert, the channel lookup, release; with a
-    # channel also its roles, the grants, the channels and roles again for queueing, the
-    # outbox insert and the read of its ids. The same for every batch, whatever its size.
-    assert two - one == three - two == (13 if with_channel else 7)
+    # Savepoint, lock, claim, read, one audit insert, the channel lookup, release (on
+    # PostgreSQL lock, claim, read and insert are one statement); with a channel also its
+    # roles, the grants, the channels and roles again for queueing, the outbox insert and
+    # the read of its ids. The same for every batch, whatever its size.
+    per_batch = 4 if connection.vendor == "postgresql" else 7
+    assert two - one == three - two == per_batch + (6 if with_channel else 0)
     assert Notification.objects.count() == (240 if with_channel else 0)
     assert AuditEvent.objects.filter(action="grant.ended").count() == 240
 
@@ -490,6 +492,54 @@ def test_a_reminder_window_missed_entirely_is_recorded_when_the_grant_ends(reque
     assert event.target_id == str(missed.pk)
     assert not Notification.objects.filter(event="grant.expiring", subject_key=f"grant:{missed.pk}").exists()
     assert {short.pk, reminded.pk, revoked.pk}.isdisjoint({int(event.target_id)})
+    assert audit_sealed_verify().ok
+
+
+@pytest.mark.parametrize("micro", [0, 7], ids=["whole second", "with a fraction"])
+def test_the_ended_and_missed_events_hold_the_times_as_isoformat_writes_them(
+    requester, reviewer, ops, web1, micro, settings
+):
+    # PostgreSQL formats these in SQL; they must read exactly as Python's isoformat() of the stored times.
+    at = (timezone.now() - timedelta(hours=3)).replace(microsecond=micro)
+    grant = approved(requester, reviewer, ops, at=at, duration="1h", resources=[web1]).grants.get()
+    Grant.objects.filter(pk=grant.pk).update(starts_at=at, expires_at=at + timedelta(hours=1))
+    grant.refresh_from_db()
+
+    assert grants_end_expired() == 1
+
+    ended = AuditEvent.objects.get(action="grant.ended")
+    assert ended.data["expires_at"] == grant.expires_at.isoformat()
+    assert ("." in ended.data["expires_at"]) == bool(micro)
+    assert ended.data["resource"] == f"node/{web1.name}" and ended.data["user"] == requester.username
+    missed = AuditEvent.objects.get(action="grant.reminder_missed")
+    assert (missed.target_type, missed.target_id, missed.actor_username) == ("grant", str(grant.pk), "")
+    assert missed.data == {
+        "user": requester.username,
+        "due_at": (grant.expires_at - settings.JITPORTAL_REMINDER_BEFORE).isoformat(),
+    }
+    # Ended first, then the missed reminder, as one grant's pair.
+    assert list(AuditEvent.objects.filter(target_type="grant").order_by("id").values_list("action", flat=True)) == [
+        "grant.ended",
+        "grant.reminder_missed",
+    ]
+    assert audit_sealed_verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@postgres_only
+def test_claim_statements_racing_with_no_channel_end_and_audit_each_grant_once(requester, reviewer, ops, settings):
+    # No channel: each batch is the single claim-and-audit statement and nothing else.
+    settings.JITPORTAL_SWEEP_BATCH_SIZE = 25
+    grants = expired_grants(400, requester=requester, reviewer=reviewer, role=ops)
+
+    results = run_at_once([grants_end_expired] * 6)
+
+    assert sum(results) == 400, results
+    assert Counter(ended_events()) == Counter({str(g.pk): 1 for g in grants})
+    missed = Counter(AuditEvent.objects.filter(action="grant.reminder_missed").values_list("target_id", flat=True))
+    assert missed == Counter({str(g.pk): 1 for g in grants})
+    assert not Grant.objects.filter(ended_at__isnull=True).exists()
     assert audit_sealed_verify().ok
 
 
