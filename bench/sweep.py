@@ -42,11 +42,10 @@ from accounts.models import Role, User  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
 from audit.services import audit_seal  # noqa: E402
 from inventory.models import Resource  # noqa: E402
-from requests_app import services  # noqa: E402
 from requests_app.models import AccessRequest, Grant, Notification, NotificationChannel  # noqa: E402
-from requests_app.services import grants_end_expired  # noqa: E402
+from requests_app.services import ending, grants_end_expired  # noqa: E402
 
-_audit_record_many = services.audit_record_many
+_audit_record_many = ending.audit_record_many
 
 USERS = 200
 GRANTS_PER_REQUEST = 50
@@ -187,7 +186,7 @@ def main(sizes: list[int] | None = None) -> None:
     parser.add_argument("--child", nargs=2, metavar=("STEP", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args([] if sizes is not None else None)
     if args.child:
-        services.audit_record_many = _timed_audit  # type: ignore[assignment]
+        ending.audit_record_many = _timed_audit  # type: ignore[assignment]
         print(json.dumps(_child(*args.child)))
         return
     if sizes is None:  # run.py, calling with sizes, has set up the test environment already
