@@ -62,6 +62,14 @@ def _json_body(request: HttpRequest) -> dict:
     return body
 
 
+def _credential(body: dict) -> dict:
+    """The browser's answer to a passkey ceremony, as the page's script posts it."""
+    credential = body.get("credential")
+    if not isinstance(credential, dict):
+        raise DomainError("must be the browser's answer", field="credential")
+    return credential
+
+
 def _take_challenge(request: HttpRequest) -> str:
     # One use only: a captured answer cannot be replayed against the same challenge.
     challenge = request.session.pop(_CHALLENGE, None)
@@ -190,9 +198,7 @@ def webauthn_register_options(request: HttpRequest) -> HttpResponse:
 def webauthn_register(request: HttpRequest) -> HttpResponse:
     try:
         body = _json_body(request)
-        credential = body.get("credential")
-        if not isinstance(credential, dict):
-            raise DomainError("must be the browser's answer", field="credential")
+        credential = _credential(body)
         name = body.get("name")
         stored = mfa.webauthn_register(
             user=request.user,
@@ -224,9 +230,7 @@ def webauthn_verify_options(request: HttpRequest) -> HttpResponse:
 def webauthn_verify(request: HttpRequest) -> HttpResponse:
     try:
         body = _json_body(request)
-        credential = body.get("credential")
-        if not isinstance(credential, dict):
-            raise DomainError("must be the browser's answer", field="credential")
+        credential = _credential(body)
         at = mfa.webauthn_verify(
             user=request.user,
             credential=credential,
